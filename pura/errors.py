@@ -1,0 +1,124 @@
+"""One exception hierarchy for the whole project.
+
+Backend exceptions (gmpy2, tenseal, sqlite3, grpc, torch, dlib) are translated into these at exactly
+one boundary per backend (``raise XError(...) from exc``), so callers catch ``PuraError`` subclasses
+only. Messages describe the *shape* of bad input (lengths, dimensions, parameter-set ids), never
+secret values.
+
+Tree::
+
+    PuraError
+    ├── ConfigError                  bad configuration / missing files / unsafe permissions
+    ├── CryptoError
+    │   ├── ParameterError           unknown or insecure parameter set, mismatched parameter-set id
+    │   ├── KeyMismatchError         ciphertext or share made under another key
+    │   ├── InvalidCiphertextError   malformed / out-of-range / tampered ciphertext bytes
+    │   ├── DecryptionError          shares do not combine to a valid plaintext (opaque on purpose)
+    │   └── PackingOverflowError     packed value outside its slot bounds
+    ├── EncodingError
+    │   └── DimensionError           embedding of the wrong dimension / not finite
+    ├── ProtocolError                a party received a message it cannot process
+    ├── StoreError
+    │   ├── NotFoundError            unknown collection / subject
+    │   └── AlreadyExistsError
+    ├── AccessError
+    │   ├── PermissionDeniedError    role not allowed for this operation
+    │   └── BudgetExhaustedError     per-client query budget used up
+    └── FaceError                    unreadable / too small image (no face is a *result*, not an error)
+"""
+
+from __future__ import annotations
+
+
+class PuraError(Exception):
+    """Base class of every error Pura raises on purpose."""
+
+
+class ConfigError(PuraError):
+    """Configuration is missing, invalid or unsafe (e.g. a secret key file readable by others)."""
+
+
+class CryptoError(PuraError):
+    """Base class for cryptographic failures."""
+
+
+class ParameterError(CryptoError):
+    """Unknown, insecure or mismatched cryptographic parameter set."""
+
+
+class KeyMismatchError(CryptoError):
+    """An object was produced under a different key than the one supplied."""
+
+
+class InvalidCiphertextError(CryptoError):
+    """Ciphertext bytes are malformed, out of range, or do not belong to the expected key."""
+
+
+class DecryptionError(CryptoError):
+    """Decryption failed. Deliberately undifferentiated: no oracle on *why*."""
+
+
+class PackingOverflowError(CryptoError):
+    """A value does not fit the slot bounds of a packed plaintext."""
+
+
+class EncodingError(PuraError):
+    """An embedding could not be encoded."""
+
+
+class DimensionError(EncodingError):
+    """An embedding has the wrong dimension or non-finite entries."""
+
+
+class ProtocolError(PuraError):
+    """A protocol party received a message it cannot process."""
+
+
+class StoreError(PuraError):
+    """Persistent store failure."""
+
+
+class NotFoundError(StoreError):
+    """Unknown collection or subject."""
+
+
+class AlreadyExistsError(StoreError):
+    """The object already exists."""
+
+
+class AccessError(PuraError):
+    """Base class for authorisation failures."""
+
+
+class PermissionDeniedError(AccessError):
+    """The caller's role is not allowed to perform this operation."""
+
+
+class BudgetExhaustedError(AccessError):
+    """The caller's query budget is used up (defence against score probing)."""
+
+
+class FaceError(PuraError):
+    """An image cannot be used (unreadable, too small). "No face" is a result, not this error."""
+
+
+__all__ = [
+    "AccessError",
+    "AlreadyExistsError",
+    "BudgetExhaustedError",
+    "ConfigError",
+    "CryptoError",
+    "DecryptionError",
+    "DimensionError",
+    "EncodingError",
+    "FaceError",
+    "InvalidCiphertextError",
+    "KeyMismatchError",
+    "NotFoundError",
+    "PackingOverflowError",
+    "ParameterError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "PuraError",
+    "StoreError",
+]
