@@ -130,7 +130,7 @@ class ParameterSet:
     """Everything a template or query depends on; its :attr:`id` tags stored data."""
 
     paillier: PaillierParams = PAILLIER_3072
-    ckks: CKKSParams = CKKS_4096
+    ckks: CKKSParams = CKKS_8192
     encoding: EncodingParams = field(default_factory=EncodingParams)
 
     @property
