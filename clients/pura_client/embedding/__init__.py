@@ -1,0 +1,24 @@
+"""The client face pipeline: image → face → aligned chip → 128-d descriptor.
+
+Modules (heavy backends are imported only by the module that needs them):
+
+* ``types``     — :class:`FaceResult`, :class:`MultiFacePolicy` (shared by all pipelines).
+* ``image``     — decoding of paths/bytes/arrays/PIL images to RGB; the FaceError boundary.
+* ``cache``     — :class:`EmbeddingCache`, atomic on-disk cache keyed by model id + image SHA-256.
+* ``batch``     — :func:`embed_files`: many files through a pipeline and the cache.
+* ``reference`` — :class:`DlibReferenceEmbedder`, dlib-bin's own pipeline (the parity reference).
+"""
+
+from __future__ import annotations
+
+from pura_client.embedding.cache import EmbeddingCache, default_cache_dir, sha256_hex
+from pura_client.embedding.types import DESCRIPTOR_DIM, FaceResult, MultiFacePolicy
+
+__all__ = [
+    "DESCRIPTOR_DIM",
+    "EmbeddingCache",
+    "FaceResult",
+    "MultiFacePolicy",
+    "default_cache_dir",
+    "sha256_hex",
+]

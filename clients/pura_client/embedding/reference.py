@@ -1,0 +1,110 @@
+"""dlib's own face pipeline through dlib-bin: the reference the torch port is checked against.
+
+Pipeline (exactly dlib's ``dnn_face_recognition_ex``): HOG frontal face detector (upsampled
+``upsample`` times) → 5-point landmarks (``shape_predictor_5_face_landmarks.dat``) →
+``get_face_chip`` 150×150 with padding 0.25 → ``compute_face_descriptor`` (ResNet, 128-d, float32).
+When HOG finds nothing, dlib's CNN (MMOD) detector is tried if ``cnn_fallback`` (slow on CPU but
+HOG misses are rare on LFW). "No face" is reported in the :class:`FaceResult`, never raised.
+
+This module is the only place that calls dlib's detector/network objects for the reference; the
+torch port (``pura_client.embedding.resnet``) must reproduce :meth:`embed_chip` to 1e-4.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlib
+import numpy as np
+import numpy.typing as npt
+from pura_client.embedding.image import ImageInput, load_rgb
+from pura_client.embedding.models import (
+    MMOD_FILE,
+    RESNET_FILE,
+    RESNET_MODEL_ID,
+    SHAPE5_FILE,
+    model_file,
+)
+from pura_client.embedding.types import (
+    DESCRIPTOR_DIM,
+    Box,
+    FaceResult,
+    MultiFacePolicy,
+    apply_policy,
+)
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+
+
+def _box(rect: Any) -> Box:
+    return (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+
+class DlibReferenceEmbedder:
+    """Face → 128-d float32 descriptor with dlib-bin, one image at a time (CPU)."""
+
+    def __init__(
+        self,
+        *,
+        upsample: int = 1,
+        cnn_fallback: bool = True,
+        policy: MultiFacePolicy = MultiFacePolicy.LARGEST,
+    ) -> None:
+        self.upsample = upsample
+        self.cnn_fallback = cnn_fallback
+        self.policy = policy
+        self._hog = dlib.get_frontal_face_detector()
+        self._shape = dlib.shape_predictor(str(model_file(SHAPE5_FILE)))
+        self._net = dlib.face_recognition_model_v1(str(model_file(RESNET_FILE)))
+        self._cnn: Any = None
+
+    def __repr__(self) -> str:
+        return f"DlibReferenceEmbedder(model_id={self.model_id!r}, policy={self.policy.value!r})"
+
+    @property
+    def model_id(self) -> str:
+        """Names the whole pipeline so cache entries of different pipelines never mix."""
+        detector = f"hog{self.upsample}" + ("+cnn" if self.cnn_fallback else "")
+        return f"dlibref-{detector}-sp5-chip{CHIP_SIZE}p25-{RESNET_MODEL_ID}"
+
+    def detect(self, rgb: npt.NDArray[np.uint8]) -> tuple[list[Box], str]:
+        """All face boxes (HOG, else CNN fallback) and the name of the detector that found them."""
+        boxes = [_box(r) for r in self._hog(rgb, self.upsample)]
+        if boxes or not self.cnn_fallback:
+            return boxes, "hog" if boxes else ""
+        if self._cnn is None:
+            self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(MMOD_FILE)))
+        boxes = [_box(d.rect) for d in self._cnn(rgb, self.upsample)]
+        return boxes, "cnn" if boxes else ""
+
+    def landmarks(self, rgb: npt.NDArray[np.uint8], box: Box) -> Any:
+        """dlib ``full_object_detection`` with the 5 landmarks of the face in ``box``."""
+        return self._shape(rgb, dlib.rectangle(*box))
+
+    def chip(self, rgb: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
+        """The aligned 150×150 RGB chip dlib's network sees for the face in ``box``."""
+        shape = self.landmarks(rgb, box)
+        chip: npt.NDArray[np.uint8] = dlib.get_face_chip(rgb, shape, CHIP_SIZE, CHIP_PADDING)
+        return chip
+
+    def embed_chip(self, chip: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """dlib's descriptor of an already aligned 150×150 chip."""
+        vec = self._net.compute_face_descriptor(np.ascontiguousarray(chip))
+        return np.asarray(vec, dtype=np.float32).reshape(DESCRIPTOR_DIM)
+
+    def embed_rgb(self, rgb: npt.NDArray[np.uint8]) -> FaceResult:
+        """Embed the largest face of a decoded image (policy not applied: see apply_policy)."""
+        boxes, detector = self.detect(rgb)
+        if not boxes:
+            return FaceResult(None, 0, None, "")
+        box = max(boxes, key=_area)
+        return FaceResult(self.embed_chip(self.chip(rgb, box)), len(boxes), box, detector)
+
+    def embed_image(self, source: ImageInput) -> FaceResult:
+        """Decode ``source`` (FaceError if unusable) and embed it under this embedder's policy."""
+        return apply_policy(self.embed_rgb(load_rgb(source)), self.policy)

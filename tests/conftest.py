@@ -1,0 +1,55 @@
+"""Shared pytest fixtures (others may append fixtures below; keep each one documented).
+
+Real LFW data (never copied into the repo) is found at ``$PURA_LFW_DIR`` or
+``<repo>/../shared/data/lfw``; fixtures needing it skip cleanly when it is absent. Descriptors go
+through the on-disk cache (``$PURA_CACHE_DIR`` or ``~/.cache/pura``), so only the first run pays
+the dlib cost (~3 min on 2 cores for the identification set); later runs load in about a second.
+
+Fixtures:
+
+``lfw_dataset`` (session) -> :class:`pura_client.datasets.lfw.LFWDataset`
+    The LFW folder: ``.people()``, ``.image_path(name, n)``, ``.pairs()`` (10 View-2 folds).
+
+``lfw_identification_set`` (session) -> ``EmbeddedIdentificationSet``
+    (class in :mod:`pura_client.datasets.embedded`; build other sizes/seeds with
+    ``embedded_identification_set(n_identities, seed, ...)`` from the same module).
+
+    Real dlib descriptors (reference pipeline: HOG(+CNN fallback) → 5 landmarks → 150×150 chip →
+    ResNet), **L2-normalised float64**, for a fixed seeded split (seed 0):
+
+    * ``gallery`` (500, 128) and ``gallery_labels`` (500 distinct LFW names): the first image of
+      500 people who have ≥ 2 images;
+    * ``probes`` (~775, 128) and ``probe_labels``: up to 2 other images of each gallery person
+      (mated probes; ``probe_labels[j] in gallery_labels``);
+    * ``non_enrolled`` (200, 128) and ``non_enrolled_labels``: one image each of 200 people not in
+      the gallery (correct answer: no match).
+
+    ``model_id`` names the pipeline; ``dropped`` counts images with no face (0 here). With
+    dlib's usual same-person threshold 0.6 on raw descriptors, the unit-norm equivalent is
+    roughly a squared distance of 1.2–1.5; compute thresholds from the data, not from this text.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pura_client.datasets.embedded import EmbeddedIdentificationSet, embedded_identification_set
+from pura_client.datasets.lfw import LFWDataset, default_lfw_dir
+
+from pura.errors import ConfigError
+
+
+@pytest.fixture(scope="session")
+def lfw_dataset() -> LFWDataset:
+    """The LFW data set, or a skip saying where it was looked for."""
+    try:
+        return LFWDataset.open()
+    except ConfigError:
+        pytest.skip(f"LFW not available at {default_lfw_dir()} (set PURA_LFW_DIR)")
+
+
+@pytest.fixture(scope="session")
+def lfw_identification_set(lfw_dataset: LFWDataset) -> EmbeddedIdentificationSet:
+    """500 enrolled identities, their mated probes and 200 non-enrolled probes (see above)."""
+    return embedded_identification_set(
+        n_identities=500, seed=0, n_non_enrolled=200, dataset=lfw_dataset
+    )
