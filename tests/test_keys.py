@@ -1,0 +1,58 @@
+"""Key files: permissions, headers, role isolation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pura.errors import ConfigError, KeyMismatchError
+from pura.keys import (
+    KeyHeader,
+    check_role_isolation,
+    decode_key_file,
+    key_id_of,
+    read_key,
+    read_secret_file,
+    write_key,
+    write_secret_file,
+)
+
+
+def test_secret_written_private_and_refused_when_opened_up(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "s.key"
+    write_secret_file(path, b"secret")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(path.parent).st_mode & 0o777 == 0o700
+    assert read_secret_file(path) == b"secret"
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret_file(path)
+
+
+def test_headers_and_ids(tmp_path: Path) -> None:
+    header = KeyHeader("paillier-share-1", "ps1", "kid1")
+    path = write_key(tmp_path, header, b"payload")
+    assert read_key(tmp_path, "paillier-share-1") == (header, b"payload")
+    with pytest.raises(KeyMismatchError):
+        read_key(tmp_path, "paillier-share-1", key_id="other")
+    with pytest.raises(KeyMismatchError):
+        read_key(tmp_path, "paillier-share-1", parameter_set_id="other")
+    with pytest.raises(ConfigError):
+        decode_key_file(b"garbage")
+    with pytest.raises(ConfigError):
+        decode_key_file(path.read_bytes()[:12])
+    assert key_id_of(b"a", b"bc") != key_id_of(b"ab", b"c")
+
+
+def test_a_refuses_to_start_with_b_secrets_readable(tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    write_key(a_dir, KeyHeader("paillier-share-1", "p", "k"), b"1")
+    write_key(b_dir, KeyHeader("paillier-share-2", "p", "k"), b"2")
+    check_role_isolation("a", a_dir)
+    with pytest.raises(ConfigError, match="can read"):
+        check_role_isolation("a", a_dir, others=(b_dir,))
+    write_key(a_dir, KeyHeader("ckks-secret-context", "p", "k"), b"sk")
+    with pytest.raises(ConfigError, match="ckks-secret"):
+        check_role_isolation("a", a_dir)
