@@ -1,0 +1,284 @@
+"""Authentication, per-RPC role checks and per-client query budgets.
+
+Security reasoning:
+
+* **Identity comes from the TLS layer** (the client certificate the handshake verified against
+  our CA) or from a bearer token whose SHA-256 is in the server's token table. Nothing a client
+  puts in ordinary metadata can grant a role (threat T17).
+* **Default deny**: a method absent from the policy is refused for everyone.
+* **Budgets** cap identification/verification queries per principal in a sliding window, so an
+  identifier cannot run the thousands of probes a hill-climbing or decision-oracle attack needs
+  (threats T4/T5). Verification additionally caps *failed* probes per target subject.
+
+The interceptor wraps the method handler (gRPC's Python interceptors see no AuthContext; the
+wrapped behaviour does) and publishes the caller in a ContextVar for the servicer.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from pura.certs import role_of_certificate
+from pura.errors import BudgetExhaustedError
+
+ROLES = ("enroller", "identifier", "auditor", "admin", "peer")
+
+_P = "/pura.v1.Pura/"
+_ADM = "/pura.v1.PuraAdmin/"
+_H = "/pura.v1.PuraHelper/"
+_PUBLIC_READ = ("enroller", "identifier", "auditor", "admin")
+
+#: method -> roles allowed. Anything else is denied (health and reflection are open to any
+#: caller that completed the mTLS handshake: they reveal nothing about the gallery).
+POLICY: Mapping[str, tuple[str, ...]] = {
+    _P + "GetParameters": _PUBLIC_READ,
+    _P + "GetPublicKeys": _PUBLIC_READ,
+    _P + "Enroll": ("enroller", "admin"),
+    _P + "BulkEnroll": ("enroller", "admin"),
+    _P + "Identify": ("identifier",),
+    _P + "Verify": ("identifier",),
+    _P + "DeleteSubject": ("admin",),
+    _ADM + "CreateCollection": ("admin",),
+    _ADM + "ListSubjects": ("admin",),
+    _ADM + "Stats": ("admin", "auditor"),
+    _ADM + "VerifyAuditLog": ("admin", "auditor"),
+    _H + "Exchange": ("peer",),
+    _H + "Describe": ("peer",),
+}
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a name (certificate CN or token name) and one role."""
+
+    name: str
+    role: str
+    via: str  # "mtls" | "token"
+
+
+CURRENT: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "pura_principal", default=None
+)
+
+
+def current_principal() -> Principal:
+    principal = CURRENT.get()
+    if principal is None:  # only reachable if a servicer runs without the interceptor
+        raise RuntimeError("servicer called outside the authentication interceptor")
+    return principal
+
+
+class TokenTable:
+    """Bearer tokens -> principals. Only SHA-256 digests are held (a leaked config leaks no
+    usable token); comparison is constant-time."""
+
+    def __init__(self, entries: Iterable[tuple[str, str, str]] = ()) -> None:
+        """``entries``: (sha256 hex of the token, principal name, role)."""
+        self._entries = [(bytes.fromhex(d), n, r) for d, n, r in entries]
+        for _, _, role in self._entries:
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}")
+
+    @staticmethod
+    def digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def lookup(self, token: str) -> Principal | None:
+        probe = hashlib.sha256(token.encode()).digest()
+        found = None
+        for digest, name, role in self._entries:
+            if hmac.compare_digest(digest, probe):
+                found = Principal(name, role, "token")
+        return found
+
+
+class Authenticator:
+    """Derives the :class:`Principal` of a call."""
+
+    def __init__(self, tokens: TokenTable | None = None) -> None:
+        self._tokens = tokens or TokenTable()
+        self._cert_cache: dict[bytes, tuple[str, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def _from_cert(self, context: grpc.ServicerContext) -> Principal | None:
+        certs: Any = context.auth_context().get("x509_pem_cert") or []
+        if not certs or isinstance(certs, bytes):
+            return None
+        pem = bytes(certs[0])
+        with self._lock:
+            if pem not in self._cert_cache:
+                self._cert_cache[pem] = role_of_certificate(pem)
+            name, role = self._cert_cache[pem]
+        return Principal(name, role, "mtls") if role in ROLES and role else None
+
+    def _from_token(self, context: grpc.ServicerContext) -> Principal | None:
+        for key, value in context.invocation_metadata():
+            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+                return self._tokens.lookup(value[len("Bearer "):])
+        return None
+
+    def authenticate(self, context: grpc.ServicerContext) -> Principal | None:
+        return self._from_cert(context) or self._from_token(context)
+
+
+def _wrap_behavior(
+    behavior: Callable[..., Any], check: Callable[[grpc.ServicerContext], Principal | None]
+) -> Callable[..., Any]:
+    def unary(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+        token = CURRENT.set(check(context))
+        try:
+            return behavior(request_or_iterator, context)
+        finally:
+            CURRENT.reset(token)
+
+    return unary
+
+
+def _wrap_streaming(
+    behavior: Callable[..., Any], check: Callable[[grpc.ServicerContext], Principal | None]
+) -> Callable[..., Any]:
+    def stream(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+        principal = check(context)
+        token = CURRENT.set(principal)
+        try:
+            iterator = behavior(request_or_iterator, context)
+        finally:
+            CURRENT.reset(token)
+        while True:  # the generator body runs on next(); keep the principal visible there
+            token = CURRENT.set(principal)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                CURRENT.reset(token)
+            yield item
+
+    return stream
+
+
+class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc, type-arg]
+    """Authenticate every call and enforce :data:`POLICY` (default deny)."""
+
+    def __init__(
+        self, authenticator: Authenticator, policy: Mapping[str, tuple[str, ...]] = POLICY
+    ) -> None:
+        self._auth = authenticator
+        self._policy = policy
+
+    def _checker(self, method: str) -> Callable[[grpc.ServicerContext], Principal | None]:
+        allowed = self._policy.get(method)
+        is_open = method.startswith(OPEN_PREFIXES)
+
+        def check(context: grpc.ServicerContext) -> Principal | None:
+            principal = self._auth.authenticate(context)
+            if is_open:
+                return principal
+            if principal is None:
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "no valid client certificate or token"
+                )
+            if allowed is None or principal.role not in allowed:
+                context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"role {principal.role!r} may not call {method.rsplit('/', 1)[-1]}",
+                )
+            return principal
+
+        return check
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: Any
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        check = self._checker(handler_call_details.method)
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_behavior(handler.unary_unary, check))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_wrap_behavior(handler.stream_unary, check))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream, check))
+        return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream, check))
+
+
+class QueryBudget:
+    """Sliding-window query budget per principal, plus failed-probe budget per target.
+
+    ``clock`` is injectable for tests. State is in memory: a restart resets budgets, which an
+    attacker cannot trigger; persistent budgets belong with a shared store in multi-A setups.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_principal: int,
+        window_s: float,
+        failed_per_target: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_principal = per_principal
+        self.failed_per_target = failed_per_target
+        self.window_s = window_s
+        self._clock = clock
+        self._calls: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._lock = threading.Lock()
+
+    def _trim(self, queue: collections.deque[float], now: float) -> None:
+        while queue and queue[0] <= now - self.window_s:
+            queue.popleft()
+
+    def charge(self, principal: str) -> int:
+        """Count one query; returns what is left, or raises when the budget is used up."""
+        with self._lock:
+            now = self._clock()
+            queue = self._calls[principal]
+            self._trim(queue, now)
+            if len(queue) >= self.per_principal:
+                raise BudgetExhaustedError(
+                    f"query budget of {self.per_principal} per {self.window_s:.0f} s used up"
+                )
+            queue.append(now)
+            return self.per_principal - len(queue)
+
+    def check_target(self, target: str) -> None:
+        """Refuse verification against a subject that has had too many failed probes."""
+        with self._lock:
+            queue = self._failures[target]
+            self._trim(queue, self._clock())
+            if len(queue) >= self.failed_per_target:
+                raise BudgetExhaustedError("too many failed verifications against this subject")
+
+    def record_failure(self, target: str) -> None:
+        with self._lock:
+            self._failures[target].append(self._clock())
+
+
+__all__ = [
+    "CURRENT",
+    "POLICY",
+    "ROLES",
+    "AuthInterceptor",
+    "Authenticator",
+    "Principal",
+    "QueryBudget",
+    "TokenTable",
+    "current_principal",
+]

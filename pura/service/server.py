@@ -1,0 +1,165 @@
+"""gRPC server construction: TLS, limits, interceptors, health, optional reflection.
+
+Why each setting (threat T21, docs/architecture.md):
+
+* TLS with ``require_client_auth=True``: every caller proves a certificate from our CA; roles come
+  from it (see :mod:`pura.service.interceptors`). Plaintext is only possible with ``dev``.
+* ``grpc.max_receive_message_length`` / ``max_send_message_length`` set explicitly (the 4 MB
+  default is too small for 128-bit queries; an unbounded one invites memory exhaustion).
+* ``maximum_concurrent_rpcs``: gRPC answers RESOURCE_EXHAUSTED beyond it instead of queueing
+  without bound; HE work per call is heavy, so the cap is small.
+* keepalive enforcement: clients may not ping more often than every 10 s without data.
+* ``grpc.health.v1`` for orchestrators; reflection only in dev mode (it advertises the API).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from pura.certs import CertPaths
+from pura.config import Limits
+from pura.errors import ConfigError
+from pura.service.interceptors import Authenticator, AuthInterceptor
+
+Registrar = Callable[[grpc.Server], None]
+
+
+def server_options(limits: Limits) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def channel_options(limits: Limits) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+    ]
+
+
+def _tls_material(tls_dir: Path, name: str) -> tuple[bytes, bytes, bytes]:
+    try:
+        ca = (tls_dir / "ca.pem").read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"no CA certificate at {tls_dir / 'ca.pem'} (run `pura certs`)") from None
+    cert, key = CertPaths(tls_dir / f"{name}.pem", tls_dir / f"{name}.key").load()
+    return ca, cert, key
+
+
+def server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredentials:
+    """mTLS: present ``name``'s certificate, require a client certificate from our CA."""
+    ca, cert, key = _tls_material(tls_dir, name)
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=True
+    )
+
+
+def channel_credentials(tls_dir: Path, name: str) -> grpc.ChannelCredentials:
+    """Client side of mTLS with ``name``'s certificate."""
+    ca, cert, key = _tls_material(tls_dir, name)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
+
+
+def secure_channel(
+    address: str, tls_dir: Path | None, name: str, limits: Limits | None = None
+) -> grpc.Channel:
+    """A channel to ``address``; plaintext only when ``tls_dir`` is None (dev)."""
+    options = channel_options(limits or Limits())
+    if tls_dir is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, channel_credentials(tls_dir, name), options=options)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on ``host`` (for tests and the demo)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A started server, its bound port and its health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self.health.set("", status)
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self.set_serving(False)
+        self.server.stop(grace).wait()
+
+
+def start_server(
+    *,
+    listen: str,
+    registrars: Sequence[Registrar],
+    service_names: Sequence[str],
+    limits: Limits,
+    authenticator: Authenticator,
+    tls: tuple[Path, str] | None,
+    dev: bool = False,
+) -> RunningServer:
+    """Build, bind and start a server. ``tls`` = (tls_dir, certificate name) or None (dev)."""
+    if tls is None and not dev:
+        raise ConfigError("refusing to serve without TLS outside dev mode")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=limits.worker_threads),
+        interceptors=[AuthInterceptor(authenticator)],
+        options=server_options(limits),
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+    )
+    for register in registrars:
+        register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if dev:
+        from grpc_reflection.v1alpha import reflection
+
+        reflection.enable_server_reflection(
+            [*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME], server
+        )
+    if tls is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, server_credentials(*tls))
+    if port == 0:
+        raise ConfigError(f"cannot bind {listen}")
+    server.start()
+    running = RunningServer(server, port, health_servicer)
+    running.set_serving(True)
+    return running
+
+
+__all__ = [
+    "RunningServer",
+    "channel_credentials",
+    "channel_options",
+    "free_port",
+    "secure_channel",
+    "server_credentials",
+    "server_options",
+    "start_server",
+]
