@@ -58,11 +58,15 @@ def _tls_material(tls_dir: Path, name: str) -> tuple[bytes, bytes, bytes]:
     return ca, cert, key
 
 
-def server_credentials(tls_dir: Path, name: str) -> grpc.ServerCredentials:
-    """mTLS: present ``name``'s certificate, require a client certificate from our CA."""
+def server_credentials(
+    tls_dir: Path, name: str, *, require_client_cert: bool = True
+) -> grpc.ServerCredentials:
+    """TLS presenting ``name``'s certificate. With ``require_client_cert`` (the default) the
+    handshake fails for clients without a certificate from our CA; without it (only when bearer
+    tokens are configured) the interceptor still refuses calls that bring neither."""
     ca, cert, key = _tls_material(tls_dir, name)
     return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=True
+        [(key, cert)], root_certificates=ca, require_client_auth=require_client_cert
     )
 
 
@@ -121,6 +125,7 @@ def start_server(
     authenticator: Authenticator,
     tls: tuple[Path, str] | None,
     dev: bool = False,
+    require_client_cert: bool = True,
 ) -> RunningServer:
     """Build, bind and start a server. ``tls`` = (tls_dir, certificate name) or None (dev)."""
     if tls is None and not dev:
@@ -144,7 +149,8 @@ def start_server(
     if tls is None:
         port = server.add_insecure_port(listen)
     else:
-        port = server.add_secure_port(listen, server_credentials(*tls))
+        creds = server_credentials(*tls, require_client_cert=require_client_cert)
+        port = server.add_secure_port(listen, creds)
     if port == 0:
         raise ConfigError(f"cannot bind {listen}")
     server.start()
