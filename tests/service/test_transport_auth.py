@@ -51,7 +51,8 @@ def helper(pki: Path) -> Iterator[RunningServer]:
 
 
 def _client(pki: Path, port: int, name: str) -> HelperClient:
-    return HelperClient(secure_channel(f"localhost:{port}", pki, name), timeout_s=20, chunk_size=64_000)
+    channel = secure_channel(f"localhost:{port}", pki, name)
+    return HelperClient(channel, timeout_s=20, chunk_size=64_000)
 
 
 def test_chunked_exchange_over_mtls(pki: Path, helper: RunningServer) -> None:
@@ -64,7 +65,7 @@ def test_chunked_exchange_over_mtls(pki: Path, helper: RunningServer) -> None:
 
 
 def test_unknown_step_is_invalid_argument(pki: Path, helper: RunningServer) -> None:
-    with pytest.raises(ProtocolError, match="INVALID_ARGUMENT.*unknown helper step"):
+    with pytest.raises(ProtocolError, match=r"INVALID_ARGUMENT.*unknown helper step"):
         _client(pki, helper.port, "server-a").call("nope", b"x")
 
 
@@ -101,8 +102,11 @@ def test_bearer_tokens_when_client_certs_are_optional(pki: Path) -> None:
             "/pura.v1.PuraHelper/Describe",
             request_serializer=lambda b: b, response_deserializer=lambda b: b,
         )
-        assert describe(b"", metadata=[("authorization", "Bearer s3cret-token")], timeout=5)
-        for metadata in ([], [("authorization", "Bearer wrong")], [("role", "peer")]):
+        assert describe(b"", metadata=(("authorization", "Bearer s3cret-token"),), timeout=5)
+        bad: tuple[tuple[tuple[str, str | bytes], ...], ...] = (
+            (), (("authorization", "Bearer wrong"),), (("role", "peer"),)
+        )
+        for metadata in bad:
             with pytest.raises(grpc.RpcError) as err:
                 describe(b"", metadata=metadata, timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
