@@ -126,4 +126,13 @@ class HelperServicer(helper_pb2_grpc.PuraHelperServicer):  # type: ignore[misc]
             yield helper_pb2.HelperFrame(chunk=chunk)
 
 
-__all__ = ["HelperClient", "HelperIdentity", "HelperServicer", "StepHandler"]
+def register_helper(servicer: HelperServicer) -> Callable[[grpc.Server], None]:
+    """Registrar for :func:`pura.service.server.start_server`."""
+
+    def register(server: grpc.Server) -> None:
+        helper_pb2_grpc.add_PuraHelperServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    return register
+
+
+__all__ = ["HelperClient", "HelperIdentity", "HelperServicer", "StepHandler", "register_helper"]

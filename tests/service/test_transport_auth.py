@@ -14,9 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pura.certs import make_demo_pki
 from pura.config import Limits
 from pura.errors import KeyMismatchError, ProtocolError
-from pura.service._proto.pura.v1 import helper_pb2_grpc
 from pura.service.interceptors import Authenticator, TokenTable
-from pura.service.peer import HelperClient, HelperIdentity, HelperServicer
+from pura.service.peer import HelperClient, HelperIdentity, HelperServicer, register_helper
 from pura.service.server import RunningServer, secure_channel, start_server
 
 IDENTITY = HelperIdentity("ps-test", "key-test")
@@ -40,7 +39,7 @@ def helper(pki: Path) -> Iterator[RunningServer]:
     tokens = TokenTable([(TokenTable.digest("peer-token"), "token-peer", "peer")])
     running = start_server(
         listen="127.0.0.1:0",
-        registrars=[lambda s: helper_pb2_grpc.add_PuraHelperServicer_to_server(servicer, s)],
+        registrars=[register_helper(servicer)],
         service_names=["pura.v1.PuraHelper"],
         limits=Limits(max_message_bytes=1 << 20),
         authenticator=Authenticator(tokens),
@@ -88,7 +87,7 @@ def test_bearer_tokens_when_client_certs_are_optional(pki: Path) -> None:
     tokens = TokenTable([(TokenTable.digest("s3cret-token"), "token-peer", "peer")])
     running = start_server(
         listen="127.0.0.1:0",
-        registrars=[lambda s: helper_pb2_grpc.add_PuraHelperServicer_to_server(servicer, s)],
+        registrars=[register_helper(servicer)],
         service_names=[],
         limits=Limits(),
         authenticator=Authenticator(tokens),
