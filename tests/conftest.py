@@ -53,3 +53,31 @@ def lfw_identification_set(lfw_dataset: LFWDataset) -> EmbeddedIdentificationSet
     return embedded_identification_set(
         n_identities=500, seed=0, n_non_enrolled=200, dataset=lfw_dataset
     )
+
+
+# --- threshold Paillier keys (owner: crypto/protocols) ---------------------------------------
+# ``paillier_fast_keys`` / ``paillier_default_keys`` (session) -> (PublicKey, share 1, share 2)
+#     Real keys of the 2048-bit fast profile (~0.5 s) and of the 3072-bit default (~5 s, made
+#     only by the tests that ask for it), from a seeded rng so failures reproduce.
+
+
+@pytest.fixture(scope="session")
+def paillier_fast_keys() -> tuple[object, object, object]:
+    """(pk, share1, share2) for ``PAILLIER_2048_FAST``, generated once per session."""
+    import random
+
+    from pura.crypto.paillier import generate_keypair
+    from pura.crypto.params import PAILLIER_2048_FAST
+
+    return generate_keypair(PAILLIER_2048_FAST, random.Random(2048))
+
+
+@pytest.fixture(scope="session")
+def paillier_default_keys() -> tuple[object, object, object]:
+    """(pk, share1, share2) for the 3072-bit default ``PAILLIER_3072``, generated once."""
+    import random
+
+    from pura.crypto.paillier import generate_keypair
+    from pura.crypto.params import PAILLIER_3072
+
+    return generate_keypair(PAILLIER_3072, random.Random(3072))
