@@ -35,6 +35,7 @@ import pytest
 from pura_client.datasets.embedded import EmbeddedIdentificationSet, embedded_identification_set
 from pura_client.datasets.lfw import LFWDataset, default_lfw_dir
 
+from pura.crypto.paillier import KeyShare, PublicKey
 from pura.errors import ConfigError
 
 
@@ -62,7 +63,7 @@ def lfw_identification_set(lfw_dataset: LFWDataset) -> EmbeddedIdentificationSet
 
 
 @pytest.fixture(scope="session")
-def paillier_fast_keys() -> tuple[object, object, object]:
+def paillier_fast_keys() -> tuple[PublicKey, KeyShare, KeyShare]:
     """(pk, share1, share2) for ``PAILLIER_2048_FAST``, generated once per session."""
     import random
 
@@ -73,7 +74,7 @@ def paillier_fast_keys() -> tuple[object, object, object]:
 
 
 @pytest.fixture(scope="session")
-def paillier_default_keys() -> tuple[object, object, object]:
+def paillier_default_keys() -> tuple[PublicKey, KeyShare, KeyShare]:
     """(pk, share1, share2) for the 3072-bit default ``PAILLIER_3072``, generated once."""
     import random
 
