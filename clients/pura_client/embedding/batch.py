@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+from rich.progress import Progress
+
 from pura_client.embedding.cache import EmbeddingCache, sha256_hex
 from pura_client.embedding.image import load_rgb, read_bytes
 from pura_client.embedding.types import (
@@ -22,7 +24,6 @@ from pura_client.embedding.types import (
     decode_result,
     encode_result,
 )
-from rich.progress import Progress
 
 PROGRESS_THRESHOLD = 50
 """Show a progress bar (when asked) only for runs longer than this many images."""

@@ -12,19 +12,16 @@ torch port (``pura_client.embedding.resnet``) must reproduce :meth:`embed_chip` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dlib
 import numpy as np
 import numpy.typing as npt
+
+from pura_client.embedding.detect import FaceLocator
 from pura_client.embedding.image import ImageInput, load_rgb
-from pura_client.embedding.models import (
-    MMOD_FILE,
-    RESNET_FILE,
-    RESNET_MODEL_ID,
-    SHAPE5_FILE,
-    model_file,
-)
+from pura_client.embedding.models import RESNET_FILE, RESNET_MODEL_ID, model_file
 from pura_client.embedding.types import (
     DESCRIPTOR_DIM,
     Box,
@@ -37,14 +34,6 @@ CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 
 
-def _box(rect: Any) -> Box:
-    return (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
-
-
-def _area(box: Box) -> int:
-    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
-
-
 class DlibReferenceEmbedder:
     """Face → 128-d float32 descriptor with dlib-bin, one image at a time (CPU)."""
 
@@ -55,13 +44,9 @@ class DlibReferenceEmbedder:
         cnn_fallback: bool = True,
         policy: MultiFacePolicy = MultiFacePolicy.LARGEST,
     ) -> None:
-        self.upsample = upsample
-        self.cnn_fallback = cnn_fallback
         self.policy = policy
-        self._hog = dlib.get_frontal_face_detector()
-        self._shape = dlib.shape_predictor(str(model_file(SHAPE5_FILE)))
+        self.locator = FaceLocator(upsample=upsample, cnn_fallback=cnn_fallback)
         self._net = dlib.face_recognition_model_v1(str(model_file(RESNET_FILE)))
-        self._cnn: Any = None
 
     def __repr__(self) -> str:
         return f"DlibReferenceEmbedder(model_id={self.model_id!r}, policy={self.policy.value!r})"
@@ -69,22 +54,11 @@ class DlibReferenceEmbedder:
     @property
     def model_id(self) -> str:
         """Names the whole pipeline so cache entries of different pipelines never mix."""
-        detector = f"hog{self.upsample}" + ("+cnn" if self.cnn_fallback else "")
-        return f"dlibref-{detector}-sp5-chip{CHIP_SIZE}p25-{RESNET_MODEL_ID}"
-
-    def detect(self, rgb: npt.NDArray[np.uint8]) -> tuple[list[Box], str]:
-        """All face boxes (HOG, else CNN fallback) and the name of the detector that found them."""
-        boxes = [_box(r) for r in self._hog(rgb, self.upsample)]
-        if boxes or not self.cnn_fallback:
-            return boxes, "hog" if boxes else ""
-        if self._cnn is None:
-            self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(MMOD_FILE)))
-        boxes = [_box(d.rect) for d in self._cnn(rgb, self.upsample)]
-        return boxes, "cnn" if boxes else ""
+        return f"dlibref-{self.locator.pipeline_id}-sp5-chip{CHIP_SIZE}p25-{RESNET_MODEL_ID}"
 
     def landmarks(self, rgb: npt.NDArray[np.uint8], box: Box) -> Any:
         """dlib ``full_object_detection`` with the 5 landmarks of the face in ``box``."""
-        return self._shape(rgb, dlib.rectangle(*box))
+        return self.locator.shape(rgb, box)
 
     def chip(self, rgb: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
         """The aligned 150×150 RGB chip dlib's network sees for the face in ``box``."""
@@ -99,11 +73,16 @@ class DlibReferenceEmbedder:
 
     def embed_rgb(self, rgb: npt.NDArray[np.uint8]) -> FaceResult:
         """Embed the largest face of a decoded image (policy not applied: see apply_policy)."""
-        boxes, detector = self.detect(rgb)
-        if not boxes:
+        found = self.locator.detect(rgb)
+        box = found.largest
+        if box is None:
             return FaceResult(None, 0, None, "")
-        box = max(boxes, key=_area)
-        return FaceResult(self.embed_chip(self.chip(rgb, box)), len(boxes), box, detector)
+        descriptor = self.embed_chip(self.chip(rgb, box))
+        return FaceResult(descriptor, len(found.boxes), box, found.detector)
+
+    def embed_rgb_many(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[FaceResult]:
+        """One result per decoded image (dlib-bin has no useful batching on CPU)."""
+        return [self.embed_rgb(rgb) for rgb in images]
 
     def embed_image(self, source: ImageInput) -> FaceResult:
         """Decode ``source`` (FaceError if unusable) and embed it under this embedder's policy."""
