@@ -223,6 +223,18 @@ class PublicKey:
         m = self.encode(value)
         return Ciphertext(self, gmpy2.f_mod((1 + m * self.n) * pool.take(), self.n_squared))
 
+    def encrypt_with_randomness(self, value: int, r: int) -> Ciphertext:
+        """``(1 + mN) · h_N^r`` with an explicit ``r``: for known-answer vectors only.
+
+        Reusing ``r`` for two plaintexts reveals their difference; protocol code always goes
+        through a :class:`RandomnessPool`.
+        """
+        if not 0 <= r < 1 << self.randomness_bits:
+            raise CryptoError(f"r must be in [0, 2^{self.randomness_bits})")
+        m = self.encode(value)
+        h_r = gmpy2.powmod(self.h_n, r, self.n_squared)
+        return Ciphertext(self, gmpy2.f_mod((1 + m * self.n) * h_r, self.n_squared))
+
     def encrypt_many(self, values: Sequence[int], pool: RandomnessPool) -> list[Ciphertext]:
         return [self.encrypt(v, pool) for v in values]
 
