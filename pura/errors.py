@@ -8,7 +8,7 @@ secret values.
 Tree::
 
     PuraError
-    ├── ConfigError                  bad configuration / missing files / unsafe permissions
+    ├── ConfigError                  bad configuration, missing files, unsafe permissions
     ├── CryptoError
     │   ├── ParameterError           unknown or insecure parameter set, mismatched parameter-set id
     │   ├── KeyMismatchError         ciphertext or share made under another key
@@ -24,7 +24,7 @@ Tree::
     ├── AccessError
     │   ├── PermissionDeniedError    role not allowed for this operation
     │   └── BudgetExhaustedError     per-client query budget used up
-    └── FaceError                    unreadable / too small image (no face is a *result*, not an error)
+    └── FaceError                    unreadable or too small image ("no face" is a result)
 """
 
 from __future__ import annotations

@@ -30,10 +30,13 @@ def main() -> int:
     rc = protoc.main(args)
     if rc != 0:
         return int(rc)
-    # Make imports package-relative: "from pura.v1 import x_pb2" -> "from pura.service._proto.pura.v1 import x_pb2"
+    # Make imports absolute inside our package:
+    # "from pura.v1 import x_pb2" -> "from pura.service._proto.pura.v1 import x_pb2"
     for path in OUT.rglob("*.py"):
         text = path.read_text()
-        fixed = re.sub(r"^from pura\.v1 import", "from pura.service._proto.pura.v1 import", text, flags=re.M)
+        fixed = re.sub(
+            r"^from pura\.v1 import", "from pura.service._proto.pura.v1 import", text, flags=re.M
+        )
         path.write_text(fixed)
     for d in [OUT, *[p for p in OUT.rglob("*") if p.is_dir()]]:
         (d / "__init__.py").touch()

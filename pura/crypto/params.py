@@ -149,7 +149,10 @@ class ParameterSet:
             return cls(
                 paillier=PaillierParams(**raw["paillier"]),
                 ckks=CKKSParams(
-                    **{**raw["ckks"], "coeff_mod_bit_sizes": tuple(raw["ckks"]["coeff_mod_bit_sizes"])}
+                    **{
+                        **raw["ckks"],
+                        "coeff_mod_bit_sizes": tuple(raw["ckks"]["coeff_mod_bit_sizes"]),
+                    }
                 ),
                 encoding=EncodingParams(**raw["encoding"]),
             )
@@ -167,4 +170,6 @@ def get_preset(name: str) -> ParameterSet:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ParameterError(f"unknown parameter preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise ParameterError(
+            f"unknown parameter preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None
