@@ -376,6 +376,15 @@ class GalleryStore:
         )
         return {(int(r[0]), int(r[1])): str(r[2]) for r in rows}
 
+    def slot_table(self, collection: str) -> dict[tuple[int, int], tuple[str, bool]]:
+        """(block, slot) -> (template id, placed) of every template row: what the packed blocks
+        must agree with after a restart."""
+        rows = self._query(
+            "SELECT block_no, slot, template_id, placed FROM templates WHERE collection=?",
+            (collection,),
+        )
+        return {(int(r[0]), int(r[1])): (str(r[2]), bool(r[3])) for r in rows}
+
     def subject_count(self, collection: str) -> int:
         rows = self._query(
             "SELECT COUNT(DISTINCT subject_id) FROM templates WHERE collection=?", (collection,)
