@@ -1,0 +1,125 @@
+"""Exact squared distance protocol: correctness on random integer vectors, layouts, bad inputs."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from pura.crypto.paillier import (
+    KeyShare,
+    PublicKey,
+    RandomnessPool,
+    combine,
+    decrypt_with_shares,
+)
+from pura.errors import DimensionError, PackingOverflowError, ProtocolError
+from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
+from pura.protocols.messages import BlindedProductReply
+from pura.protocols.secure_distance import (
+    assemble_vectors,
+    finish_distance,
+    helper_blinded_product,
+    slot_counts,
+    start_distance,
+)
+
+Keys = tuple[PublicKey, KeyShare, KeyShare]
+
+
+def _vec(rng: random.Random, dim: int, s: int) -> list[int]:
+    return [rng.randint(-(1 << s), 1 << s) for _ in range(dim)]
+
+
+def _run(keys: Keys, dim: int, k: int, seed: int) -> tuple[list[int], list[int]]:
+    pk, s1, s2 = keys
+    rng = random.Random(seed)
+    layout = TemplateLayout.for_key(pk, dim, 11)
+    pool_a, pool_b = RandomnessPool(pk, rng=rng), RandomnessPool(pk, rng=random.Random(seed + 1))
+    x = _vec(rng, dim, 11)
+    ys = [_vec(rng, dim, 11) for _ in range(k)]
+    ys[0] = [1 << 11] * dim  # extreme coordinates
+    x[0] = -(1 << 11)
+    query = encrypt_query(x, layout, pk, pool_a)
+    temps = [encrypt_template(y, layout, pk, pool_a) for y in ys]
+    state, request = start_distance(query, temps, layout, s1, pool_a, rng=rng)
+    reply = helper_blinded_product(request, layout, s2, pool_b)
+    got = [decrypt_with_shares(s1, s2, c, signed=True) for c in finish_distance(state, reply)]
+    return got, [sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) for y in ys]
+
+
+@pytest.mark.parametrize(("dim", "k"), [(128, 1), (128, 3), (7, 6), (76, 2), (40, 4)])
+def test_encrypted_distances_equal_plaintext(paillier_fast_keys: Keys, dim: int, k: int) -> None:
+    got, want = _run(paillier_fast_keys, dim, k, seed=dim * 100 + k)
+    assert got == want
+
+
+def test_slot_stream_layout(paillier_fast_keys: Keys) -> None:
+    layout = TemplateLayout.for_key(paillier_fast_keys[0], 128, 11)
+    assert (layout.slots_per_ct, layout.n_full, layout.tail) == (38, 3, 14)
+    assert slot_counts(layout, 3) == [38] * 9 + [28, 14]
+    stream = list(range(3 * 128))
+    vecs = assemble_vectors(layout, 3, stream)
+    assert vecs[1][:38] == list(range(114, 152)) and vecs[1][-14:] == list(range(356, 370))
+    with pytest.raises(ProtocolError):
+        assemble_vectors(layout, 3, stream[:-1])
+
+
+def test_b_learns_masked_values_only(paillier_fast_keys: Keys) -> None:
+    """The same template sent twice gives B two unrelated slot vectors (fresh masks)."""
+    pk, s1, s2 = paillier_fast_keys
+    rng = random.Random(1)
+    layout = TemplateLayout.for_key(pk, 16, 11)
+    pool = RandomnessPool(pk, rng=rng)
+    temp = encrypt_template([5] * 16, layout, pk, pool)
+    query = encrypt_query([1] * 16, layout, pk, pool)
+    seen = []
+    for _ in range(2):
+        _, req = start_distance(query, [temp], layout, s1, pool, rng=rng)
+        contents = layout.packed.unpack_raw(
+            combine(req.partials[0], s2.partial_decrypt(req.masked[0])), 16)
+        assert all(c >= 5 + layout.bound for c in contents)
+        assert all(c < 1 << layout.slot_bits for c in contents)
+        seen.append(contents)
+    assert seen[0] != seen[1]
+    assert len(set(seen[0])) > 1
+
+
+def test_b_rejects_foreign_layouts_and_shapes(paillier_fast_keys: Keys) -> None:
+    pk, s1, s2 = paillier_fast_keys
+    rng = random.Random(2)
+    layout = TemplateLayout.for_key(pk, 16, 11)
+    pool = RandomnessPool(pk, rng=rng)
+    temp = encrypt_template([1] * 16, layout, pk, pool)
+    query = encrypt_query([1] * 16, layout, pk, pool)
+    state, req = start_distance(query, [temp, temp], layout, s1, pool, rng=rng)
+    bad_requests = [
+        replace(req, slot_bits=req.slot_bits - 1),
+        replace(req, n_candidates=3),
+        replace(req, n_candidates=0),
+        replace(req, masked=req.masked * 2),
+        replace(req, query=req.query[:-1]),
+    ]
+    for bad in bad_requests:
+        with pytest.raises(ProtocolError):
+            helper_blinded_product(bad, layout, s2, pool)
+    # A plaintext that overflows the agreed layout (here: an unmasked huge value) is refused.
+    huge = pk.encrypt(1 << (layout.packed.total_bits + 1), pool)
+    overflow = replace(req, masked=(huge,), partials=(s1.partial_decrypt(huge),),
+                       n_candidates=1)
+    with pytest.raises(ProtocolError):
+        helper_blinded_product(overflow, layout, s2, pool)
+    with pytest.raises(ProtocolError):
+        finish_distance(state, BlindedProductReply(req.masked[:1]))
+
+
+def test_client_side_bounds(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    layout = TemplateLayout.for_key(pk, 4, 11)
+    pool = RandomnessPool(pk, rng=random.Random(3))
+    with pytest.raises(DimensionError):
+        encrypt_template([0] * 5, layout, pk, pool)
+    with pytest.raises(PackingOverflowError):
+        encrypt_query([0, 0, 0, (1 << 11) + 1], layout, pk, pool)
+    assert layout.dist_bits == (4 * (1 << 12) ** 2).bit_length()
