@@ -576,6 +576,15 @@ class PartialDecryption:
     def __repr__(self) -> str:
         return f"PartialDecryption(index={self.index}, key={self.key.key_id})"
 
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, PartialDecryption)
+            and (other.key, other.index, other.value) == (self.key, self.index, self.value)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.index, int(self.value)))
+
     def raw_bytes(self) -> bytes:
         return _int_to_bytes(self.value, self.key.ciphertext_bytes)
 

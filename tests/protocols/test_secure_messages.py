@@ -1,0 +1,97 @@
+"""Message encodings: roundtrip, compactness, key binding, truncation, trailing bytes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, generate_keypair
+from pura.crypto.params import PAILLIER_2048_FAST
+from pura.errors import InvalidCiphertextError, KeyMismatchError, ProtocolError
+from pura.protocols.messages import (
+    BlindedProductReply,
+    BlindedProductRequest,
+    CompareReply,
+    CompareRequest,
+    PaillierQuery,
+    PaillierTemplate,
+    ThresholdReply,
+    ThresholdRequest,
+)
+
+Keys = tuple[PublicKey, KeyShare, KeyShare]
+
+
+def _messages(keys: Keys) -> list[Any]:
+    pk, s1, s2 = keys
+    pool = RandomnessPool(pk, rng=random.Random(1))
+    c = [pk.encrypt(i, pool) for i in range(4)]
+    p1 = [s1.partial_decrypt(x) for x in c]
+    return [
+        PaillierQuery(tuple(c[:3]), c[3]),
+        PaillierTemplate(tuple(c[:2]), c[2]),
+        BlindedProductRequest(128, 53, 2, tuple(c[:3]), tuple(c[:2]), tuple(p1[:2])),
+        BlindedProductReply(tuple(c[:2])),
+        CompareRequest(76, 3, (c[0],), (p1[0],)),
+        CompareReply(tuple(c[:2]), tuple(c[1:3]), tuple(c[2:4])),
+        ThresholdRequest(76, c[0], p1[0], (c[1], c[2])),
+        ThresholdReply(1, s2.partial_decrypt(c[1])),
+    ]
+
+
+def test_roundtrip_and_size(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    for msg in _messages(paillier_fast_keys):
+        data = msg.to_bytes()
+        back = type(msg).from_bytes(pk, data)
+        assert back == msg
+
+
+def test_sizes_are_compact(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    q = _messages(paillier_fast_keys)[0]
+    assert len(q.to_bytes()) == 12 + 2 * 4 + 4 * pk.ciphertext_bytes
+
+
+def test_wrong_key_kind_truncation_trailing(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    other = generate_keypair(PAILLIER_2048_FAST, random.Random(96))[0]
+    msgs = _messages(paillier_fast_keys)
+    for msg in msgs:
+        data = msg.to_bytes()
+        with pytest.raises(KeyMismatchError):
+            type(msg).from_bytes(other, data)
+        with pytest.raises(ProtocolError):
+            type(msg).from_bytes(pk, data[:-1])
+        with pytest.raises(ProtocolError):
+            type(msg).from_bytes(pk, data + b"\0")
+        with pytest.raises(ProtocolError):
+            type(msg).from_bytes(pk, b"XX" + data[2:])
+    with pytest.raises(ProtocolError):
+        BlindedProductReply.from_bytes(pk, msgs[0].to_bytes())  # wrong kind
+    with pytest.raises(ProtocolError):
+        PaillierQuery.from_bytes(pk, msgs[0].to_bytes()[:12] + (10**6).to_bytes(4, "big"))
+
+
+def test_invalid_ciphertext_inside_a_message(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    reply = _messages(paillier_fast_keys)[3]
+    data = bytearray(reply.to_bytes())
+    data[16:16 + pk.ciphertext_bytes] = bytes(pk.ciphertext_bytes)  # first value := 0
+    with pytest.raises(InvalidCiphertextError):
+        BlindedProductReply.from_bytes(pk, bytes(data))
+
+
+def test_semantic_checks(paillier_fast_keys: Keys) -> None:
+    pk, _, s2 = paillier_fast_keys
+    msgs = _messages(paillier_fast_keys)
+    bad_bit = msgs[7].to_bytes()[:12] + (2).to_bytes(4, "big") + msgs[7].to_bytes()[16:]
+    with pytest.raises(ProtocolError):
+        ThresholdReply.from_bytes(pk, bad_bit)
+    with pytest.raises(KeyMismatchError):
+        other = generate_keypair(PAILLIER_2048_FAST, random.Random(95))[0]
+        pool = RandomnessPool(other, rng=random.Random(0))
+        BlindedProductReply((msgs[3].products[0], other.encrypt(1, pool))).to_bytes()
+    assert s2.index == 2
