@@ -60,6 +60,10 @@ class ServerConfig:
     #: (sha256 hex of token, principal, role) bearer tokens, in addition to mTLS.
     tokens: tuple[tuple[str, str, str], ...] = ()
     dev: bool = False
+    #: Worker processes for the heavy Paillier loops (gmpy2 holds the GIL); 1 = in-process.
+    engine_workers: int = 1
+    #: Candidates passed from CKKS preselection to the exact stage.
+    top_k: int = 8
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
