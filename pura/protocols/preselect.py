@@ -1,0 +1,232 @@
+"""CKKS preselection (identification step 1): k candidate templates out of the whole gallery.
+
+A (:class:`PreselectServer`) scores every searchable block with the client's broadcast query
+(``S_b = Σ_i Q_i ⊙ G_{b,i}``, one relinearisation + one rescale per block), then per query draws
+
+* an affine mask ``a·S + c`` (integer ``a > 0`` at scale 1, real offset ``c``), one for all
+  blocks so that B's ranking is the true ranking;
+* a permutation: a random order of the blocks and a random cyclic rotation of every block.
+
+B (:func:`answer_preselect`) decrypts, ranks, and returns the top-k *positions in its view*;
+A (:meth:`PreselectServer.resolve`) maps them back to template ids, dropping decoy slots.
+
+What B learns (see docs/security.md): per query a list of masked scores in a permuted order.
+The mask hides the score scale and level; order and ratios of score differences remain (they
+must: B ranks). The cyclic rotation keeps the *cyclic neighbourhood* of slots inside a block,
+so B could align two queries' views of the same block (e.g. via decoy score patterns) and link
+queries that hit the same slot; it never learns which subject a slot holds. The decrypted CKKS
+values never leave B: only k positions do (Li–Micciancio key-recovery needs decryptions).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pura.crypto.ckks import CKKSCiphertext, CKKSContext
+from pura.errors import DimensionError, ProtocolError
+from pura.gallery.packing import BlockLayout, HeadBlock, TemplateId
+
+from . import _wire
+
+_REQ_MAGIC = b"PURA-PSQ"
+_RESP_MAGIC = b"PURA-PSP"
+_ID_BYTES = 16
+
+
+@dataclass(frozen=True)
+class PreselectRequest:
+    """A → B: masked, permuted block scores (score-level ciphertexts) and k."""
+
+    request_id: bytes
+    key_id: bytes
+    k: int
+    scores: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        rid = self.request_id.hex()[:8]
+        return f"PreselectRequest(id={rid}, k={self.k}, blocks={len(self.scores)})"
+
+    def to_bytes(self) -> bytes:
+        header = {"id": self.request_id.hex(), "key": self.key_id.hex(), "k": self.k}
+        return _wire.pack(_REQ_MAGIC, header, list(self.scores))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PreselectRequest:
+        header, blobs = _wire.unpack(_REQ_MAGIC, data)
+        return cls(
+            request_id=_hex(header, "id"),
+            key_id=_hex(header, "key"),
+            k=_wire.field(header, "k", int),
+            scores=tuple(blobs),
+        )
+
+
+@dataclass(frozen=True)
+class PreselectResponse:
+    """B → A: the top-k positions in B's view (view index · slots + slot), best first."""
+
+    request_id: bytes
+    positions: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        return f"PreselectResponse(id={self.request_id.hex()[:8]}, k={len(self.positions)})"
+
+    def to_bytes(self) -> bytes:
+        header = {"id": self.request_id.hex(), "positions": list(self.positions)}
+        return _wire.pack(_RESP_MAGIC, header, [])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PreselectResponse:
+        header, blobs = _wire.unpack(_RESP_MAGIC, data)
+        if blobs:
+            raise ProtocolError("preselect response carries unexpected blobs")
+        return cls(_hex(header, "id"), tuple(_wire.int_list(header, "positions")))
+
+
+@dataclass(frozen=True)
+class PreselectState:
+    """A's secret per-query state: the permutation and a snapshot of the slot tables."""
+
+    request_id: bytes
+    block_order: tuple[int, ...]  # view index -> block id
+    rotations: tuple[int, ...]  # view index -> left rotation applied
+    slot_tables: tuple[dict[int, TemplateId], ...]  # view index -> live slots at scoring time
+    slot_count: int
+
+    def __repr__(self) -> str:
+        return f"PreselectState(id={self.request_id.hex()[:8]}, blocks={len(self.block_order)})"
+
+
+def _hex(header: dict[str, object], name: str) -> bytes:
+    try:
+        return bytes.fromhex(_wire.field(header, name, str))
+    except ValueError as exc:
+        raise ProtocolError(f"field {name!r} is not hex") from exc
+
+
+def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> list[CKKSCiphertext]:
+    """Validate the client's broadcast head: exactly ``head_dim`` work-level ciphertexts."""
+    if len(query) != head_dim:
+        raise DimensionError(f"query head has {len(query)} ciphertexts, expected {head_dim}")
+    return [ctx.ciphertext_from_bytes(raw) for raw in query]
+
+
+class PreselectServer:
+    """A's side of preselection over one :class:`BlockLayout`.
+
+    Keeps parsed block ciphertexts in memory keyed by (block id, version): parsing costs about
+    as much as scoring, so it is done once per refresh, not once per query.
+    """
+
+    def __init__(self, ctx: CKKSContext, layout: BlockLayout, rng: random.Random | None = None):
+        self.ctx = ctx
+        self.layout = layout
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._cache: dict[int, tuple[int, list[CKKSCiphertext]]] = {}
+
+    def __repr__(self) -> str:
+        return f"PreselectServer({self.layout!r})"
+
+    def _block_cts(self, block: HeadBlock) -> list[CKKSCiphertext]:
+        cached = self._cache.get(block.block_id)
+        if cached is not None and cached[0] == block.version:
+            return cached[1]
+        cts = [self.ctx.ciphertext_from_bytes(raw) for raw in block.ciphertexts]
+        self._cache[block.block_id] = (block.version, cts)
+        return cts
+
+    def draw_mask(self) -> tuple[int, float]:
+        """Per-query ``(a, c)``: ``a`` uniform in ``[2^(bits−1), 2^bits)``, ``c`` uniform."""
+        a_bits, c_bits = self.ctx.mask_bounds()
+        a = self._rng.randrange(1 << (a_bits - 1), 1 << a_bits)
+        c = self._rng.uniform(-(2.0 ** (c_bits - 1)), 2.0 ** (c_bits - 1))
+        return a, c
+
+    def request(
+        self, query: Sequence[bytes], k: int
+    ) -> tuple[PreselectRequest, PreselectState]:
+        """Score, mask and permute all searchable blocks for one query."""
+        blocks = self.layout.searchable_blocks()
+        if not blocks:
+            raise ProtocolError("the gallery has no enrolled templates to preselect from")
+        slots = self.ctx.slot_count
+        if not 1 <= k <= len(blocks) * slots:
+            raise ProtocolError(f"k must be in 1..{len(blocks) * slots}, got {k}")
+        q = parse_query(self.ctx, query, self.layout.head_dim)
+        order = list(range(len(blocks)))
+        self._rng.shuffle(order)
+        rotations = [self._rng.randrange(slots) for _ in order]
+        a, c = self.draw_mask()
+        scores = []
+        for view, idx in enumerate(order):
+            score = self.ctx.score_block(q, self._block_cts(blocks[idx]))
+            masked = self.ctx.affine_mask(self.ctx.rotate(score, rotations[view]), a, c)
+            scores.append(self.ctx.ciphertext_to_bytes(masked))
+        request_id = self._rng.randbytes(_ID_BYTES)
+        state = PreselectState(
+            request_id,
+            tuple(blocks[i].block_id for i in order),
+            tuple(rotations),
+            tuple(dict(blocks[i].live) for i in order),
+            slots,
+        )
+        return PreselectRequest(request_id, self.ctx.key_id, k, tuple(scores)), state
+
+    @staticmethod
+    def resolve(state: PreselectState, response: PreselectResponse) -> list[TemplateId]:
+        """Un-permute B's positions to template ids (best first), dropping decoy slots."""
+        if response.request_id != state.request_id:
+            raise ProtocolError("preselect response answers another request")
+        out: list[TemplateId] = []
+        total = len(state.block_order) * state.slot_count
+        for pos in response.positions:
+            if not 0 <= pos < total:
+                raise ProtocolError(f"position {pos} outside B's view of {total} slots")
+            view, slot = divmod(pos, state.slot_count)
+            original = (slot + state.rotations[view]) % state.slot_count
+            template = state.slot_tables[view].get(original)
+            if template is not None and template not in out:
+                out.append(template)
+        return out
+
+
+def answer_preselect(ctx: CKKSContext, req: PreselectRequest) -> PreselectResponse:
+    """B: decrypt every masked score ciphertext, return the k best positions in its view."""
+    if req.key_id != ctx.key_id:
+        raise ProtocolError("preselect request is for another CKKS key")
+    if not req.scores or not 1 <= req.k <= len(req.scores) * ctx.slot_count:
+        raise ProtocolError(f"bad preselect request: k={req.k}, {len(req.scores)} blocks")
+    values = np.concatenate(
+        [ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)) for raw in req.scores]
+    )
+    top = np.argpartition(-values, req.k - 1)[: req.k]
+    best = top[np.argsort(-values[top], kind="stable")]
+    return PreselectResponse(req.request_id, tuple(int(p) for p in best))
+
+
+def preselect(
+    server: PreselectServer, ctx_b: CKKSContext, query: Sequence[bytes], k: int
+) -> tuple[list[TemplateId], int]:
+    """Both parties in one process through the byte encodings; returns (candidates, bytes)."""
+    request, state = server.request(query, k)
+    wire_req = request.to_bytes()
+    response = answer_preselect(ctx_b, PreselectRequest.from_bytes(wire_req))
+    wire_resp = response.to_bytes()
+    return server.resolve(state, PreselectResponse.from_bytes(wire_resp)), len(wire_req) + len(
+        wire_resp
+    )
+
+
+__all__ = [
+    "PreselectRequest",
+    "PreselectResponse",
+    "PreselectServer",
+    "PreselectState",
+    "answer_preselect",
+    "parse_query",
+    "preselect",
+]
