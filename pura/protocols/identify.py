@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool
+from pura.crypto.paillier import KeyShare, PartialPool, PublicKey, RandomnessPool
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import ParameterError, ProtocolError
@@ -41,7 +41,13 @@ from pura.protocols.messages import (
     ThresholdReply,
     ThresholdRequest,
 )
-from pura.protocols.secure_distance import finish_distance, helper_blinded_product, start_distance
+from pura.protocols.secure_distance import (
+    PreparedTemplate,
+    finish_distance,
+    helper_blinded_product,
+    prepare_templates,
+    start_distance,
+)
 from pura.protocols.secure_min import (
     CompareLayout,
     finish_threshold,
@@ -216,6 +222,7 @@ class ServerA:
         self.channel = channel
         self.rng = rng if rng is not None else secrets.SystemRandom()
         self.pool = pool if pool is not None else RandomnessPool(self.key, rng=self.rng)
+        self.masks = PartialPool(share, rng=self.rng)
         self.engine = engine
 
     def __repr__(self) -> str:
@@ -226,11 +233,18 @@ class ServerA:
         want = _POOL_PER_CANDIDATE * candidates + 8
         if len(self.pool) < want:
             self.pool.refill(want - len(self.pool))
+        want_masks = self.config.template.cts_per_template * candidates
+        if len(self.masks) < want_masks:
+            self.masks.refill(want_masks - len(self.masks))
+
+    def prepare(self, templates: Sequence[PaillierTemplate]) -> list[PreparedTemplate]:
+        """Offline, per stored template: A's partial decryptions (keeps them off the query path)."""
+        return prepare_templates(templates, self.share, self.engine)
 
     def match(
         self,
         query: PaillierQuery,
-        candidates: Sequence[tuple[str, PaillierTemplate]],
+        candidates: Sequence[tuple[str, PaillierTemplate | PreparedTemplate]],
         tau: int,
     ) -> MatchResult:
         """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?"""
@@ -239,8 +253,7 @@ class ServerA:
         order = list(candidates)
         self.rng.shuffle(order)
         state, request = start_distance(
-            query, [t for _, t in order], self.config.template, self.share, self.pool,
-            self.engine, self.rng,
+            query, [t for _, t in order], self.config.template, self.masks, self.engine, self.rng
         )
         distances = finish_distance(state, self.channel.blinded_product(request))
         entries = [(d, self.key.encrypt(j, self.pool)) for j, d in enumerate(distances)]
@@ -259,7 +272,11 @@ class ServerA:
         return MatchResult(True, order[decision.index][0])
 
     def verify(
-        self, query: PaillierQuery, subject: str, templates: Sequence[PaillierTemplate], tau: int
+        self,
+        query: PaillierQuery,
+        subject: str,
+        templates: Sequence[PaillierTemplate | PreparedTemplate],
+        tau: int,
     ) -> bool:
         """1:1: does the query match any of ``subject``'s templates within ``tau``?"""
         return self.match(query, [(subject, t) for t in templates], tau).matched

@@ -25,13 +25,17 @@ one at B), all candidates in one round trip.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from pura.crypto.paillier import (
     Ciphertext,
     KeyShare,
+    PartialDecryption,
+    PartialPool,
     RandomnessPool,
     combine,
     multi_exp_batch,
@@ -46,6 +50,16 @@ from pura.protocols.messages import (
     PaillierQuery,
     PaillierTemplate,
 )
+
+_Shiftable = TypeVar("_Shiftable", Ciphertext, PartialDecryption)
+
+
+def _add(a: _Shiftable, b: _Shiftable) -> _Shiftable:
+    if isinstance(a, Ciphertext) and isinstance(b, Ciphertext):
+        return a + b
+    if isinstance(a, PartialDecryption) and isinstance(b, PartialDecryption):
+        return a.times(b)
+    raise ProtocolError("cannot merge a ciphertext with a partial decryption")
 
 
 def tails_per_ct(layout: TemplateLayout) -> int:
@@ -73,8 +87,11 @@ def assemble_vectors(layout: TemplateLayout, k: int, contents: Sequence[int]) ->
     ]
 
 
-def _merge_tails(layout: TemplateLayout, tails: Sequence[Ciphertext]) -> list[Ciphertext]:
-    """Horner over slot shifts: tail_a + 2^(t·w)·(tail_b + 2^(t·w)·(...)), t·w squarings each."""
+def _merge_tails(layout: TemplateLayout, tails: Sequence[_Shiftable]) -> list[_Shiftable]:
+    """Horner over slot shifts: tail_a + 2^(t·w)·(tail_b + 2^(t·w)·(...)), t·w squarings each.
+
+    Works on ciphertexts and, identically, on A's partial decryptions of them.
+    """
     g = tails_per_ct(layout)
     shift = layout.tail * layout.slot_bits
     merged = []
@@ -82,9 +99,38 @@ def _merge_tails(layout: TemplateLayout, tails: Sequence[Ciphertext]) -> list[Ci
         group = tails[start:start + g]
         acc = group[-1]
         for ct in reversed(group[:-1]):
-            acc = acc.shift_slots(shift) + ct
+            acc = _add(acc.shift_slots(shift), ct)
         merged.append(acc)
     return merged
+
+
+@dataclass(frozen=True)
+class PreparedTemplate:
+    """A stored template plus A's own partial decryptions of its packed ciphertexts.
+
+    Computed once per template (offline, e.g. when the gallery is loaded): it moves A's only
+    expensive online step of this protocol out of the query path. Only A (share 1) can make it;
+    it is as sensitive as A's share-derived state and never leaves A.
+    """
+
+    template: PaillierTemplate
+    partials: tuple[PartialDecryption, ...]
+
+    def __repr__(self) -> str:
+        return f"PreparedTemplate(cts={len(self.partials)})"
+
+
+def prepare_templates(
+    templates: Sequence[PaillierTemplate], share_a: KeyShare, engine: LocalEngine = SERIAL
+) -> list[PreparedTemplate]:
+    """A, offline: partial decryptions of every packed ciphertext (parallel over the engine)."""
+    flat = [c for t in templates for c in t.packed]
+    parts = engine.map_chunks(partial(partial_decrypt_batch, share_a), flat)
+    out, pos = [], 0
+    for t in templates:
+        out.append(PreparedTemplate(t, tuple(parts[pos:pos + len(t.packed)])))
+        pos += len(t.packed)
+    return out
 
 
 @dataclass
@@ -100,36 +146,57 @@ class DistanceState:
         return f"DistanceState(k={self.k})"
 
 
+def _stream(
+    layout: TemplateLayout, prepared: Sequence[PreparedTemplate]
+) -> tuple[list[Ciphertext], list[PartialDecryption]]:
+    """Ciphertexts in stream order and A's partial decryptions of them (merged alike)."""
+    cts = [c for p in prepared for c in p.template.packed[:layout.n_full]]
+    pds = [d for p in prepared for d in p.partials[:layout.n_full]]
+    if layout.tail:
+        cts += _merge_tails(layout, [p.template.packed[-1] for p in prepared])
+        pds += _merge_tails(layout, [p.partials[-1] for p in prepared])
+    return cts, pds
+
+
 def start_distance(
     query: PaillierQuery,
-    templates: Sequence[PaillierTemplate],
+    templates: Sequence[PaillierTemplate | PreparedTemplate],
     layout: TemplateLayout,
-    share_a: KeyShare,
-    pool: RandomnessPool,
+    masks: PartialPool,
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
 ) -> tuple[DistanceState, BlindedProductRequest]:
-    """A's half before the round trip. ``rng`` draws the masks (defaults to the pool's source)."""
+    """A's half before the round trip.
+
+    ``masks`` (A's :class:`PartialPool`) encrypts the masks together with A's partial
+    decryption of them; with :class:`PreparedTemplate` inputs A performs no full-size
+    exponentiation online. ``rng`` draws the mask values (OS CSPRNG unless a test seeds it).
+    """
+    share_a = masks.share
     key = share_a.public_key
     k = len(templates)
     if k < 1 or len(query.dims) != layout.dim:
         raise ProtocolError(f"need ≥ 1 candidate and a {layout.dim}-dim query")
-    for t in templates:
+    plain = [t for t in templates if isinstance(t, PaillierTemplate)]
+    for t in plain:
         check_template(t, layout, key)
-    rng = rng if rng is not None else pool.rng
-    stream = [c for t in templates for c in t.packed[:layout.n_full]]
-    if layout.tail:
-        stream += _merge_tails(layout, [t.packed[-1] for t in templates])
+    fresh = iter(prepare_templates(plain, share_a, engine))
+    prepared = [t if isinstance(t, PreparedTemplate) else next(fresh) for t in templates]
+    if any(len(p.partials) != layout.cts_per_template or p.partials[0].index != 1
+           for p in prepared):
+        raise ProtocolError("prepared template does not match the layout or share 1")
+    rng = rng if rng is not None else secrets.SystemRandom()
+    stream, stream_pds = _stream(layout, prepared)
     counts = slot_counts(layout, k)
-    masks = [[rng.getrandbits(layout.mask_bits) for _ in range(n)] for n in counts]
-    masked = [
-        ct + key.encrypt(layout.packed.pack_raw(m), pool)
-        for ct, m in zip(stream, masks, strict=True)
-    ]
-    partials = engine.map_chunks(partial(partial_decrypt_batch, share_a), masked)
-    offsets = assemble_vectors(layout, k, [r + layout.bound for m in masks for r in m])
+    mask_values = [[rng.getrandbits(layout.mask_bits) for _ in range(n)] for n in counts]
+    masked, partials = [], []
+    for ct, pd, m in zip(stream, stream_pds, mask_values, strict=True):
+        mask_ct, mask_pd = masks.encrypt_with_partial(layout.packed.pack_raw(m))
+        masked.append(ct + mask_ct)
+        partials.append(pd.times(mask_pd))
+    offsets = assemble_vectors(layout, k, [r + layout.bound for m in mask_values for r in m])
     corrections = engine.map_chunks(partial(multi_exp_batch, query.dims), offsets)
-    state = DistanceState(k, query.norm, [t.norm for t in templates], corrections)
+    state = DistanceState(k, query.norm, [p.template.norm for p in prepared], corrections)
     request = BlindedProductRequest(
         layout.dim, layout.slot_bits, k, tuple(query.dims), tuple(masked), tuple(partials)
     )
@@ -185,9 +252,11 @@ def finish_distance(state: DistanceState, reply: BlindedProductReply) -> list[Ci
 
 __all__ = [
     "DistanceState",
+    "PreparedTemplate",
     "assemble_vectors",
     "finish_distance",
     "helper_blinded_product",
+    "prepare_templates",
     "slot_counts",
     "start_distance",
 ]

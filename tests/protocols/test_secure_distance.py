@@ -9,6 +9,7 @@ import pytest
 
 from pura.crypto.paillier import (
     KeyShare,
+    PartialPool,
     PublicKey,
     RandomnessPool,
     combine,
@@ -43,7 +44,7 @@ def _run(keys: Keys, dim: int, k: int, seed: int) -> tuple[list[int], list[int]]
     x[0] = -(1 << 11)
     query = encrypt_query(x, layout, pk, pool_a)
     temps = [encrypt_template(y, layout, pk, pool_a) for y in ys]
-    state, request = start_distance(query, temps, layout, s1, pool_a, rng=rng)
+    state, request = start_distance(query, temps, layout, PartialPool(s1, rng=rng), rng=rng)
     reply = helper_blinded_product(request, layout, s2, pool_b)
     got = [decrypt_with_shares(s1, s2, c, signed=True) for c in finish_distance(state, reply)]
     return got, [sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) for y in ys]
@@ -76,7 +77,7 @@ def test_b_learns_masked_values_only(paillier_fast_keys: Keys) -> None:
     query = encrypt_query([1] * 16, layout, pk, pool)
     seen = []
     for _ in range(2):
-        _, req = start_distance(query, [temp], layout, s1, pool, rng=rng)
+        _, req = start_distance(query, [temp], layout, PartialPool(s1), rng=rng)
         contents = layout.packed.unpack_raw(
             combine(req.partials[0], s2.partial_decrypt(req.masked[0])), 16)
         assert all(c >= 5 + layout.bound for c in contents)
@@ -93,7 +94,7 @@ def test_b_rejects_foreign_layouts_and_shapes(paillier_fast_keys: Keys) -> None:
     pool = RandomnessPool(pk, rng=rng)
     temp = encrypt_template([1] * 16, layout, pk, pool)
     query = encrypt_query([1] * 16, layout, pk, pool)
-    state, req = start_distance(query, [temp, temp], layout, s1, pool, rng=rng)
+    state, req = start_distance(query, [temp, temp], layout, PartialPool(s1), rng=rng)
     bad_requests = [
         replace(req, slot_bits=req.slot_bits - 1),
         replace(req, n_candidates=3),
