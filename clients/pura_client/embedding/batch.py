@@ -38,7 +38,7 @@ class ImagePipeline(Protocol):
     @property
     def policy(self) -> MultiFacePolicy: ...
 
-    def embed_rgb(self, rgb: npt.NDArray[np.uint8]) -> FaceResult: ...
+    def embed_rgb_many(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[FaceResult]: ...
 
 
 def embed_files(
@@ -47,34 +47,45 @@ def embed_files(
     *,
     cache: EmbeddingCache | None = None,
     progress: bool = False,
+    chunk: int = 32,
 ) -> list[FaceResult]:
     """One :class:`FaceResult` per path, computed at most once per (model id, image bytes).
 
-    ``cache=None`` disables caching. Unreadable images raise FaceError (they are input errors,
-    not results); the multi-face policy of ``pipeline`` is applied to every result.
+    ``cache=None`` disables caching. Misses are embedded ``chunk`` images at a time through
+    ``pipeline.embed_rgb_many`` (one network batch). Unreadable images raise FaceError (input
+    errors, not results); the multi-face policy of ``pipeline`` is applied to every result.
     """
     results: list[FaceResult] = []
     show = progress and len(paths) > PROGRESS_THRESHOLD
     with Progress(disable=not show, transient=True) as bar:
         task = bar.add_task(f"embedding ({pipeline.model_id})", total=len(paths))
-        for path in paths:
-            results.append(apply_policy(_one(pipeline, path, cache), pipeline.policy))
-            bar.advance(task)
-    return results
+        for start in range(0, len(paths), chunk):
+            part = paths[start : start + chunk]
+            results.extend(_embed_chunk(pipeline, part, cache))
+            bar.advance(task, len(part))
+    return [apply_policy(r, pipeline.policy) for r in results]
 
 
-def _one(pipeline: ImagePipeline, path: Path | str, cache: EmbeddingCache | None) -> FaceResult:
-    data = read_bytes(Path(path))
-    digest = sha256_hex(data)
-    if cache is not None:
-        cached = cache.get(pipeline.model_id, digest)
+def _embed_chunk(
+    pipeline: ImagePipeline, paths: Sequence[Path | str], cache: EmbeddingCache | None
+) -> list[FaceResult]:
+    found: dict[int, FaceResult] = {}
+    misses: list[tuple[int, str, bytes]] = []
+    for i, path in enumerate(paths):
+        data = read_bytes(Path(path))
+        digest = sha256_hex(data)
+        cached = cache.get(pipeline.model_id, digest) if cache is not None else None
         decoded = decode_result(cached) if cached is not None else None
         if decoded is not None:
-            return decoded
-    result = pipeline.embed_rgb(load_rgb(data))
-    if cache is not None:
-        cache.put(pipeline.model_id, digest, encode_result(result))
-    return result
+            found[i] = decoded
+        else:
+            misses.append((i, digest, data))
+    computed = pipeline.embed_rgb_many([load_rgb(data) for _, _, data in misses])
+    for (i, digest, _), result in zip(misses, computed, strict=True):
+        found[i] = result
+        if cache is not None:
+            cache.put(pipeline.model_id, digest, encode_result(result))
+    return [found[i] for i in range(len(paths))]
 
 
 def stack_descriptors(results: Sequence[FaceResult]) -> npt.NDArray[np.float32]:

@@ -1,0 +1,303 @@
+"""``pura-eval``: accuracy of the client face pipeline on LFW (verification and 1:N identification).
+
+Commands::
+
+    pura-eval lfw             LFW View 2 (pairs.txt, 6,000 pairs, 10 folds): accuracy with the
+                              threshold chosen on the 9 other folds, mean ± std; DET curve PNG;
+                              JSON of every figure.
+    pura-eval identification  gallery = first image of N people with ≥ 2 images, mated probes =
+                              their other images, non-enrolled probes = people not in the gallery:
+                              rank-1 and FNIR at FPIR = 1 % (rank 1, thresholded, ISO/IEC 19795-1).
+
+Descriptors go through the on-disk cache (``--cache-dir`` / ``$PURA_CACHE_DIR``), so a second run
+only recomputes the statistics. Comparisons use the Euclidean distance of raw dlib descriptors
+(dlib's own convention, same-person threshold ≈ 0.6); scores are negated distances so that
+"higher = more alike" as in :mod:`pura_client.audit.metrics`, whose DET and FNIR@FPIR code is
+reused so the audit and the evaluation report the same statistics. A pair where a face was not
+found is scored −inf (rejected): it counts as an error for a genuine pair, never as a success.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from matplotlib.figure import Figure
+from rich.console import Console
+
+from pura_client.audit.metrics import (
+    DetCurve,
+    SearchOutcomes,
+    det_curve,
+    fnir_at_fpir,
+    identification_det,
+    rank1_rate,
+)
+from pura_client.datasets.lfw import LFWDataset, Pair, identification_split
+from pura_client.embedding.batch import ImagePipeline, embed_files
+from pura_client.embedding.cache import EmbeddingCache
+from pura_client.embedding.types import DESCRIPTOR_DIM, FaceResult
+
+app = typer.Typer(help="Accuracy of the Pura client face pipeline on LFW.", no_args_is_help=True)
+console = Console(stderr=True)
+Floats = npt.NDArray[np.float64]
+
+OutOption = Annotated[Path, typer.Option("--out", help="folder for the JSON and PNG outputs")]
+PipelineOption = Annotated[str, typer.Option(help="'torch' (default) or 'dlib' (reference)")]
+DeviceOption = Annotated[str, typer.Option(help="torch device: auto, cpu or cuda")]
+LfwOption = Annotated[Path | None, typer.Option(help="LFW folder (default: $PURA_LFW_DIR)")]
+CacheOption = Annotated[Path | None, typer.Option(help="cache folder (default: $PURA_CACHE_DIR)")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics (pure functions, tested directly)
+# ---------------------------------------------------------------------------------------------
+
+
+def floor_missing(scores: Floats) -> Floats:
+    """Replace non-finite scores (no face) by a score below every real one: always rejected.
+
+    The audit metrics require finite scores; a sentinel strictly below the minimum keeps a
+    missing face an error for genuine comparisons and a correct rejection for impostors.
+    """
+    finite = scores[np.isfinite(scores)]
+    low = float(finite.min()) - 1.0 if finite.size else -1.0
+    return np.where(np.isfinite(scores), scores, low)
+
+
+def best_threshold(scores: Floats, same: npt.NDArray[np.bool_]) -> float:
+    """Threshold maximising accuracy of ``accept = score >= t`` on a training set.
+
+    Candidates are midpoints between consecutive distinct scores (plus ±inf ends); ties in
+    accuracy keep the smallest candidate. Vectorised via sorted cumulative counts.
+    """
+    finite = np.unique(scores[np.isfinite(scores)])
+    if finite.size == 0:
+        return 0.0
+    cands = np.concatenate([[finite[0] - 1.0], (finite[:-1] + finite[1:]) / 2, [finite[-1] + 1]])
+    gen = np.sort(scores[same])
+    imp = np.sort(scores[~same])
+    accepted_gen = gen.size - np.searchsorted(gen, cands, side="left")
+    rejected_imp = np.searchsorted(imp, cands, side="left")
+    accuracy = (accepted_gen + rejected_imp) / scores.size
+    return float(cands[int(np.argmax(accuracy))])
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """Held-out fold: the threshold chosen on the other folds and the accuracy it reaches."""
+
+    fold: int
+    threshold: float
+    accuracy: float
+
+
+def ten_fold_accuracy(
+    scores: Floats, same: npt.NDArray[np.bool_], folds: npt.NDArray[np.int64]
+) -> list[FoldResult]:
+    """LFW protocol: for each fold, pick the threshold on the others, test on it."""
+    results: list[FoldResult] = []
+    for fold in np.unique(folds):
+        test = folds == fold
+        tau = best_threshold(scores[~test], same[~test])
+        correct = (scores[test] >= tau) == same[test]
+        results.append(FoldResult(int(fold), tau, float(np.mean(correct))))
+    return results
+
+
+def search_outcomes(
+    probes: Floats,
+    probe_labels: list[str],
+    gallery: Floats,
+    gallery_labels: list[str],
+    non_enrolled: Floats,
+) -> SearchOutcomes:
+    """Rank-1 search outcomes with scores = −Euclidean distance (NaN rows: no face → −inf)."""
+
+    def best(queries: Floats) -> tuple[Floats, npt.NDArray[np.int64]]:
+        d2 = (queries**2).sum(1)[:, None] + (gallery**2).sum(1)[None, :] - 2 * queries @ gallery.T
+        dist = np.sqrt(np.maximum(d2, 0.0))
+        dist = np.where(np.isnan(dist), np.inf, dist)
+        idx = np.argmin(dist, axis=1)
+        return -dist[np.arange(len(queries)), idx], idx
+
+    mated_best, idx = best(probes)
+    correct = np.array([gallery_labels[i] == lab for i, lab in zip(idx, probe_labels, strict=True)])
+    nonmated_best, _ = best(non_enrolled)
+    found = np.isfinite(mated_best)
+    both = floor_missing(np.concatenate([mated_best, nonmated_best]))
+    return SearchOutcomes(both[: len(probes)], correct & found, both[len(probes) :])
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def _pipeline(name: str, device: str, batch_size: int) -> ImagePipeline:
+    if name == "torch":
+        from pura_client.embedding.pipeline import Embedder
+
+        return Embedder(device=device, batch_size=batch_size)
+    if name == "dlib":
+        from pura_client.embedding.reference import DlibReferenceEmbedder
+
+        return DlibReferenceEmbedder()
+    raise typer.BadParameter(f"unknown pipeline {name!r} (torch or dlib)")
+
+
+def _descriptor_matrix(results: list[FaceResult]) -> Floats:
+    out = np.full((len(results), DESCRIPTOR_DIM), np.nan)
+    for i, r in enumerate(results):
+        if r.descriptor is not None:
+            out[i] = r.descriptor
+    return out
+
+
+def _plot_det(curve: DetCurve, path: Path, title: str, xlabel: str, ylabel: str) -> None:
+    fig = Figure(figsize=(5, 4))  # no pyplot: no global state, no display backend
+    ax = fig.subplots()
+    floor = 1e-4
+    ax.loglog(np.maximum(curve.fmr, floor), np.maximum(curve.fnmr, floor), lw=1.5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _write_json(path: Path, payload: dict[str, object]) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _embed(
+    pipeline: ImagePipeline, paths: list[Path], cache_dir: Path | None
+) -> tuple[list[FaceResult], float]:
+    start = time.perf_counter()
+    results = embed_files(pipeline, paths, cache=EmbeddingCache(cache_dir), progress=True)
+    return results, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def lfw(
+    out: OutOption = Path("eval-results"),
+    pipeline: PipelineOption = "torch",
+    device: DeviceOption = "auto",
+    batch_size: int = 32,
+    lfw_dir: LfwOption = None,
+    cache_dir: CacheOption = None,
+) -> None:
+    """LFW View 2 verification accuracy (10-fold threshold selection) + DET curve."""
+    ds = LFWDataset.open(lfw_dir)
+    pairs: list[Pair] = [p for fold in ds.pairs() for p in fold]
+    paths = sorted({p.first.path for p in pairs} | {p.second.path for p in pairs})
+    engine = _pipeline(pipeline, device, batch_size)
+    results, seconds = _embed(engine, paths, cache_dir)
+    vectors = dict(zip(paths, _descriptor_matrix(results), strict=True))
+    a = np.stack([vectors[p.first.path] for p in pairs])
+    b = np.stack([vectors[p.second.path] for p in pairs])
+    dist = np.linalg.norm(a - b, axis=1)
+    scores = floor_missing(np.where(np.isnan(dist), -np.inf, -dist))
+    same = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs], dtype=np.int64)
+    per_fold = ten_fold_accuracy(scores, same, folds)
+    accs = np.array([f.accuracy for f in per_fold])
+    out.mkdir(parents=True, exist_ok=True)
+    curve = det_curve(scores[same], scores[~same])
+    _plot_det(curve, out / "lfw-det.png", "LFW View 2 (6,000 pairs)", "FMR", "FNMR")
+    payload: dict[str, object] = {
+        "protocol": "LFW View 2, pairs.txt, 10-fold threshold selection",
+        "model_id": engine.model_id,
+        "pairs": len(pairs),
+        "images": len(paths),
+        "no_face_images": sum(not r.found for r in results),
+        "cnn_fallback_images": sum(r.detector == "cnn" for r in results),
+        "accuracy_mean": float(accs.mean()),
+        "accuracy_std": float(accs.std()),
+        "folds": [asdict(f) for f in per_fold],
+        "distance_threshold_mean": float(-np.mean([f.threshold for f in per_fold])),
+        "embedding_seconds": seconds,
+    }
+    _write_json(out / "lfw.json", payload)
+    console.print(
+        f"LFW View 2 accuracy {accs.mean() * 100:.2f}% ± {accs.std() * 100:.2f}% "
+        f"({len(pairs)} pairs, {payload['no_face_images']} images without a face) → {out}"
+    )
+
+
+@app.command()
+def identification(
+    out: OutOption = Path("eval-results"),
+    n_identities: int = 1000,
+    n_non_enrolled: int = 1000,
+    max_probes_per_identity: int = 5,
+    seed: int = 0,
+    fpir: float = 0.01,
+    pipeline: PipelineOption = "torch",
+    device: DeviceOption = "auto",
+    batch_size: int = 32,
+    lfw_dir: LfwOption = None,
+    cache_dir: CacheOption = None,
+) -> None:
+    """1:N on LFW: rank-1 and FNIR at the FPIR target (default 1%) + identification DET."""
+    split = identification_split(
+        n_identities,
+        seed,
+        n_non_enrolled=n_non_enrolled,
+        max_probes_per_identity=max_probes_per_identity,
+        dataset=LFWDataset.open(lfw_dir),
+    )
+    engine = _pipeline(pipeline, device, batch_size)
+    items = [*split.gallery, *split.probes, *split.non_enrolled]
+    results, seconds = _embed(engine, [i.path for i in items], cache_dir)
+    matrix = _descriptor_matrix(results)
+    n_g, n_p = len(split.gallery), len(split.probes)
+    enrolled = ~np.isnan(matrix[:n_g, 0])
+    gallery, gallery_labels = matrix[:n_g][enrolled], [g.label for g in split.gallery]
+    gallery_labels = [lab for lab, ok in zip(gallery_labels, enrolled, strict=True) if ok]
+    outcomes = search_outcomes(
+        matrix[n_g : n_g + n_p],
+        [p.label for p in split.probes],
+        gallery,
+        gallery_labels,
+        matrix[n_g + n_p :],
+    )
+    fnir, tau = fnir_at_fpir(outcomes, fpir)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = identification_det(outcomes)
+    _plot_det(curve, out / "identification-det.png", "LFW 1:N (rank 1)", "FPIR", "FNIR")
+    payload: dict[str, object] = {
+        "protocol": "LFW 1:N: first image enrolled, others mated probes, non-enrolled people",
+        "model_id": engine.model_id,
+        "seed": seed,
+        "gallery": int(enrolled.sum()),
+        "mated_probes": n_p,
+        "non_enrolled_probes": len(split.non_enrolled),
+        "no_face_images": sum(not r.found for r in results),
+        "rank1": rank1_rate(outcomes),
+        "fpir_target": fpir,
+        "fnir_at_fpir": fnir,
+        "distance_threshold": -tau,
+        "embedding_seconds": seconds,
+    }
+    _write_json(out / "identification.json", payload)
+    console.print(
+        f"rank-1 {payload['rank1']:.4f}, FNIR {fnir:.4f} at FPIR {fpir:g} "
+        f"(gallery {payload['gallery']}, {n_p} mated, {len(split.non_enrolled)} non-mated) → {out}"
+    )
+
+
+if __name__ == "__main__":
+    app()
