@@ -1,0 +1,185 @@
+"""CKKS contexts, encryption, lazy block scoring, rotation, affine mask and (de)serialisation."""
+
+from __future__ import annotations
+
+import pickle
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pura.crypto.ckks import (
+    CKKSContext,
+    default_rotation_steps,
+    uniform_reals,
+)
+from pura.crypto.params import CKKS_4096, CKKS_8192, CKKSParams
+from pura.errors import (
+    ConfigError,
+    DimensionError,
+    InvalidCiphertextError,
+    KeyMismatchError,
+    ParameterError,
+)
+
+SLOTS = CKKS_8192.slot_count
+
+
+@pytest.fixture(scope="module")
+def secret() -> CKKSContext:
+    return CKKSContext.generate(CKKS_8192)
+
+
+@pytest.fixture(scope="module")
+def public(secret: CKKSContext) -> CKKSContext:
+    return CKKSContext.from_bytes(secret.public().to_bytes(), expect_secret=False)
+
+
+def _unit_rows(n: int, m: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, m))
+    out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def test_parameters_outside_the_128_bit_table_are_refused() -> None:
+    with pytest.raises(ParameterError):
+        CKKSParams("too-big", 8192, (60, 60, 60, 60), 40)
+
+
+def test_public_context_has_no_secret_key_and_cannot_decrypt(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    assert secret.is_private and not public.is_private
+    assert public.key_id == secret.key_id
+    assert public.rotation_steps == default_rotation_steps(SLOTS) == tuple(2**j for j in range(12))
+    ct = public.encrypt_vector([0.5, -0.25])
+    with pytest.raises(ConfigError, match="secret key"):
+        public.decrypt(ct)
+    assert np.allclose(secret.decrypt(ct)[:3], [0.5, -0.25, 0.0], atol=1e-7)
+
+
+def test_loading_a_secret_context_where_a_public_one_is_expected_raises(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    with pytest.raises(ConfigError, match="SECRET"):
+        CKKSContext.from_bytes(secret.to_bytes(), expect_secret=False)
+    with pytest.raises(ConfigError, match="no secret key"):
+        CKKSContext.from_bytes(public.to_bytes(), expect_secret=True)
+    again = CKKSContext.from_bytes(secret.to_bytes(), expect_secret=True)
+    assert again.is_private and again.key_id == secret.key_id
+
+
+def test_context_bytes_validation(public: CKKSContext) -> None:
+    blob = public.to_bytes()
+    for bad in (b"", b"garbage" * 10, blob[:1000], blob + b"x"):
+        with pytest.raises(ConfigError):
+            CKKSContext.from_bytes(bad, expect_secret=False)
+    with pytest.raises(ParameterError):
+        CKKSContext.from_bytes(blob, expect_secret=False, params=CKKS_4096)
+
+
+def test_pickle_ships_only_the_public_context(secret: CKKSContext) -> None:
+    clone = pickle.loads(pickle.dumps(secret))
+    assert not clone.is_private and clone.key_id == secret.key_id
+
+
+def test_client_context_without_galois_keys_is_small_and_cannot_rotate(
+    secret: CKKSContext,
+) -> None:
+    client = secret.public(with_galois_keys=False)
+    assert len(client.to_bytes()) < len(secret.public().to_bytes()) / 4
+    score = client.score_block(client.encrypt_broadcast([1.0]), [client.encrypt_vector([1.0])])
+    with pytest.raises(ConfigError, match="Galois"):
+        client.rotate(score, 3)
+
+
+@pytest.mark.parametrize("m", [16, 32])
+def test_block_score_error_on_unit_vectors(
+    secret: CKKSContext, public: CKKSContext, m: int
+) -> None:
+    heads = _unit_rows(SLOTS, m, m)
+    query = _unit_rows(1, m, 100 + m)[0]
+    block = [public.encrypt_vector(heads[:, i]) for i in range(m)]
+    score = public.score_block(public.encrypt_broadcast(query), block)
+    err = np.max(np.abs(secret.decrypt(score) - heads @ query))
+    assert err < 1e-6
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, SLOTS - 1), st.integers(1, 2**16 - 1), st.floats(-6e4, 6e4))
+def test_rotation_and_affine_mask(
+    secret: CKKSContext, public: CKKSContext, steps: int, a: int, c: float
+) -> None:
+    values = _unit_rows(1, SLOTS, steps)[0] * 30  # |v| ≤ 1 per slot, varied
+    values = np.clip(values, -1, 1)
+    score = public.score_block(public.encrypt_broadcast([1.0]), [public.encrypt_vector(values)])
+    masked = public.affine_mask(public.rotate(score, steps), a, c)
+    expected = a * np.roll(values, -steps) + c
+    assert np.max(np.abs(secret.decrypt(masked) - expected)) / a < 1e-4
+
+
+def test_mask_bounds_are_enforced(public: CKKSContext) -> None:
+    a_bits, c_bits = public.mask_bounds()
+    assert (a_bits, c_bits) == (17, 17)
+    score = public.score_block(public.encrypt_broadcast([1.0]), [public.encrypt_vector([1.0])])
+    for a, c in ((0, 0.0), (2**a_bits, 0.0), (1, 2.0**c_bits)):
+        with pytest.raises(ParameterError):
+            public.affine_mask(score, a, c)
+    with pytest.raises(DimensionError):
+        public.rotate(score, SLOTS)
+
+
+def test_ciphertext_round_trip_and_sizes(secret: CKKSContext, public: CKKSContext) -> None:
+    ct = public.encrypt_head([0.1, 0.2, 0.3])
+    raw = public.ciphertext_to_bytes(ct)
+    assert 200_000 < len(raw) < 270_000  # two 8192-coefficient RNS limbs, 2 polynomials
+    back = secret.ciphertext_from_bytes(raw)
+    assert np.allclose(secret.decrypt(back)[:4], [0.1, 0.2, 0.3, 0.0], atol=1e-7)
+
+
+def test_bad_ciphertext_bytes_raise_named_errors(secret: CKKSContext, public: CKKSContext) -> None:
+    raw = public.ciphertext_to_bytes(public.encrypt_vector([0.5]))
+    with pytest.raises(InvalidCiphertextError):
+        public.ciphertext_from_bytes(b"")
+    with pytest.raises(InvalidCiphertextError):
+        public.ciphertext_from_bytes(b"\x00" * 1000)
+    with pytest.raises(InvalidCiphertextError):
+        public.ciphertext_from_bytes(raw[:-5000])
+    tampered = bytearray(raw)
+    tampered[40:60] = b"\xff" * 20  # inside SEAL's header
+    with pytest.raises(InvalidCiphertextError):
+        public.ciphertext_from_bytes(bytes(tampered))
+    with pytest.raises(InvalidCiphertextError):  # a work-level ct is not a score ct
+        public.ciphertext_from_bytes(raw, score=True)
+
+
+def test_ciphertext_from_another_key_or_parameter_set(public: CKKSContext) -> None:
+    other = CKKSContext.generate(CKKS_8192)
+    with pytest.raises(KeyMismatchError):
+        public.ciphertext_from_bytes(other.ciphertext_to_bytes(other.encrypt_vector([1.0])))
+    small = CKKSContext.generate(CKKS_4096)
+    with pytest.raises(ParameterError):
+        public.ciphertext_from_bytes(small.ciphertext_to_bytes(small.encrypt_vector([1.0])))
+
+
+@pytest.mark.parametrize("bad", [[], np.zeros(SLOTS + 1), [np.nan], np.zeros((2, 2))])
+def test_encrypt_rejects_bad_vectors(public: CKKSContext, bad: object) -> None:
+    with pytest.raises(DimensionError):
+        public.encrypt_vector(bad)  # type: ignore[arg-type]
+
+
+def test_score_block_rejects_mismatched_lengths(public: CKKSContext) -> None:
+    q = public.encrypt_broadcast([0.1, 0.2])
+    with pytest.raises(DimensionError):
+        public.score_block(q, [public.encrypt_vector([1.0])])
+
+
+def test_uniform_reals_range_and_reproducibility() -> None:
+    a = uniform_reals(random.Random(5), 10_000, 40)
+    b = uniform_reals(random.Random(5), 10_000, 40)
+    assert np.array_equal(a, b)
+    assert np.all(np.abs(a) <= 2.0**40)
+    assert np.std(a) > 0.5 * 2.0**40 / np.sqrt(3)
+    assert uniform_reals(random.SystemRandom(), 4, 40).shape == (4,)

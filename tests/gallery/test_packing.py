@@ -1,0 +1,111 @@
+"""Head-block bookkeeping: slot assignment, free-slot reuse, deletion, persistence records."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from pura.crypto.ckks import CKKSContext
+from pura.crypto.params import CKKS_8192
+from pura.errors import AlreadyExistsError, DimensionError, NotFoundError, StoreError
+from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
+
+M = 2
+SLOTS = CKKS_8192.slot_count
+
+
+@pytest.fixture(scope="module")
+def secret() -> CKKSContext:
+    return CKKSContext.generate(CKKS_8192)
+
+
+def _decoys(n: int) -> np.ndarray:
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, M))
+    out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def _layout(secret: CKKSContext) -> BlockLayout:
+    return BlockLayout(secret.public(), M, _decoys)
+
+
+def test_new_block_is_full_of_decoys(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    block = layout.new_block()
+    values = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    assert np.allclose(values.T, _decoys(SLOTS), atol=1e-6)
+    assert block.template_at(0) is None and not block.live
+
+
+def test_assign_fills_the_current_block_and_reuses_freed_slots(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    assert [layout.assign(t) for t in range(3)] == [(0, 0), (0, 1), (0, 2)]
+    assert layout.remove(1) == (0, 1)
+    assert layout.assign(10) == (0, 1)  # freed slot reused at once
+    assert 1 not in layout and 10 in layout and len(layout) == 3
+    with pytest.raises(AlreadyExistsError):
+        layout.assign(10)
+    with pytest.raises(NotFoundError):
+        layout.remove(99)
+
+
+def test_full_block_opens_a_new_one(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    block = layout.new_block()
+    block.live = {s: 1000 + s for s in range(SLOTS)}
+    layout2 = BlockLayout(layout.ctx, M, _decoys, [block])
+    assert layout2.assign(7) == (1, 0)
+    assert layout2.locate(1005) == (0, 5)
+
+
+def test_delete_of_a_written_template_schedules_a_clear(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    layout.assign(1)
+    block = layout.blocks[0]
+    block.apply_refresh(list(block.ciphertexts), {0: 1}, [])
+    assert block.live == {0: 1} and not block.needs_refresh and block.version == 1
+    layout.remove(1)
+    assert block.clearing == {0} and block.template_at(0) is None and block.needs_refresh
+
+
+def test_delete_during_an_inflight_refresh_is_cleared_next_time(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    layout.assign(1)
+    block = layout.blocks[0]
+    written = dict(block.pending)
+    layout.remove(1)  # deleted while the refresh that writes it is in flight
+    block.apply_refresh(list(block.ciphertexts), written, [])
+    assert not block.live and block.clearing == {0}
+
+
+def test_metadata_round_trip(secret: CKKSContext) -> None:
+    layout = _layout(secret)
+    for t in range(5):
+        layout.assign(t)
+    block = layout.blocks[0]
+    block.apply_refresh(list(block.ciphertexts), {0: 0, 1: 1}, [])
+    layout.remove(0)
+    back = HeadBlock.from_record(block.metadata_bytes(), block.ciphertexts)
+    assert (back.live, back.pending, back.clearing, back.version) == (
+        block.live, block.pending, block.clearing, block.version)
+    with pytest.raises(StoreError):
+        HeadBlock.from_record(b"{not json", block.ciphertexts)
+    restored = BlockLayout(layout.ctx, M, _decoys, [back])
+    assert restored.locate(3) == (0, 3) and 0 not in restored
+
+
+def test_shape_errors(secret: CKKSContext) -> None:
+    with pytest.raises(DimensionError):
+        HeadBlock(0, SLOTS, 3, [b"x"])
+    with pytest.raises(DimensionError):
+        encrypt_block(secret, 0, np.zeros((10, M)))
+    block = _layout(secret).new_block()
+    with pytest.raises(DimensionError):
+        BlockLayout(secret, M + 1, _decoys, [block])
+    with pytest.raises(StoreError):
+        block.reserve(SLOTS, 1)
+    rng = random.Random(0)
+    block.reserve(rng.randrange(SLOTS), 1)
