@@ -16,7 +16,8 @@ Tree::
     │   ├── DecryptionError          shares do not combine to a valid plaintext (opaque on purpose)
     │   └── PackingOverflowError     packed value outside its slot bounds
     ├── EncodingError
-    │   └── DimensionError           embedding of the wrong dimension / not finite
+    │   ├── DimensionError           embedding of the wrong dimension / not finite
+    │   └── EmbeddingRangeError      encrypted vector is not the encoding of a unit vector
     ├── ProtocolError                a party received a message it cannot process
     ├── StoreError
     │   ├── NotFoundError            unknown collection / subject
@@ -70,6 +71,15 @@ class DimensionError(EncodingError):
     """An embedding has the wrong dimension or non-finite entries."""
 
 
+class EmbeddingRangeError(EncodingError):
+    """An encrypted query or template is not the fixed-point encoding of a unit vector.
+
+    Raised when the servers' own check finds a coordinate or the squared norm outside what honest
+    encoding can produce (a forged or corrupted upload). Such a vector is rejected: it is never
+    answered with "match" or "no match" (see :mod:`pura.protocols.norms`).
+    """
+
+
 class ProtocolError(PuraError):
     """A protocol party received a message it cannot process."""
 
@@ -110,6 +120,7 @@ __all__ = [
     "CryptoError",
     "DecryptionError",
     "DimensionError",
+    "EmbeddingRangeError",
     "EncodingError",
     "FaceError",
     "InvalidCiphertextError",
