@@ -20,14 +20,20 @@ values never leave B: only k positions do (Li–Micciancio key-recovery needs de
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 import numpy as np
 
+import pura.errors as errors
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
-from pura.errors import DimensionError, ProtocolError
+from pura.errors import ConfigError, DimensionError, ProtocolError, PuraError
 from pura.gallery.packing import BlockLayout, HeadBlock, TemplateId
 
 from . import _wire
@@ -115,6 +121,110 @@ def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> list
     return [ctx.ciphertext_from_bytes(raw) for raw in query]
 
 
+def _score_one(
+    ctx: CKKSContext, q: Sequence[CKKSCiphertext], block: Sequence[CKKSCiphertext],
+    rotation: int, a: int, c: float,
+) -> bytes:
+    score = ctx.score_block(q, block)
+    return ctx.ciphertext_to_bytes(ctx.affine_mask(ctx.rotate(score, rotation), a, c))
+
+
+def _worker_main(conn: Connection, ctx_bytes: bytes) -> None:
+    """A scoring worker: holds its shard of parsed blocks across queries (spawned process)."""
+    ctx = CKKSContext.from_bytes(ctx_bytes, expect_secret=False)
+    blocks: dict[int, list[CKKSCiphertext]] = {}
+    while True:
+        msg = conn.recv()
+        if msg[0] == "stop":
+            return
+        _, query, jobs, a, c, updates = msg
+        try:
+            for block_id, raw in updates:
+                blocks[block_id] = [ctx.ciphertext_from_bytes(b) for b in raw]
+            q = [ctx.ciphertext_from_bytes(b) for b in query]
+            conn.send(("ok", [_score_one(ctx, q, blocks[bid], rot, a, c) for bid, rot in jobs]))
+        except PuraError as exc:
+            conn.send(("err", type(exc).__name__, str(exc)))
+
+
+class ScoringPool:
+    """Process-parallel block scoring with a persistent shard of parsed blocks per worker.
+
+    TenSEAL/SEAL holds the GIL, so parallelism needs processes. Shipping a block (``m`` × 235 KB)
+    to a stateless worker for every query would cost more than scoring it, so block ``b`` lives
+    in worker ``b mod workers`` and is re-sent only when its version changes (a refresh). Per
+    query each worker receives the query ciphertexts and its (block, rotation) jobs. Workers get
+    the *public* context only.
+    """
+
+    def __init__(self, ctx: CKKSContext, workers: int = 2) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be ≥ 1, got {workers}")
+        self.workers = workers
+        self._ctx_bytes = ctx.public().to_bytes()
+        self._procs: list[tuple[BaseProcess, Connection]] = []
+        self._known: list[dict[int, int]] = [{} for _ in range(workers)]
+
+    def __repr__(self) -> str:
+        return f"ScoringPool(workers={self.workers}, started={bool(self._procs)})"
+
+    def _start(self) -> None:
+        mp = get_context("spawn")  # not fork: the parent may run gRPC/Ray threads
+        for _ in range(self.workers):
+            parent, child = mp.Pipe()
+            proc = mp.Process(target=_worker_main, args=(child, self._ctx_bytes), daemon=True)
+            proc.start()
+            self._procs.append((proc, parent))
+
+    def score(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float,
+    ) -> list[bytes]:
+        """Masked, rotated score ciphertexts of ``blocks`` (same order), computed in parallel."""
+        if not self._procs:
+            self._start()
+        plan: list[list[tuple[int, int]]] = [[] for _ in range(self.workers)]
+        updates: list[list[tuple[int, list[bytes]]]] = [[] for _ in range(self.workers)]
+        where: list[tuple[int, int]] = []
+        for block, rotation in zip(blocks, rotations, strict=True):
+            w = block.block_id % self.workers
+            if self._known[w].get(block.block_id) != block.version:
+                updates[w].append((block.block_id, list(block.ciphertexts)))
+                self._known[w][block.block_id] = block.version
+            where.append((w, len(plan[w])))
+            plan[w].append((block.block_id, rotation))
+        busy = [w for w in range(self.workers) if plan[w]]
+        for w in busy:
+            self._procs[w][1].send(("score", list(query), plan[w], a, c, updates[w]))
+        results: dict[int, list[bytes]] = {}
+        for w in busy:
+            results[w] = self._receive(w)
+        return [results[w][i] for w, i in where]
+
+    def _receive(self, w: int) -> list[bytes]:
+        reply: Any = self._procs[w][1].recv()
+        if reply[0] == "ok":
+            out: list[bytes] = reply[1]
+            return out
+        self._known[w].clear()  # worker state is uncertain after an error: resend next time
+        cls = getattr(errors, reply[1], ProtocolError)
+        raise cls(reply[2])
+
+    def close(self) -> None:
+        for proc, conn in self._procs:
+            with contextlib.suppress(OSError, EOFError):
+                conn.send(("stop",))
+            proc.join(timeout=5)
+        self._procs = []
+        self._known = [{} for _ in range(self.workers)]
+
+    def __enter__(self) -> ScoringPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class PreselectServer:
     """A's side of preselection over one :class:`BlockLayout`.
 
@@ -122,9 +232,16 @@ class PreselectServer:
     as much as scoring, so it is done once per refresh, not once per query.
     """
 
-    def __init__(self, ctx: CKKSContext, layout: BlockLayout, rng: random.Random | None = None):
+    def __init__(
+        self,
+        ctx: CKKSContext,
+        layout: BlockLayout,
+        rng: random.Random | None = None,
+        pool: ScoringPool | None = None,
+    ) -> None:
         self.ctx = ctx
         self.layout = layout
+        self.pool = pool
         self._rng = rng if rng is not None else random.SystemRandom()
         self._cache: dict[int, tuple[int, list[CKKSCiphertext]]] = {}
 
@@ -156,16 +273,22 @@ class PreselectServer:
         slots = self.ctx.slot_count
         if not 1 <= k <= len(blocks) * slots:
             raise ProtocolError(f"k must be in 1..{len(blocks) * slots}, got {k}")
-        q = parse_query(self.ctx, query, self.layout.head_dim)
+        if len(query) != self.layout.head_dim:
+            raise DimensionError(
+                f"query head has {len(query)} ciphertexts, expected {self.layout.head_dim}"
+            )
         order = list(range(len(blocks)))
         self._rng.shuffle(order)
         rotations = [self._rng.randrange(slots) for _ in order]
         a, c = self.draw_mask()
-        scores = []
-        for view, idx in enumerate(order):
-            score = self.ctx.score_block(q, self._block_cts(blocks[idx]))
-            masked = self.ctx.affine_mask(self.ctx.rotate(score, rotations[view]), a, c)
-            scores.append(self.ctx.ciphertext_to_bytes(masked))
+        if self.pool is not None:
+            scores = self.pool.score(query, [blocks[i] for i in order], rotations, a, c)
+        else:
+            q = parse_query(self.ctx, query, self.layout.head_dim)
+            scores = [
+                _score_one(self.ctx, q, self._block_cts(blocks[idx]), rotations[view], a, c)
+                for view, idx in enumerate(order)
+            ]
         request_id = self._rng.randbytes(_ID_BYTES)
         state = PreselectState(
             request_id,
@@ -226,6 +349,7 @@ __all__ = [
     "PreselectResponse",
     "PreselectServer",
     "PreselectState",
+    "ScoringPool",
     "answer_preselect",
     "parse_query",
     "preselect",

@@ -17,6 +17,7 @@ from pura.protocols.preselect import (
     PreselectRequest,
     PreselectResponse,
     PreselectServer,
+    ScoringPool,
     answer_preselect,
     preselect,
 )
@@ -204,3 +205,20 @@ def test_lfw_encrypted_preselection_matches_plaintext(
             assert set(got) == set(_plain_candidates(heads, owner, q, k))
             checked += 1
     assert checked >= 15
+
+
+def test_process_pool_matches_serial_scoring(
+    secret: CKKSContext, public: CKKSContext,
+    gallery: tuple[BlockLayout, np.ndarray, dict[int, int]],
+) -> None:
+    layout, heads, owner = gallery
+    q = _unit(np.random.default_rng(12).normal(size=(1, M)))[0]
+    query = _query(public, q)
+    with ScoringPool(public, workers=2) as pool:
+        server = PreselectServer(public, layout, random.Random(13), pool=pool)
+        got, _ = preselect(server, secret, query, 30)
+        assert set(got) == set(_plain_candidates(heads, owner, q, 30))
+        again, _ = preselect(server, secret, query, 30)  # blocks now cached in the workers
+        assert set(again) == set(got)
+        with pytest.raises(InvalidCiphertextError):  # worker errors come back by name
+            server.request([b"garbage"] * M, 5)
