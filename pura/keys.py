@@ -18,10 +18,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pura.crypto.ckks import CKKSContext
+from pura.crypto.paillier import (
+    KeyShare,
+    PublicKey,
+    generate_keypair,
+    public_key_from_bytes,
+    public_key_to_bytes,
+)
+from pura.crypto.params import ParameterSet
 from pura.errors import ConfigError, KeyMismatchError
 
 MAGIC = b"PURAKEY1\n"
@@ -34,6 +44,7 @@ KINDS: dict[str, bool] = {
     "ckks-public-context": False,
     "ckks-secret-context": True,
     "pca": False,
+    "parameters": False,
 }
 #: secrets only server B may hold
 B_ONLY = ("paillier-share-2", "ckks-secret-context")
@@ -47,6 +58,7 @@ FILE_NAMES: dict[str, str] = {
     "ckks-public-context": "ckks-public.ctx",
     "ckks-secret-context": "ckks-secret.ctx",
     "pca": "pca.npz",
+    "parameters": "parameters.key",
 }
 
 
@@ -205,17 +217,164 @@ def check_role_isolation(role: str, directory: Path, *, others: tuple[Path, ...]
             )
 
 
+# --- key sets: what `pura keygen` writes and each party loads ------------------------------
+
+
+@dataclass(frozen=True)
+class PublicKeys:
+    """What every party holds: parameter set, Paillier public key, public CKKS context."""
+
+    parameters: ParameterSet
+    paillier: PublicKey
+    ckks: CKKSContext
+    key_id: str
+
+    def bundle(self) -> bytes:
+        """Public material in one blob (served chunked by GetPublicKeys). Galois keys are left
+        out: clients only encrypt, and the Galois keys are most of the context's size."""
+        parts = (
+            self.parameters.to_json().encode(),
+            public_key_to_bytes(self.paillier),
+            self.ckks.public(with_galois_keys=False).to_bytes(),
+            self.key_id.encode(),
+        )
+        return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+
+    @classmethod
+    def from_bundle(cls, data: bytes) -> PublicKeys:
+        parts: list[bytes] = []
+        pos = 0
+        while pos < len(data) and len(parts) < 4:
+            size = int.from_bytes(data[pos:pos + 8], "big")
+            parts.append(data[pos + 8:pos + 8 + size])
+            pos += 8 + size
+        if len(parts) != 4 or pos != len(data):
+            raise ConfigError("malformed public key bundle")
+        params = ParameterSet.from_json(parts[0].decode())
+        ckks = CKKSContext.from_bytes(parts[2], expect_secret=False, params=params.ckks)
+        return cls(params, public_key_from_bytes(parts[1]), ckks, parts[3].decode())
+
+
+@dataclass(frozen=True)
+class AKeys:
+    """Server A: public material + Paillier share 1 (+ Galois keys in its CKKS context)."""
+
+    public: PublicKeys
+    share: KeyShare
+
+    def __repr__(self) -> str:
+        return f"AKeys(key_id={self.public.key_id})"
+
+
+@dataclass(frozen=True)
+class BKeys:
+    """Server B: public material + Paillier share 2 + the CKKS secret context."""
+
+    public: PublicKeys
+    share: KeyShare
+    ckks_secret: CKKSContext
+
+    def __repr__(self) -> str:
+        return f"BKeys(key_id={self.public.key_id})"
+
+
+def _write_public_parts(directory: Path, header: KeyHeader, pub: PublicKeys, ckks: bytes) -> None:
+    write_key(directory, replace(header, kind="parameters"), pub.parameters.to_json().encode())
+    write_key(directory, replace(header, kind="paillier-public"), public_key_to_bytes(pub.paillier))
+    write_key(directory, replace(header, kind="ckks-public-context"), ckks)
+
+
+def generate_key_set(
+    out: Path, parameters: ParameterSet, *, rng: random.Random | None = None
+) -> PublicKeys:
+    """The key authority: fresh keys, written as ``out/a``, ``out/b``, ``out/public``.
+
+    The full Paillier secret is never written: only the two shares exist on disk, each in its
+    own 0700 directory. Give ``a/`` to server A, ``b/`` to server B, ``public/`` to clients.
+    """
+    pk, share_a, share_b = generate_keypair(parameters.paillier, rng)
+    secret_ctx = CKKSContext.generate(parameters.ckks)
+    public_ctx = secret_ctx.public()
+    client_ctx = public_ctx.public(with_galois_keys=False).to_bytes()
+    key_id = key_id_of(public_key_to_bytes(pk), client_ctx)
+    pub = PublicKeys(parameters, pk, public_ctx, key_id)
+    header = KeyHeader("parameters", parameters.id, key_id)
+    _write_public_parts(out / "a", header, pub, public_ctx.to_bytes())
+    write_key(out / "a", replace(header, kind="paillier-share-1"), share_a.to_bytes())
+    _write_public_parts(out / "b", header, pub, client_ctx)
+    write_key(out / "b", replace(header, kind="paillier-share-2"), share_b.to_bytes())
+    write_key(out / "b", replace(header, kind="ckks-secret-context"), secret_ctx.to_bytes())
+    _write_public_parts(out / "public", header, pub, client_ctx)
+    for sub in ("a", "b"):
+        os.chmod(out / sub, 0o700)
+    return pub
+
+
+def load_public_keys(directory: Path) -> PublicKeys:
+    """Parameters, Paillier public key and public CKKS context of a key directory."""
+    header, params_json = read_key(directory, "parameters")
+    params = ParameterSet.from_json(params_json.decode())
+    if params.id != header.parameter_set_id:
+        raise KeyMismatchError(f"{directory}: parameters file does not match its header")
+    ids = {"key_id": header.key_id, "parameter_set_id": header.parameter_set_id}
+    _, pk_bytes = read_key(directory, "paillier-public", **ids)
+    _, ctx_bytes = read_key(directory, "ckks-public-context", **ids)
+    pk = public_key_from_bytes(pk_bytes)
+    ckks = CKKSContext.from_bytes(ctx_bytes, expect_secret=False, params=params.ckks)
+    if key_id_of(pk_bytes, ckks.public(with_galois_keys=False).to_bytes()) != header.key_id:
+        raise KeyMismatchError(f"{directory}: public keys do not hash to key id {header.key_id}")
+    pk.check_params(params.paillier)
+    return PublicKeys(params, pk, ckks, header.key_id)
+
+
+def _load_share(directory: Path, kind: str, pub: PublicKeys, index: int) -> KeyShare:
+    _, raw = read_key(
+        directory, kind, key_id=pub.key_id, parameter_set_id=pub.parameters.id
+    )
+    share = KeyShare.from_bytes(raw)
+    if share.public_key != pub.paillier or share.index != index:
+        raise KeyMismatchError(f"{directory}: share {share.index} does not belong to these keys")
+    return share
+
+
+def load_a_keys(directory: Path, *, forbidden: tuple[Path, ...] = ()) -> AKeys:
+    """Server A's keys; refuses to proceed if A can read B's secrets (see module docstring)."""
+    check_role_isolation("a", directory, others=forbidden)
+    pub = load_public_keys(directory)
+    return AKeys(pub, _load_share(directory, "paillier-share-1", pub, 1))
+
+
+def load_b_keys(directory: Path, *, forbidden: tuple[Path, ...] = ()) -> BKeys:
+    check_role_isolation("b", directory, others=forbidden)
+    pub = load_public_keys(directory)
+    share = _load_share(directory, "paillier-share-2", pub, 2)
+    _, raw = read_key(
+        directory, "ckks-secret-context", key_id=pub.key_id, parameter_set_id=pub.parameters.id
+    )
+    secret = CKKSContext.from_bytes(raw, expect_secret=True, params=pub.parameters.ckks)
+    if secret.key_id != pub.ckks.key_id:
+        raise KeyMismatchError(f"{directory}: CKKS secret key does not match the public context")
+    return BKeys(pub, share, secret)
+
+
 __all__ = [
     "A_ONLY",
     "B_ONLY",
     "FILE_NAMES",
     "KINDS",
+    "AKeys",
+    "BKeys",
     "KeyHeader",
+    "PublicKeys",
     "check_private",
     "check_role_isolation",
     "decode_key_file",
     "encode_key_file",
+    "generate_key_set",
     "key_id_of",
+    "load_a_keys",
+    "load_b_keys",
+    "load_public_keys",
     "read_key",
     "read_secret_file",
     "write_key",

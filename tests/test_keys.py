@@ -56,3 +56,29 @@ def test_a_refuses_to_start_with_b_secrets_readable(tmp_path: Path) -> None:
     write_key(a_dir, KeyHeader("ckks-secret-context", "p", "k"), b"sk")
     with pytest.raises(ConfigError, match="ckks-secret"):
         check_role_isolation("a", a_dir)
+
+
+def test_key_set_roundtrip_and_isolation(tmp_path: Path) -> None:
+    from pura.crypto.params import FAST_PARAMETERS
+    from pura.keys import PublicKeys, generate_key_set, load_a_keys, load_b_keys, load_public_keys
+
+    pub = generate_key_set(tmp_path, FAST_PARAMETERS)
+    a = load_a_keys(tmp_path / "a")
+    b = load_b_keys(tmp_path / "b")
+    client = load_public_keys(tmp_path / "public")
+    assert a.public.key_id == b.public.key_id == client.key_id == pub.key_id
+    assert a.share.index == 1 and b.share.index == 2
+    assert b.ckks_secret.is_private and not a.public.ckks.is_private
+    assert str(a.share.public_key.key_id) not in repr(a) or "exponent" not in repr(a)
+    assert not (tmp_path / "a" / "paillier-share-2.key").exists()
+    assert not (tmp_path / "a" / "ckks-secret.ctx").exists()
+    again = PublicKeys.from_bundle(pub.bundle())
+    assert again.key_id == pub.key_id and again.paillier == pub.paillier
+    with pytest.raises(ConfigError, match="can read"):
+        load_a_keys(tmp_path / "a", forbidden=(tmp_path / "b",))
+    # a share copied from another key set is refused by id
+    other = tmp_path / "other"
+    generate_key_set(other, FAST_PARAMETERS)
+    os.replace(other / "a" / "paillier-share-1.key", tmp_path / "a" / "paillier-share-1.key")
+    with pytest.raises(KeyMismatchError):
+        load_a_keys(tmp_path / "a")

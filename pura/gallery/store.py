@@ -365,6 +365,19 @@ class GalleryStore:
         except KeyError as exc:
             raise NotFoundError(f"no template at position {exc.args[0]}") from None
 
+    def templates_by_id(self, collection: str, template_ids: Sequence[str]) -> list[TemplateRecord]:
+        """Templates with the given ids, in the order asked (ids no longer stored are skipped:
+        a deletion may race with a query that preselected the template)."""
+        if not template_ids:
+            return []
+        marks = ",".join("?" * len(template_ids))
+        found = {
+            t.template_id: t
+            for t in self._records(f"collection=? AND template_id IN ({marks})",
+                                   (collection, *template_ids))
+        }
+        return [found[t] for t in template_ids if t in found]
+
     def pending_templates(self, collection: str) -> list[TemplateRecord]:
         return self._records("collection=? AND placed=0", (collection,))
 

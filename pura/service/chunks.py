@@ -10,7 +10,7 @@ per message. Chunks keep every message small and the *total* is capped separatel
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from pura.errors import ProtocolError
 from pura.service._proto.pura.v1 import common_pb2
@@ -53,4 +53,33 @@ def join(chunks: Iterable[common_pb2.Chunk], *, max_total: int) -> bytes:
     raise ProtocolError("stream ended before the final chunk")
 
 
-__all__ = ["DEFAULT_CHUNK", "join", "split"]
+def pack_blobs(parts: Sequence[bytes]) -> bytes:
+    """Length-prefixed list of byte strings (block records, broadcast query heads)."""
+    out = bytearray(len(parts).to_bytes(4, "big"))
+    for part in parts:
+        out += len(part).to_bytes(8, "big") + part
+    return bytes(out)
+
+
+def unpack_blobs(data: bytes, *, what: str, max_items: int = 1 << 16) -> list[bytes]:
+    if len(data) < 4:
+        raise ProtocolError(f"{what}: truncated")
+    count = int.from_bytes(data[:4], "big")
+    if count > max_items:
+        raise ProtocolError(f"{what}: {count} items exceed the limit {max_items}")
+    parts, pos = [], 4
+    for _ in range(count):
+        if pos + 8 > len(data):
+            raise ProtocolError(f"{what}: truncated")
+        size = int.from_bytes(data[pos:pos + 8], "big")
+        pos += 8
+        if pos + size > len(data):
+            raise ProtocolError(f"{what}: truncated")
+        parts.append(data[pos:pos + size])
+        pos += size
+    if pos != len(data):
+        raise ProtocolError(f"{what}: {len(data) - pos} trailing bytes")
+    return parts
+
+
+__all__ = ["DEFAULT_CHUNK", "join", "pack_blobs", "split", "unpack_blobs"]

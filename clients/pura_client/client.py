@@ -1,0 +1,313 @@
+"""Python client for server A: enrol, identify, verify, delete, list subjects, stats.
+
+The client encrypts on its side (:class:`~pura_client.encryptor.Encryptor`, public keys only)
+and receives decisions only. Public keys are fetched once per collection (chunked stream) and
+checked against the key id A announces; the client refuses to encrypt under keys whose id does
+not match (a swapped key would let whoever holds its secret read the templates).
+
+gRPC failures are translated into the :mod:`pura.errors` hierarchy at this one boundary.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy.typing as npt
+
+from pura.config import Limits
+from pura.crypto.encoding import PCARotation
+from pura.errors import (
+    AccessError,
+    AlreadyExistsError,
+    BudgetExhaustedError,
+    ConfigError,
+    KeyMismatchError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    PuraError,
+)
+from pura.keys import PublicKeys
+from pura.service import chunks
+from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
+from pura.service.server import secure_channel
+from pura_client.encryptor import EncryptedParts, Encryptor
+
+_ERRORS: dict[grpc.StatusCode, type[PuraError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: AccessError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BudgetExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: KeyMismatchError,
+    grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
+}
+
+
+class RpcError(PuraError):
+    """A call failed for a reason with no more specific Pura class (UNAVAILABLE, INTERNAL...)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+
+
+def translate(exc: grpc.RpcError) -> PuraError:
+    """grpc.RpcError -> the Pura error class of its status code (message kept)."""
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "budget" not in details:
+        return RpcError(code, details)  # message too large / server overloaded
+    cls = _ERRORS.get(code)
+    return cls(f"{code.name}: {details}") if cls is not None else RpcError(code, details)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Answer of identify: ``subject`` is None for "no match" (a result, not an error)."""
+
+    subject: str | None
+    budget_remaining: int
+
+    @property
+    def matched(self) -> bool:
+        return self.subject is not None
+
+
+@dataclass(frozen=True)
+class EnrollStatus:
+    """Per-item outcome of a bulk enrolment."""
+
+    request_id: str
+    code: str  # "enrolled" | "already-enrolled" | "rejected"
+    template_id: str
+    message: str
+
+
+class PuraClient:
+    """One connection to server A for one collection."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        collection: str,
+        *,
+        pca: PCARotation | None = None,
+        token: str | None = None,
+        timeout_s: float = 300.0,
+    ) -> None:
+        self.channel = channel
+        self.collection = collection
+        self._pca = pca
+        self._stub = pura_pb2_grpc.PuraStub(channel)  # type: ignore[no-untyped-call]
+        self._admin = pura_pb2_grpc.PuraAdminStub(channel)  # type: ignore[no-untyped-call]
+        self._metadata: tuple[tuple[str, str | bytes], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout_s
+        self._keys: PublicKeys | None = None
+        self._encryptor: Encryptor | None = None
+        self._info: pura_pb2.ParametersInfo | None = None
+
+    @classmethod
+    def connect(
+        cls,
+        address: str,
+        collection: str,
+        *,
+        tls_dir: Path | None,
+        cert_name: str,
+        pca: PCARotation | None = None,
+        token: str | None = None,
+        timeout_s: float = 300.0,
+    ) -> PuraClient:
+        """mTLS with ``<tls_dir>/<cert_name>.pem`` (its role decides what the client may do)."""
+        channel = secure_channel(address, tls_dir, cert_name, Limits())
+        return cls(channel, collection, pca=pca, token=token, timeout_s=timeout_s)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> PuraClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PuraClient(collection={self.collection!r})"
+
+    def _call(self, fn: Callable[..., Any], request: object) -> Any:
+        try:
+            return fn(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    # --- parameters and keys ---------------------------------------------------------------
+
+    def parameters(self) -> pura_pb2.ParametersInfo:
+        if self._info is None:
+            self._info = self._call(
+                self._stub.GetParameters, pura_pb2.GetParametersRequest(collection=self.collection)
+            )
+        return self._info
+
+    def public_keys(self) -> PublicKeys:
+        """Fetched once (chunked), checked against the announced key and parameter-set ids."""
+        if self._keys is None:
+            info = self.parameters()
+            request = pura_pb2.GetPublicKeysRequest(collection=self.collection)
+            try:
+                stream = self._stub.GetPublicKeys(request, timeout=self._timeout,
+                                                  metadata=self._metadata)
+                blob = chunks.join((m.chunk for m in stream), max_total=1 << 30)
+            except grpc.RpcError as exc:
+                raise translate(exc) from None
+            keys = PublicKeys.from_bundle(blob)
+            if keys.key_id != info.key_id or keys.parameters.id != info.parameter_set_id:
+                raise KeyMismatchError("public keys do not match the collection's key id")
+            self._keys = keys
+        return self._keys
+
+    def encryptor(self) -> Encryptor:
+        if self._encryptor is None:
+            if self._pca is None:
+                raise ConfigError("this client has no PCA rotation; pass pca= to encrypt")
+            self._encryptor = Encryptor(self.public_keys(), self._pca)
+        return self._encryptor
+
+    def _ref(self) -> common_pb2.CollectionRef:
+        info = self.parameters()
+        return common_pb2.CollectionRef(
+            collection=self.collection, parameter_set_id=info.parameter_set_id,
+            key_id=info.key_id,
+        )
+
+    def _template(self, parts: EncryptedParts) -> common_pb2.EncryptedTemplate:
+        enc = self.public_keys().parameters.encoding
+        return common_pb2.EncryptedTemplate(
+            model_id=enc.model_id, dim=enc.dim, paillier=parts.paillier, ckks_head=parts.ckks_head
+        )
+
+    def _query(self, parts: EncryptedParts) -> common_pb2.EncryptedQuery:
+        enc = self.public_keys().parameters.encoding
+        return common_pb2.EncryptedQuery(
+            model_id=enc.model_id, dim=enc.dim, paillier=parts.paillier, ckks_head=parts.ckks_head
+        )
+
+    # --- enrolment -------------------------------------------------------------------------
+
+    def enroll_encrypted(
+        self, subject: str, parts: EncryptedParts, request_id: str | None = None
+    ) -> pura_pb2.EnrollReply:
+        request = pura_pb2.EnrollRequest(
+            ref=self._ref(), subject_id=subject, template=self._template(parts),
+            request_id=request_id or uuid.uuid4().hex,
+        )
+        reply: pura_pb2.EnrollReply = self._call(self._stub.Enroll, request)
+        return reply
+
+    def enroll(self, subject: str, embedding: npt.ArrayLike, request_id: str | None = None) -> str:
+        """Encrypt and enrol one face; returns the template id."""
+        reply = self.enroll_encrypted(subject, self.encryptor().template(embedding), request_id)
+        return str(reply.template_id)
+
+    def bulk_enroll_encrypted(
+        self, items: Iterable[tuple[str, EncryptedParts, str]]
+    ) -> Iterator[EnrollStatus]:
+        """Stream (subject, parts, request_id); yields each item's status once committed.
+
+        Resumable: re-sending items with the same request ids after a failure yields
+        "already-enrolled" for those the server had committed.
+        """
+        ref = self._ref()
+
+        def requests() -> Iterator[pura_pb2.EnrollRequest]:
+            for subject, parts, request_id in items:
+                yield pura_pb2.EnrollRequest(ref=ref, subject_id=subject,
+                                             template=self._template(parts),
+                                             request_id=request_id)
+
+        names = {1: "enrolled", 2: "already-enrolled", 3: "rejected"}
+        try:
+            for status in self._stub.BulkEnroll(requests(), timeout=self._timeout,
+                                                metadata=self._metadata):
+                yield EnrollStatus(status.request_id, names.get(status.code, "unknown"),
+                                   status.template_id, status.message)
+        except grpc.RpcError as exc:
+            raise translate(exc) from None
+
+    def bulk_enroll(
+        self, items: Sequence[tuple[str, npt.ArrayLike, str]],
+        on_status: Callable[[EnrollStatus], None] | None = None,
+    ) -> list[EnrollStatus]:
+        """Encrypt lazily while streaming (subject, embedding, request_id) items."""
+        enc = self.encryptor()
+        parts = ((s, enc.template(e), r) for s, e, r in items)
+        out = []
+        for status in self.bulk_enroll_encrypted(parts):
+            out.append(status)
+            if on_status is not None:
+                on_status(status)
+        return out
+
+    # --- matching --------------------------------------------------------------------------
+
+    def identify_encrypted(self, parts: EncryptedParts) -> Decision:
+        request = pura_pb2.IdentifyRequest(ref=self._ref(), query=self._query(parts))
+        reply = self._call(self._stub.Identify, request)
+        matched = reply.decision == common_pb2.MATCH
+        return Decision(reply.subject_id if matched else None, reply.budget_remaining)
+
+    def identify(self, embedding: npt.ArrayLike) -> Decision:
+        return self.identify_encrypted(self.encryptor().query(embedding))
+
+    def verify_encrypted(self, subject: str, parts: EncryptedParts) -> bool:
+        request = pura_pb2.VerifyRequest(ref=self._ref(), subject_id=subject,
+                                         query=self._query(parts))
+        return bool(self._call(self._stub.Verify, request).decision == common_pb2.MATCH)
+
+    def verify(self, subject: str, embedding: npt.ArrayLike) -> bool:
+        return self.verify_encrypted(subject, self.encryptor().query(embedding))
+
+    # --- deletion and admin ----------------------------------------------------------------
+
+    def delete(self, subject: str) -> pura_pb2.DeletionReceipt:
+        request = pura_pb2.DeleteSubjectRequest(collection=self.collection, subject_id=subject)
+        receipt: pura_pb2.DeletionReceipt = self._call(self._stub.DeleteSubject, request)
+        return receipt
+
+    def create_collection(self, threshold: int = 0) -> pura_pb2.CollectionInfo:
+        request = pura_pb2.CreateCollectionRequest(collection=self.collection, threshold=threshold)
+        info: pura_pb2.CollectionInfo = self._call(self._admin.CreateCollection, request)
+        return info
+
+    def list_subjects(self, page_size: int = 1000) -> list[str]:
+        out: list[str] = []
+        token = ""
+        while True:
+            reply = self._call(self._admin.ListSubjects, pura_pb2.ListSubjectsRequest(
+                collection=self.collection, page_size=page_size, page_token=token))
+            out.extend(reply.subject_ids)
+            token = reply.next_page_token
+            if not token:
+                return out
+
+    def stats(self) -> pura_pb2.StatsReply:
+        reply: pura_pb2.StatsReply = self._call(
+            self._admin.Stats, pura_pb2.StatsRequest(collection=self.collection)
+        )
+        return reply
+
+    def verify_audit_log(self) -> pura_pb2.VerifyAuditLogReply:
+        reply: pura_pb2.VerifyAuditLogReply = self._call(
+            self._admin.VerifyAuditLog, pura_pb2.VerifyAuditLogRequest()
+        )
+        return reply
+
+
+__all__ = ["Decision", "EnrollStatus", "PuraClient", "RpcError", "translate"]

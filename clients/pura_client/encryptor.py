@@ -1,0 +1,90 @@
+"""Client-side encryption: embedding -> (Paillier part, CKKS part) for enrolment and queries.
+
+Pipeline (docs/architecture.md "Vectors and encodings"): L2-normalise, rotate with the shipped
+PCA (distances preserved exactly), then
+
+* exact part: quantise every rotated coordinate to ``s`` fixed-point bits and encrypt under the
+  threshold Paillier public key (packed for templates, per dimension for queries);
+* preselection part: the first ``m`` rotated coordinates under the public CKKS context (one
+  ciphertext holding the head for templates; ``m`` broadcast ciphertexts for queries).
+
+The client holds public keys only; nothing it sends can be decrypted without both servers.
+Randomness: the Paillier pool takes an injectable ``random.Random`` (tests); the default is the
+OS CSPRNG. SEAL draws its own encryption randomness from its CSPRNG.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from pura.crypto.encoding import PCARotation, l2_normalize, quantize
+from pura.crypto.paillier import RandomnessPool
+from pura.errors import ConfigError
+from pura.keys import PublicKeys
+from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
+from pura.service.chunks import pack_blobs
+
+
+@dataclass(frozen=True)
+class EncryptedParts:
+    """What goes into an EncryptedTemplate / EncryptedQuery message."""
+
+    paillier: bytes
+    ckks_head: bytes
+
+    def __repr__(self) -> str:
+        return f"EncryptedParts(paillier={len(self.paillier)} B, ckks={len(self.ckks_head)} B)"
+
+
+class Encryptor:
+    """Encrypts embeddings for one collection's public keys."""
+
+    def __init__(
+        self, keys: PublicKeys, pca: PCARotation, *, rng: random.Random | None = None
+    ) -> None:
+        enc = keys.parameters.encoding
+        if pca.model_id != enc.model_id or pca.dim != enc.dim:
+            raise ConfigError(
+                f"PCA rotation is for {pca.model_id}/{pca.dim}, keys for {enc.model_id}"
+            )
+        self.keys = keys
+        self.pca = pca
+        self.layout = TemplateLayout.for_key(keys.paillier, enc.dim, enc.scale_bits)
+        self.pool = RandomnessPool(keys.paillier, rng=rng or secrets.SystemRandom())
+
+    def __repr__(self) -> str:
+        return f"Encryptor(key_id={self.keys.key_id})"
+
+    def _rotate(self, embedding: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        unit = l2_normalize(embedding, dim=self.pca.dim)
+        rotated: npt.NDArray[np.float64] = self.pca.apply(unit)
+        return rotated
+
+    def _fixed(self, rotated: npt.NDArray[np.float64]) -> list[int]:
+        return [int(v) for v in quantize(rotated, self.keys.parameters.encoding.scale_bits)]
+
+    def template(self, embedding: npt.ArrayLike) -> EncryptedParts:
+        """Enrolment upload for one face."""
+        rotated = self._rotate(embedding)
+        fixed = self._fixed(rotated)
+        paillier = encrypt_template(fixed, self.layout, self.keys.paillier, self.pool)
+        ctx = self.keys.ckks
+        head = rotated[: self.keys.parameters.encoding.head_dim]
+        return EncryptedParts(paillier.to_bytes(), ctx.ciphertext_to_bytes(ctx.encrypt_head(head)))
+
+    def query(self, embedding: npt.ArrayLike) -> EncryptedParts:
+        """Identification / verification probe for one face."""
+        rotated = self._rotate(embedding)
+        paillier = encrypt_query(self._fixed(rotated), self.layout, self.keys.paillier, self.pool)
+        ctx = self.keys.ckks
+        head = rotated[: self.keys.parameters.encoding.head_dim]
+        broadcast = [ctx.ciphertext_to_bytes(c) for c in ctx.encrypt_broadcast(head)]
+        return EncryptedParts(paillier.to_bytes(), pack_blobs(broadcast))
+
+
+__all__ = ["EncryptedParts", "Encryptor"]

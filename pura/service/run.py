@@ -1,0 +1,140 @@
+"""Assemble and run server A or B from a :class:`~pura.config.ServerConfig`.
+
+Start-up order matters for safety: A loads its keys (refusing if it can read B's secrets), opens
+the store and the audit log, connects to B over mTLS and checks that B holds the *same* key and
+parameter set before serving anything, then reconciles and refreshes the gallery blocks (crash
+recovery) and only then reports SERVING on the health service.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pura.audit_log import AuditLog
+from pura.config import ServerConfig
+from pura.crypto.encoding import PCARotation, load_shipped_pca
+from pura.engine.local import LocalEngine
+from pura.errors import ConfigError
+from pura.gallery.store import GalleryStore
+from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
+from pura.service import servicers
+from pura.service.interceptors import Authenticator, QueryBudget, TokenTable
+from pura.service.nodes import NodeA, NodeB
+from pura.service.peer import HelperClient, HelperIdentity, HelperServicer, register_helper
+from pura.service.server import RunningServer, secure_channel, start_server
+
+log = logging.getLogger("pura.serve")
+
+
+def load_pca(key_dir: Path, model_id: str) -> PCARotation:
+    """The PCA rotation next to the keys (written by ``pura keygen --pca`` / the demo), else
+    the one shipped in ``pura/data``."""
+    local = key_dir / FILE_NAMES["pca"]
+    if local.exists():
+        return PCARotation.load(local, model_id=model_id)
+    return load_shipped_pca(model_id)
+
+
+def _tls(config: ServerConfig) -> tuple[Path, str] | None:
+    return None if config.tls_dir is None else (config.tls_dir, config.certificate)
+
+
+def _authenticator(config: ServerConfig) -> Authenticator:
+    return Authenticator(TokenTable(config.tokens))
+
+
+def start_b(config: ServerConfig) -> RunningServer:
+    keys = load_b_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
+    engine = LocalEngine(config.engine_workers)
+    node = NodeB(keys, engine=engine)
+    identity = HelperIdentity(keys.public.parameters.id, keys.public.key_id)
+    servicer = HelperServicer(identity, node.handlers(),
+                              max_request=config.limits.max_payload_bytes)
+    return start_server(
+        listen=config.listen, registrars=[register_helper(servicer)],
+        service_names=["pura.v1.PuraHelper"], limits=config.limits,
+        authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
+        require_client_cert=not config.tokens,
+    )
+
+
+def _connect_b(config: ServerConfig, identity: HelperIdentity, wait_s: float) -> HelperClient:
+    channel = secure_channel(config.peer, config.tls_dir, config.certificate, config.limits)
+    client = HelperClient(channel, timeout_s=config.limits.default_deadline_s,
+                          max_reply=config.limits.max_payload_bytes)
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            client.check_identity(identity)
+            return client
+        except ConfigError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
+@dataclass
+class ServerAHandle:
+    """A running server A and its core (tests reach into the node)."""
+
+    running: RunningServer
+    node: NodeA
+
+    def stop(self) -> None:
+        self.running.stop(None)
+        self.node.store.close()
+
+
+def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandle:
+    keys = load_a_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
+    params = keys.public.parameters
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = GalleryStore(config.data_dir / "gallery.db")
+    audit = AuditLog(config.data_dir / "audit.jsonl")
+    helper = _connect_b(config, HelperIdentity(params.id, keys.public.key_id), wait_for_b_s)
+    pca = load_pca(config.key_dir, params.encoding.model_id)
+    node = NodeA(keys, store, audit, helper.call, pca,
+                 top_k=config.top_k, engine=LocalEngine(config.engine_workers))
+    refreshed = node.recover()
+    if refreshed:
+        log.info("recovery refreshed %d blocks", refreshed)
+    limits = config.limits
+    budget = QueryBudget(per_principal=limits.query_budget, window_s=limits.budget_window_s,
+                         failed_per_target=limits.failed_per_target)
+    client = servicers.PuraServicer(node, limits, budget)
+    admin = servicers.AdminServicer(node)
+    running = start_server(
+        listen=config.listen, registrars=servicers.registrars(client, admin),
+        service_names=servicers.SERVICE_NAMES, limits=limits,
+        authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
+        require_client_cert=not config.tokens,
+    )
+    return ServerAHandle(running, node)
+
+
+def serve_forever(config: ServerConfig, *, ready_file: Path | None = None) -> None:
+    """Run until SIGTERM/SIGINT. ``ready_file`` receives the bound port once serving."""
+    if config.role == "a":
+        handle = start_a(config)
+        running, closer = handle.running, handle.stop
+    else:
+        running = start_b(config)
+        closer = lambda: running.stop(None)  # noqa: E731
+    if ready_file is not None:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(str(running.port))
+        tmp.replace(ready_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    log.info("server %s listening on port %d", config.role.upper(), running.port)
+    stop.wait()
+    closer()
+
+
+__all__ = ["ServerAHandle", "load_pca", "serve_forever", "start_a", "start_b"]
