@@ -403,10 +403,26 @@ class NodeA:
         if len(live) > self.top_k:
             raw = self.helper(STEP_PRESELECT, request.to_bytes())
             chosen = gallery.preselect.resolve(state, PreselectResponse.from_bytes(raw))
-            chosen = chosen[: self.top_k]
+            chosen = self._pad(gallery, chosen[: self.top_k])
             records = self.store.templates_by_id(collection, [_hex(t) for t in chosen])
         key = self.keys.public.paillier
         return [(t.subject_id, PaillierTemplate.from_bytes(key, t.paillier)) for t in records]
+
+    def _pad(self, gallery: _Gallery, chosen: list[int]) -> list[int]:
+        """Fill up to ``top_k`` with random other live templates.
+
+        Why: when decoys crowd B's top positions, fewer than ``top_k`` real candidates remain;
+        a short exact stage would answer faster, and the latency would tell an observer that
+        the probe resembled nobody (threat T16). Extra candidates cannot make the answer worse:
+        the exact stage takes the true minimum over a superset.
+        """
+        if len(chosen) >= self.top_k:
+            return chosen
+        with gallery.lock:
+            live = [t for b in gallery.blocks.values() for t in b.live.values()]
+        others = [t for t in live if t not in set(chosen)]
+        extra = self.rng.sample(others, min(len(others), self.top_k - len(chosen)))
+        return [*chosen, *extra]
 
     def identify(
         self, collection: str, query: QueryUpload, principal: str, *,

@@ -1,0 +1,135 @@
+"""``pura``: key generation, certificates, the two servers, and the demo.
+
+    pura keygen --out .pura/keys [--profile default|fast]
+    pura certs  --out .pura/tls
+    pura serve  --role b --keys .pura/keys/b --listen 127.0.0.1:50052
+    pura serve  --role a --keys .pura/keys/a --peer localhost:50052 --listen 127.0.0.1:50051
+    pura demo   [--faces FOLDER] [--people 300] [--profile default|fast]
+
+The default profile is the 128-bit one (Paillier 3072, CKKS 8192); ``fast`` (Paillier 2048,
+~112-bit) is always labelled as such in output.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pura.certs import make_demo_pki
+from pura.config import Limits, ServerConfig
+from pura.crypto.params import get_preset
+from pura.errors import PuraError
+from pura.keys import generate_key_set
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Pura: key generation, certificates, servers A and B, and the demo.",
+)
+console = Console()
+
+
+def _fail(exc: PuraError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option(help="directory for a/, b/ and public/")] = Path(
+        ".pura/keys"
+    ),
+    profile: Annotated[str, typer.Option(help="default (128-bit) or fast (labelled ~112-bit)")] = (
+        "default"
+    ),
+) -> None:
+    """Generate threshold Paillier shares and CKKS contexts for A, B and clients."""
+    try:
+        params = get_preset(profile)
+        pub = generate_key_set(out, params)
+    except PuraError as exc:
+        raise _fail(exc) from None
+    label = "" if params.paillier.security_bits >= 128 else " [yellow](FAST PROFILE, ~112-bit)[/]"
+    console.print(f"key id {pub.key_id}, parameter set {params.id}{label}")
+    console.print(f"  server A: {out / 'a'}   server B: {out / 'b'}   clients: {out / 'public'}")
+
+
+@app.command()
+def certs(
+    out: Annotated[Path, typer.Option(help="directory for the CA and certificates")] = Path(
+        ".pura/tls"
+    ),
+    host: Annotated[list[str] | None, typer.Option(help="server host names / IPs")] = None,
+) -> None:
+    """Make a local CA, server certificates for A and B, and one client certificate per role."""
+    made = make_demo_pki(out, hosts=host or ["localhost", "127.0.0.1"])
+    console.print(f"CA and {len(made) - 1} certificates in {out}: {', '.join(sorted(made))}")
+
+
+@app.command()
+def serve(
+    role: Annotated[str, typer.Option(help="a or b")],
+    keys: Annotated[Path, typer.Option(help="this server's key directory")],
+    listen: Annotated[str, typer.Option()] = "127.0.0.1:0",
+    data: Annotated[Path, typer.Option(help="server A's data directory")] = Path(".pura/data"),
+    tls: Annotated[Path, typer.Option(help="directory made by `pura certs`")] = Path(".pura/tls"),
+    peer: Annotated[str, typer.Option(help="server B's address (A only)")] = "",
+    forbid: Annotated[
+        list[Path] | None, typer.Option(help="key dirs this server must not be able to read")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (overrides flags)")] = None,
+    ready_file: Annotated[Path | None, typer.Option(help="write the bound port here")] = None,
+    dev: Annotated[bool, typer.Option(help="enable reflection; allow --no-tls")] = False,
+    no_tls: Annotated[bool, typer.Option(help="plaintext (only with --dev)")] = False,
+    budget: Annotated[int, typer.Option(help="queries per principal per hour")] = 100,
+    bulk_batch: Annotated[int, typer.Option(help="templates per BulkEnroll commit")] = 64,
+    workers: Annotated[int, typer.Option(help="worker processes for Paillier loops")] = 1,
+) -> None:
+    """Run server A or B until SIGTERM."""
+    from pura.service.run import serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        if config is not None:
+            cfg = ServerConfig.from_yaml(config)
+        else:
+            cfg = ServerConfig(
+                role=role, listen=listen, key_dir=keys, data_dir=data,
+                tls_dir=None if no_tls else tls, peer=peer,
+                forbidden_key_dirs=tuple(forbid or ()), dev=dev, engine_workers=workers,
+                limits=Limits(query_budget=budget, bulk_batch=bulk_batch),
+            )
+        serve_forever(cfg, ready_file=ready_file)
+    except PuraError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def demo(
+    faces: Annotated[Path | None, typer.Option(help="folder of Name/*.jpg (default: LFW)")] = None,
+    people: Annotated[int, typer.Option(help="identities to enrol")] = 300,
+    probes: Annotated[int, typer.Option(help="probes of enrolled and of unknown people")] = 10,
+    profile: Annotated[str, typer.Option(help="default (128-bit) or fast (~112-bit)")] = (
+        "default"
+    ),
+    workdir: Annotated[Path, typer.Option(help="where keys, certs and data go")] = Path(
+        ".pura/demo"
+    ),
+) -> None:
+    """Keys, certs, A and B as separate TLS processes, real enrolment and identification."""
+    from pura.demo import run_demo
+
+    try:
+        run_demo(faces=faces, people=people, probes=probes, profile=profile, workdir=workdir,
+                 console=console)
+    except PuraError as exc:
+        raise _fail(exc) from None
+
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()
