@@ -8,6 +8,8 @@ Commands::
     pura-eval identification  gallery = first image of N people with ≥ 2 images, mated probes =
                               their other images, non-enrolled probes = people not in the gallery:
                               rank-1 and FNIR at FPIR = 1 % (rank 1, thresholded, ISO/IEC 19795-1).
+    pura-eval throughput      faces/s of the torch pipeline on LFW images (no cache): whole
+                              pipeline, and the network alone on the same chips.
 
 Descriptors go through the on-disk cache (``--cache-dir`` / ``$PURA_CACHE_DIR``), so a second run
 only recomputes the statistics. Comparisons use the Euclidean distance of raw dlib descriptors
@@ -27,6 +29,7 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
+import torch
 import typer
 from matplotlib.figure import Figure
 from rich.console import Console
@@ -42,6 +45,7 @@ from pura_client.audit.metrics import (
 from pura_client.datasets.lfw import LFWDataset, Pair, identification_split
 from pura_client.embedding.batch import ImagePipeline, embed_files
 from pura_client.embedding.cache import EmbeddingCache
+from pura_client.embedding.image import load_rgb
 from pura_client.embedding.types import DESCRIPTOR_DIM, FaceResult
 
 app = typer.Typer(help="Accuracy of the Pura client face pipeline on LFW.", no_args_is_help=True)
@@ -296,6 +300,49 @@ def identification(
     console.print(
         f"rank-1 {payload['rank1']:.4f}, FNIR {fnir:.4f} at FPIR {fpir:g} "
         f"(gallery {payload['gallery']}, {n_p} mated, {len(split.non_enrolled)} non-mated) → {out}"
+    )
+
+
+@app.command()
+def throughput(
+    n_images: int = 200,
+    device: DeviceOption = "auto",
+    batch_size: int = 32,
+    lfw_dir: LfwOption = None,
+    out: Annotated[Path | None, typer.Option(help="optional JSON output file")] = None,
+) -> None:
+    """Faces per second, uncached: full pipeline (decode, HOG, landmarks, chip, ResNet) and
+    the ResNet alone on the same chips (what a GPU accelerates)."""
+    from pura_client.embedding.pipeline import Embedder
+
+    split = identification_split(n_images, 0, n_non_enrolled=0, dataset=LFWDataset.open(lfw_dir))
+    paths = [g.path for g in split.gallery]
+    engine = Embedder(device=device, batch_size=batch_size, cnn_fallback=False)
+    engine.embed(paths[:batch_size])  # warm-up (lazy init, allocator)
+    start = time.perf_counter()
+    results = engine.embed_results(paths)
+    full = time.perf_counter() - start
+    found = [r for r in results if r.found]
+    chips = np.stack([engine.chip(load_rgb(p), r.box) for p, r in zip(paths, results, strict=True)
+                      if r.box is not None])
+    start = time.perf_counter()
+    engine.embed_chips(chips)
+    net = time.perf_counter() - start
+    payload: dict[str, object] = {
+        "device": engine.device.type,
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "images": len(paths),
+        "faces": len(found),
+        "pipeline_faces_per_s": len(found) / full,
+        "network_faces_per_s": len(chips) / net,
+    }
+    if out is not None:
+        _write_json(out, payload)
+    console.print(
+        f"{engine.device.type}: pipeline {payload['pipeline_faces_per_s']:.1f} faces/s, "
+        f"network alone {payload['network_faces_per_s']:.1f} faces/s "
+        f"({len(found)} faces, batch {batch_size}, {torch.get_num_threads()} threads)"
     )
 
 

@@ -103,3 +103,18 @@ def test_lfw_command_on_a_small_view2(tmp_path: Path, lfw_dataset: LFWDataset) -
     assert figures["pairs"] == 20 and len(figures["folds"]) == 10
     assert figures["accuracy_mean"] >= 0.8
     assert (out / "lfw-det.png").stat().st_size > 1000
+
+
+@pytest.mark.lfw
+def test_throughput_command(tmp_path: Path, lfw_dataset: LFWDataset) -> None:
+    out = tmp_path / "throughput.json"
+    result = CliRunner().invoke(
+        app,
+        ["throughput", "--n-images", "6", "--batch-size", "3", "--device", "cpu",
+         "--lfw-dir", str(lfw_dataset.root), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["device"] == "cpu" and figures["images"] == 6
+    assert figures["faces"] >= 5
+    assert figures["network_faces_per_s"] > 0 and figures["pipeline_faces_per_s"] > 0
