@@ -389,6 +389,11 @@ class GalleryStore:
         )
         return {(int(r[0]), int(r[1])): str(r[2]) for r in rows}
 
+    def request_ids(self, collection: str) -> set[str]:
+        """Idempotency keys of every stored template (crash tests, resumable uploads)."""
+        rows = self._query("SELECT request_id FROM templates WHERE collection=?", (collection,))
+        return {str(r[0]) for r in rows}
+
     def slot_table(self, collection: str) -> dict[tuple[int, int], tuple[str, bool]]:
         """(block, slot) -> (template id, placed) of every template row: what the packed blocks
         must agree with after a restart."""
