@@ -25,6 +25,7 @@ exceptions are translated into :mod:`pura.errors` here and nowhere else.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -104,6 +105,7 @@ class _Scratch:
                 base = "/dev/shm" if os.path.isdir("/dev/shm") else None
                 cls._dir = Path(tempfile.mkdtemp(prefix="pura-ckks-", dir=base))
                 cls._pid = os.getpid()
+                atexit.register(scratch_cleanup)
             return cls._dir
 
 
@@ -218,6 +220,7 @@ class CKKSContext:
         if blobs.get("secret_key"):
             secret = _load(seal.SecretKey(), self._ctx, blobs["secret_key"], "secret key")
             self._decryptor = seal.Decryptor(self._ctx, secret)
+            self._encryptor.set_secret_key(secret)
         self.key_id = hashlib.sha256(blobs["public_key"]).digest()[:_KEY_ID_LEN]
         self._digest = params_digest(params)
 
@@ -362,9 +365,9 @@ class CKKSContext:
         return plain
 
     def _encrypt_plain(self, plain: Any) -> CKKSCiphertext:
+        # Public-key encryption directly at the plaintext's (work) level: no mod-switch needed.
         ct = seal.Ciphertext()
         self._encryptor.encrypt(plain, ct)
-        self._evaluator.mod_switch_to_inplace(ct, self._work)
         return CKKSCiphertext(ct, _LEVEL_WORK)
 
     def _vector(self, values: npt.ArrayLike) -> FloatArray:
@@ -378,7 +381,20 @@ class CKKSContext:
     def encrypt_vector(self, values: npt.ArrayLike) -> CKKSCiphertext:
         """Values in slots 0..len-1 (zeros after), public-key encryption, work level."""
         arr = self._vector(values)
-        return self._encrypt_plain(self._encode(arr, self._top_parms(), self._scale()))
+        return self._encrypt_plain(self._encode(arr, self._work, self._scale()))
+
+    def encrypt_vector_bytes(self, values: npt.ArrayLike) -> bytes:
+        """Serialized encryption of ``values``; seed-compressed (half size) when private.
+
+        B holds the secret key, so its fresh encryptions (refresh deltas) can be *symmetric*:
+        SEAL then stores the uniform half of the ciphertext as a PRNG seed, which halves B→A
+        traffic and is as secure (RLWE, fresh randomness from SEAL's CSPRNG).
+        """
+        if self._decryptor is None:
+            return self.ciphertext_to_bytes(self.encrypt_vector(values))
+        plain = self._encode(self._vector(values), self._work, self._scale())
+        header = _CT_MAGIC + self._digest + self.key_id + bytes([_LEVEL_WORK])
+        return header + _save(self._encryptor.encrypt_symmetric(plain))
 
     def encrypt_head(self, head: npt.ArrayLike) -> CKKSCiphertext:
         """Enrolment: the whole head ``y'_0..y'_{m-1}`` in slots ``0..m-1`` of ONE ciphertext."""
@@ -392,8 +408,7 @@ class CKKSContext:
         """
         arr = self._vector(head)
         return [
-            self._encrypt_plain(self._encode(float(v), self._top_parms(), self._scale()))
-            for v in arr
+            self._encrypt_plain(self._encode(float(v), self._work, self._scale())) for v in arr
         ]
 
     def decrypt(self, ct: CKKSCiphertext) -> FloatArray:
@@ -407,9 +422,6 @@ class CKKSContext:
         except _SEAL_ERRORS as exc:
             raise InvalidCiphertextError(f"cannot decrypt ciphertext: {exc}") from exc
         return np.asarray(values, dtype=np.float64)
-
-    def _top_parms(self) -> Any:
-        return self._ctx.first_parms_id()
 
     def _scale(self) -> float:
         return float(2.0**self.params.scale_bits)

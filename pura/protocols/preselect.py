@@ -281,7 +281,7 @@ class PreselectServer:
         self._rng.shuffle(order)
         rotations = [self._rng.randrange(slots) for _ in order]
         a, c = self.draw_mask()
-        if self.pool is not None:
+        if self.pool is not None and len(blocks) > 1:  # one block: shipping costs > gain
             scores = self.pool.score(query, [blocks[i] for i in order], rotations, a, c)
         else:
             q = parse_query(self.ctx, query, self.layout.head_dim)

@@ -203,7 +203,7 @@ def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
         delta[:, slot] = head - values[:, slot]
     for slot in req.clear_slots:
         delta[:, slot] = -values[:, slot]
-    deltas = tuple(ctx.ciphertext_to_bytes(ctx.encrypt_vector(row)) for row in delta)
+    deltas = tuple(ctx.encrypt_vector_bytes(row) for row in delta)
     return RefreshResponse(req.request_id, deltas)
 
 

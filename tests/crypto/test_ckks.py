@@ -183,3 +183,14 @@ def test_uniform_reals_range_and_reproducibility() -> None:
     assert np.all(np.abs(a) <= 2.0**40)
     assert np.std(a) > 0.5 * 2.0**40 / np.sqrt(3)
     assert uniform_reals(random.SystemRandom(), 4, 40).shape == (4,)
+
+
+def test_secret_side_encryptions_are_seed_compressed(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    compact = secret.encrypt_vector_bytes([0.25, -0.5])
+    full = public.encrypt_vector_bytes([0.25, -0.5])
+    assert len(compact) < 0.6 * len(full)
+    for raw in (compact, full):
+        values = secret.decrypt(public.ciphertext_from_bytes(raw))
+        assert np.allclose(values[:3], [0.25, -0.5, 0.0], atol=1e-7)
