@@ -1,0 +1,754 @@
+"""Server-computed squared norms and the norm-range check: clients cannot forge ``‖q(x)‖²``.
+
+Why this module exists. The exact stage computes ``[D_j] = [‖x‖²] + [‖y_j‖²] − 2[⟨x, y_j⟩]``.
+If either squared norm is *uploaded* by a client, the client controls ``D`` additively: a
+querying client that subtracts a constant from its encrypted norm makes its nearest enrolled
+subject "match" (turning a decision-only service into a nearest-neighbour oracle), and an
+enroller that lowers its template's norm plants a *wolf* template matching every probe. Scaling a
+vector (honest norm of a short or long vector) has a milder version of the same effect. So the
+servers compute every squared norm themselves and reject vectors that are not the fixed-point
+encoding of a unit vector. Nothing a client uploads besides the coordinates is trusted.
+
+Round 1 — blinded square sum (:func:`start_norms` / :func:`helper_norms` / :func:`finish_norms`),
+for one query or a batch of templates, one A → B → A round::
+
+    A: the vector as packed slots holding value + 2^s (a template is stored that way; a query's
+       per-dimension [x_i] are packed by Horner shifts), plus a fresh packed mask r
+       (r_i uniform < 2^(s+1+κ)); A partially decrypts                       → NormRequest
+    B: combines; v_i = value_i + c_i with c_i = 2^s + r_i. B range-checks every slot
+       (v_i < 2^(s+1+κ) + 2^(s+1), nothing above the last used slot) and answers, per valid
+       vector, fresh [Σ v_i²], fresh [v_i] per dimension and (templates) a fresh packed [v]
+                                                                              → NormReply
+    A: [u_i] = [v_i] − c_i;  [‖u‖²] = [Σ v²] − 2·Π_i [v_i]^(c_i) + Σ c_i²
+       (templates) stored packed = [pack(v)] − pack(r) = [pack(u + 2^s)]; everything re-randomised
+
+Round 2 — norm-range check (:func:`start_norm_check` / :func:`helper_norm_check` /
+:func:`finish_norm_check`), the blinded comparison of :mod:`pura.protocols.secure_min`
+(``w = r1·(−1)^π·e + r2``) on ``e = 2(‖u‖² − L) + 1`` and ``e = 2(H − ‖u‖²) + 1``, all comparisons
+packed in one joint decryption; B returns its flipped bits in the clear, A un-flips them. A
+vector outside ``[L, H]`` (:class:`NormBounds`) raises :class:`EmbeddingRangeError`: a clear
+rejection, never "match" and never "no match".
+
+Why B re-encrypts ``v`` instead of A using the client's ciphertexts afterwards. The client's
+``[x_i]`` are arbitrary residues mod N; only their *packed* sum is decrypted, so a client can
+choose residues whose slots carry into each other. The decoded integers ``u`` are then not
+congruent to the ``x_i`` that a later ``Π [x_i]^(…)`` would use, and a norm computed from ``v``
+would describe a different vector from the one used for the inner products. From round 1 on,
+A uses only B's fresh ``[v_i]`` (minus A's own offsets): the query *is* ``u`` — the integers B
+decoded and range-checked — for the norm, the norm check and every inner product, so
+``D_j = ‖u − y_j‖²`` holds exactly. The slot check bounds ``|u_i| < 2^(s+2+κ)``, hence
+``‖u‖² < d·4^(s+2+κ) ≪ N/2``: no wrap-around, and the norm check is an integer statement. A
+template is likewise replaced by B's canonical re-packing of ``u``, so the vector enrolled, the
+norm stored and the vector decoded at match time are the same.
+
+Why every derived ciphertext is re-randomised. B knows the randomness of the ``[v_i]`` it made;
+``[v_i] − c_i`` without fresh randomness would let B divide out ``(1 + N)^(−c_i)``, learn
+``c_i`` and so ``u_i = v_i − c_i`` in the clear the next time it sees the ciphertext.
+
+What each party learns. B: ``v = u + c`` with ``c_i`` uniform over ``2^(s+1+κ)`` values, which
+is within statistical distance ``2^-κ`` per coordinate of independent of ``u`` (the argument of
+:mod:`pura.protocols.enroll`), whether each slot passed the range check (only a malformed vector
+fails), and from round 2 the flipped comparison bits plus ``|e|`` up to a factor 2 (the known
+leakage of multiplicative blinding, see :mod:`pura.protocols.secure_min`): roughly ``log₂`` of how
+far the norm lies inside the bounds. A: ciphertexts and whether the vector was accepted.
+
+What a malicious client can still do. Any vector it submits is, from round 1 on, an integer
+vector ``u`` with ``L ≤ ‖u‖² ≤ H``. That is the freedom an honest client already has (any unit
+vector, any rounding), so the only remaining question it can ask is the service's own: "is my
+unit-norm vector within τ of somebody?". Each ``|u_i| ≤ √H < 2^s + √d`` follows from the norm
+bound, which is what keeps a stored template's slots from borrowing at match time (see
+:class:`NormBounds`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import ClassVar, Protocol
+
+from pura.crypto.paillier import (
+    Ciphertext,
+    KeyShare,
+    MultiExp,
+    PartialDecryption,
+    PublicKey,
+    RandomnessPool,
+    combine,
+    partial_decrypt_batch,
+)
+from pura.engine.local import SERIAL, LocalEngine
+from pura.errors import (
+    EmbeddingRangeError,
+    KeyMismatchError,
+    ParameterError,
+    ProtocolError,
+)
+from pura.protocols.enroll import TemplateLayout
+from pura.protocols.messages import MAX_ITEMS, PaillierTemplate, _Reader, _Writer
+from pura.protocols.secure_min import (
+    CompareLayout,
+    _blinded,
+    _open_slots,
+    _pack_and_open,
+    _sign_bit,
+)
+
+#: Largest batch of vectors (templates of one BulkEnroll) one round may carry.
+MAX_VECTORS = 4096
+
+# --------------------------------------------------------------------------------------------
+# Bounds and layout
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormBounds:
+    """Integer interval ``[low, high]`` that ``‖q(x)‖²`` of every honest query/template lies in.
+
+    Derivation (``q(x) = round(2^s·x)``, ``‖x‖ = 1``, d dimensions; :mod:`pura.crypto.encoding`):
+    the rounding error ``δ = q(x) − 2^s·x`` has ``|δ_i| ≤ 1/2``, so ``‖δ‖ ≤ √d/2`` and
+    ``2^s − √d/2 ≤ ‖q(x)‖ ≤ 2^s + √d/2``. Squaring::
+
+        4^s − 2^s·√d + d/4  ≤  ‖q(x)‖²  ≤  4^s + 2^s·√d + d/4
+
+    i.e. ``‖q(x)‖² = (1 ± ε)·4^s`` with ``ε = √d·2^-s + d·4^(-s-1)`` (d = 128, s = 11:
+    ε ≈ 0.553 %). ``low``/``high`` round this outwards with integer square roots and add
+    ``1 + 4^s·2^-30`` units of slack for float64 error in the normalisation and the PCA rotation
+    (relative error ~1e-13, far below 2^-30). Clipping to ``[−1, 1]`` in :func:`quantize` only
+    moves a coordinate towards its exact value, so it stays inside the bound.
+
+    Consequences for a forger: ``|u_i| ≤ √high < 2^s + √d/2 + 1`` for every accepted vector, so
+    scaling a vector by more than ``1 ± ε/2`` is rejected, and a stored template slot
+    ``u_i + 2^s ≥ −(√d/2 + 1)`` can only borrow from its neighbour when A's match-time mask
+    ``r_i < √d/2 + 1`` (probability ``< 8·2^-(s+1+κ)`` per slot, 2^-46 for the defaults).
+    """
+
+    low: int
+    high: int
+    unit: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.unit <= self.high:
+            raise ParameterError(
+                f"invalid norm bounds [{self.low}, {self.high}] around {self.unit}"
+            )
+
+    @classmethod
+    def for_encoding(cls, dim: int, scale_bits: int) -> NormBounds:
+        """Bounds for unit vectors of ``dim`` coordinates quantised with ``2^scale_bits``."""
+        if dim < 1 or scale_bits < 1:
+            raise ParameterError(f"need dim ≥ 1 and scale_bits ≥ 1, got {dim}, {scale_bits}")
+        unit = 1 << (2 * scale_bits)
+        cross = math.isqrt(dim * unit) + 1  # ≥ 2^s·√d
+        slack = 1 + (unit >> 30)
+        low = unit - cross - slack
+        high = unit + cross + (dim + 3) // 4 + slack
+        if low <= 0:
+            raise ParameterError(
+                f"2^{scale_bits} is too small for {dim} dimensions: rounding noise could cancel "
+                "the whole norm"
+            )
+        return cls(low, high, unit)
+
+    @property
+    def epsilon(self) -> float:
+        """Relative half-width ``max(H − 4^s, 4^s − L) / 4^s`` (documentation, benchmarks)."""
+        return max(self.high - self.unit, self.unit - self.low) / self.unit
+
+    def contains(self, value: int) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class NormLayout:
+    """Everything A and B must agree on for both rounds (derived from key and template layout).
+
+    ``content_limit``: an honest masked slot holds ``value + 2^s + r`` with
+    ``value + 2^s ∈ [0, 2^(s+1)]`` and ``r < 2^(s+1+κ)``, so it is below ``2^(s+1+κ) + 2^(s+1)``;
+    B rejects anything larger. ``compare`` sizes the blinded comparison for norms of vectors
+    that passed that check: ``|u_i| < content_limit``, so ``‖u‖² < d·content_limit²``.
+    """
+
+    template: TemplateLayout
+    compare: CompareLayout
+    bounds: NormBounds
+
+    @classmethod
+    def for_key(cls, key: PublicKey, template: TemplateLayout) -> NormLayout:
+        template.check_key(key)
+        bounds = NormBounds.for_encoding(template.dim, template.scale_bits)
+        limit = (1 << template.mask_bits) + 2 * template.bound
+        norm_bits = (template.dim * limit * limit).bit_length()
+        return cls(template, CompareLayout.for_key(key, norm_bits, template.kappa), bounds)
+
+    @property
+    def content_limit(self) -> int:
+        """Exclusive upper bound of an honest masked slot content."""
+        return (1 << self.template.mask_bits) + 2 * self.template.bound
+
+    def slot_counts(self) -> list[int]:
+        """Used slots of each packed ciphertext of one vector (full ones, then the tail)."""
+        t = self.template
+        return [t.slots_per_ct] * t.n_full + ([t.tail] if t.tail else [])
+
+
+# --------------------------------------------------------------------------------------------
+# Messages (A ↔ B), same framing as :mod:`pura.protocols.messages`
+# --------------------------------------------------------------------------------------------
+
+
+def _write_bits(w: _Writer, bits: Sequence[int]) -> _Writer:
+    w.u32(len(bits))
+    for b in bits:
+        w.u32(b)
+    return w
+
+
+def _read_bits(r: _Reader) -> tuple[int, ...]:
+    n = r.u32()
+    if n > MAX_ITEMS or 4 * n > len(r.data) - r.pos:
+        raise ProtocolError(f"{r.name}: list of {n} bits exceeds the message")
+    bits = tuple(r.u32() for _ in range(n))
+    if any(b not in (0, 1) for b in bits):
+        raise ProtocolError(f"{r.name}: a bit is neither 0 nor 1")
+    return bits
+
+
+def _key_of(items: Sequence[Ciphertext]) -> PublicKey:
+    if not items:
+        raise ProtocolError("a message needs at least one ciphertext")
+    return items[0].key
+
+
+@dataclass(frozen=True)
+class NormRequest:
+    """A → B: ``n_vectors`` masked vectors, each ``cts_per_template`` packed ciphertexts.
+
+    ``repack`` asks B for a canonical packed re-encryption as well (templates at enrolment).
+    """
+
+    KIND: ClassVar[int] = 16
+    dim: int
+    slot_bits: int
+    n_vectors: int
+    repack: bool
+    masked: tuple[Ciphertext, ...]
+    partials: tuple[PartialDecryption, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.masked))
+        w.u32(self.dim).u32(self.slot_bits).u32(self.n_vectors).u32(int(self.repack))
+        return w.cts(self.masked).pds(self.partials).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormRequest:
+        r = _Reader(data, cls.KIND, key, "NormRequest")
+        dim, slot_bits, n, repack = r.u32(), r.u32(), r.u32(), r.u32()
+        masked, partials = r.cts(), r.pds(1)
+        r.end()
+        if repack not in (0, 1):
+            raise ProtocolError("NormRequest: repack must be 0 or 1")
+        return cls(dim, slot_bits, n, bool(repack), masked, partials)
+
+
+@dataclass(frozen=True)
+class NormReply:
+    """B → A: per vector a validity bit; for the valid ones fresh ``[Σv²]``, ``[v_i]``, packing."""
+
+    KIND: ClassVar[int] = 17
+    key: PublicKey = field(repr=False)
+    valid: tuple[int, ...]
+    sums: tuple[Ciphertext, ...]
+    dims: tuple[Ciphertext, ...]
+    packed: tuple[Ciphertext, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _write_bits(_Writer(self.KIND, self.key), self.valid)
+        return w.cts(self.sums).cts(self.dims).cts(self.packed).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormReply:
+        r = _Reader(data, cls.KIND, key, "NormReply")
+        valid = _read_bits(r)
+        sums, dims, packed = r.cts(), r.cts(), r.cts()
+        r.end()
+        return cls(key, valid, sums, dims, packed)
+
+
+@dataclass(frozen=True)
+class NormCheckRequest:
+    """A → B: ``n_comparisons`` blinded comparisons (two per norm), packed, + A's partials."""
+
+    KIND: ClassVar[int] = 18
+    slot_bits: int
+    n_comparisons: int
+    packed: tuple[Ciphertext, ...]
+    partials: tuple[PartialDecryption, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.packed)).u32(self.slot_bits).u32(self.n_comparisons)
+        return w.cts(self.packed).pds(self.partials).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckRequest:
+        r = _Reader(data, cls.KIND, key, "NormCheckRequest")
+        slot_bits, m = r.u32(), r.u32()
+        packed, partials = r.cts(), r.pds(1)
+        r.end()
+        return cls(slot_bits, m, packed, partials)
+
+
+@dataclass(frozen=True)
+class NormCheckReply:
+    """B → A: B's comparison bits, each XOR-ed with A's secret flip (uniform in B's view)."""
+
+    KIND: ClassVar[int] = 19
+    key: PublicKey = field(repr=False)
+    bits: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        return _write_bits(_Writer(self.KIND, self.key), self.bits).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckReply:
+        r = _Reader(data, cls.KIND, key, "NormCheckReply")
+        bits = _read_bits(r)
+        r.end()
+        return cls(key, bits)
+
+
+class NormHelper(Protocol):
+    """What A asks of B for norms (implemented by :class:`NormServerB`, and by B's transport)."""
+
+    def norm_square(self, request: NormRequest) -> NormReply: ...
+
+    def norm_check(self, request: NormCheckRequest) -> NormCheckReply: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Round 1: blinded square sum (A)
+# --------------------------------------------------------------------------------------------
+
+
+def pack_query(dims: Sequence[Ciphertext], layout: TemplateLayout) -> list[Ciphertext]:
+    """A query's per-dimension ``[x_i]`` packed like a template: slots hold ``x_i + 2^s``.
+
+    Horner over slot shifts (``slot_bits`` squarings per coordinate). No range assumption is
+    made about the client's ``x_i``: whatever they are, B's slot check and the re-encryption in
+    :func:`finish_norms` define the query from here on.
+    """
+    if len(dims) != layout.dim:
+        raise ProtocolError(f"query has {len(dims)} dimensions, expected {layout.dim}")
+    s = layout.slots_per_ct
+    out = []
+    for start in range(0, layout.dim, s):
+        group = dims[start:start + s]
+        acc = group[-1]
+        for ct in reversed(group[:-1]):
+            acc = acc.shift_slots(layout.slot_bits) + ct
+        out.append(acc.add_plain(layout.packed.pack_raw([layout.bound] * len(group))))
+    return out
+
+
+@dataclass
+class NormState:
+    """A's secret state of round 1: the masks (never sent, hidden from ``repr``)."""
+
+    repack: bool
+    masks: list[list[list[int]]]  # vector → packed ciphertext → slot masks r
+
+    def __repr__(self) -> str:
+        return f"NormState(vectors={len(self.masks)}, repack={self.repack})"
+
+    def offsets(self, layout: TemplateLayout, vector: int) -> list[int]:
+        """``c_i = 2^s + r_i`` of one vector, in coordinate order."""
+        return [layout.bound + r for ct in self.masks[vector] for r in ct]
+
+
+def start_norms(
+    vectors: Sequence[Sequence[Ciphertext]],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    *,
+    repack: bool,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> tuple[NormState, NormRequest]:
+    """A: mask every slot of every packed vector and partially decrypt (see module docstring).
+
+    ``vectors``: each one the ``cts_per_template`` packed ciphertexts of a template, or
+    :func:`pack_query` of a query. ``rng`` draws the masks (OS CSPRNG unless a test seeds it).
+    """
+    t = layout.template
+    key = share_a.public_key
+    if not 0 < len(vectors) <= MAX_VECTORS:
+        raise ProtocolError(f"need 1..{MAX_VECTORS} vectors, got {len(vectors)}")
+    counts = layout.slot_counts()
+    for v in vectors:
+        if len(v) != len(counts):
+            raise ProtocolError(f"vector has {len(v)} packed ciphertexts, layout wants "
+                                f"{len(counts)}")
+        if any(c.key != key for c in v):
+            raise KeyMismatchError("vector was encrypted under another key")
+    rng = rng if rng is not None else secrets.SystemRandom()
+    masks = [[[rng.getrandbits(t.mask_bits) for _ in range(n)] for n in counts] for _ in vectors]
+    masked = [
+        ct + key.encrypt(t.packed.pack_raw(m), pool)
+        for v, vm in zip(vectors, masks, strict=True)
+        for ct, m in zip(v, vm, strict=True)
+    ]
+    partials = engine.map_chunks(partial(partial_decrypt_batch, share_a), masked)
+    request = NormRequest(t.dim, t.slot_bits, len(vectors), repack, tuple(masked),
+                          tuple(partials))
+    return NormState(repack, masks), request
+
+
+# --------------------------------------------------------------------------------------------
+# Round 1: B
+# --------------------------------------------------------------------------------------------
+
+
+def _decode_vector(
+    plaintexts: Sequence[int], layout: NormLayout
+) -> list[int] | None:
+    """Slot contents of one vector, or ``None`` if any slot lies outside the honest range."""
+    t = layout.template
+    limit = layout.content_limit
+    out: list[int] = []
+    for pt, n in zip(plaintexts, layout.slot_counts(), strict=True):
+        if pt >> (n * t.slot_bits):
+            return None  # a carry reached an unused slot, or a residue wrapped mod N
+        contents = t.packed.unpack_raw(pt, n)
+        if any(c >= limit for c in contents):
+            return None
+        out += contents
+    return out
+
+
+def helper_norms(
+    request: NormRequest,
+    layout: NormLayout,
+    share_b: KeyShare,
+    pool: RandomnessPool,
+    engine: LocalEngine = SERIAL,
+) -> NormReply:
+    """B: decrypt, range-check each slot, return fresh ``[Σv²]``, ``[v_i]`` (and packing).
+
+    B refuses a request whose shape differs from its layout (so A cannot make it decrypt a
+    plaintext with fewer mask bits than agreed). A vector with an out-of-range slot gets
+    ``valid = 0`` and no ciphertexts: it is a malformed client upload, and nothing computed
+    from it could be trusted.
+    """
+    t = layout.template
+    if (request.dim, request.slot_bits) != (t.dim, t.slot_bits):
+        raise ProtocolError(
+            f"norm request layout dim={request.dim}/slot={request.slot_bits} differs from "
+            f"B's {t.dim}/{t.slot_bits}"
+        )
+    per = t.cts_per_template
+    n = request.n_vectors
+    if not 0 < n <= MAX_VECTORS or len(request.masked) != n * per \
+            or len(request.partials) != n * per:
+        raise ProtocolError(f"norm request has {len(request.masked)} ciphertexts for {n} vectors")
+    key = share_b.public_key
+    mine = engine.map_chunks(partial(partial_decrypt_batch, share_b), request.masked)
+    plain = [combine(pa, pb) for pa, pb in zip(request.partials, mine, strict=True)]
+    valid: list[int] = []
+    sums: list[Ciphertext] = []
+    dims: list[Ciphertext] = []
+    packed: list[Ciphertext] = []
+    for j in range(n):
+        vec = _decode_vector(plain[j * per:(j + 1) * per], layout)
+        valid.append(0 if vec is None else 1)
+        if vec is None:
+            continue
+        sums.append(key.encrypt(sum(v * v for v in vec), pool))
+        dims += [key.encrypt(v, pool) for v in vec]
+        if request.repack:
+            s = t.slots_per_ct
+            packed += [key.encrypt(t.packed.pack_raw(vec[i:i + s]), pool)
+                       for i in range(0, t.dim, s)]
+    return NormReply(key, tuple(valid), tuple(sums), tuple(dims), tuple(packed))
+
+
+# --------------------------------------------------------------------------------------------
+# Round 1: A finishes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormedVector:
+    """A vector as the servers now define it: ``[‖u‖²]`` (not yet range-checked) and either
+    the per-dimension ``[u_i]`` (queries) or the canonical packing of ``u + 2^s`` (templates)."""
+
+    norm: Ciphertext
+    dims: tuple[Ciphertext, ...]
+    packed: tuple[Ciphertext, ...]
+
+    def __repr__(self) -> str:
+        return f"NormedVector(dims={len(self.dims)}, packed={len(self.packed)})"
+
+
+def weighted_sums(jobs: Sequence[tuple[Sequence[Ciphertext], Sequence[int]]]) -> list[Ciphertext]:
+    """``Π_i b_i^(e_i)`` per (bases, exponents) job; module-level so process pools can run it."""
+    return [MultiExp(bases).power_product(exps) for bases, exps in jobs]
+
+
+def finish_norms(
+    state: NormState,
+    reply: NormReply,
+    layout: NormLayout,
+    pool: RandomnessPool,
+    engine: LocalEngine = SERIAL,
+) -> list[NormedVector | None]:
+    """A: ``[‖u‖²]`` and the re-randomised vector for every valid input (``None`` if rejected)."""
+    t = layout.template
+    n = len(state.masks)
+    n_ok = sum(reply.valid)
+    per = t.cts_per_template if state.repack else 0
+    if len(reply.valid) != n or len(reply.sums) != n_ok or len(reply.dims) != n_ok * t.dim \
+            or len(reply.packed) != n_ok * per:
+        raise ProtocolError(f"norm reply does not answer {n} vectors of the agreed shape")
+    ok = [j for j in range(n) if reply.valid[j]]
+    offsets = [state.offsets(t, j) for j in ok]
+    bases = [reply.dims[i * t.dim:(i + 1) * t.dim] for i in range(n_ok)]
+    cross = engine.map_chunks(weighted_sums, list(zip(bases, offsets, strict=True)))
+    out: list[NormedVector | None] = [None] * n
+    for i, j in enumerate(ok):
+        c = offsets[i]
+        norm = (reply.sums[i] - cross[i] * 2).add_plain(sum(v * v for v in c)).rerandomize(pool)
+        if state.repack:
+            packed = tuple(
+                p.add_plain(-t.packed.pack_raw(m)).rerandomize(pool)
+                for p, m in zip(reply.packed[i * per:(i + 1) * per], state.masks[j], strict=True)
+            )
+            out[j] = NormedVector(norm, (), packed)
+        else:
+            dims = tuple(b.add_plain(-ci).rerandomize(pool) for b, ci in zip(bases[i], c,
+                                                                             strict=True))
+            out[j] = NormedVector(norm, dims, ())
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Round 2: norm-range check
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class NormCheckState:
+    """A's secret flip bits of round 2 (two per norm: lower bound, upper bound)."""
+
+    flips: list[int]
+
+    def __repr__(self) -> str:
+        return f"NormCheckState(comparisons={len(self.flips)})"
+
+
+def start_norm_check(
+    norms: Sequence[Ciphertext],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> tuple[NormCheckState, NormCheckRequest]:
+    """A: blinded ``2(n − L) + 1`` and ``2(H − n) + 1`` per norm (both ``> 0`` ⇔ ``n ∈ [L, H]``)."""
+    if not 0 < len(norms) <= MAX_VECTORS:
+        raise ProtocolError(f"need 1..{MAX_VECTORS} norms, got {len(norms)}")
+    rng = rng if rng is not None else secrets.SystemRandom()
+    lo, hi = layout.bounds.low, layout.bounds.high
+    raw: list[Ciphertext] = []
+    flips: list[int] = []
+    for n in norms:
+        for e in ((n * 2).add_plain(1 - 2 * lo), (n * -2).add_plain(2 * hi + 1)):
+            flip, r1, r2 = layout.compare.blinds(rng)
+            raw.append(_blinded(e, flip, r1, r2))
+            flips.append(flip)
+    offsets = [layout.compare.w_offset] * len(raw)
+    packed, partials = _pack_and_open(raw, offsets, layout.compare, share_a, pool, engine)
+    request = NormCheckRequest(layout.compare.slot_bits, len(raw), tuple(packed), tuple(partials))
+    return NormCheckState(flips), request
+
+
+def helper_norm_check(
+    request: NormCheckRequest,
+    layout: NormLayout,
+    share_b: KeyShare,
+    engine: LocalEngine = SERIAL,
+) -> NormCheckReply:
+    """B: the sign bit of every blinded comparison (uniform in B's view: A flipped it)."""
+    m = request.n_comparisons
+    if request.slot_bits != layout.compare.slot_bits or not 0 < m <= 2 * MAX_VECTORS or m % 2:
+        raise ProtocolError("norm check request does not match B's comparison layout")
+    contents = _open_slots(request.packed, request.partials, m, layout.compare, share_b, engine)
+    return NormCheckReply(share_b.public_key,
+                          tuple(_sign_bit(c, layout.compare) for c in contents))
+
+
+def finish_norm_check(state: NormCheckState, reply: NormCheckReply) -> list[bool]:
+    """A: per norm, whether it lies in ``[L, H]``."""
+    if len(reply.bits) != len(state.flips):
+        raise ProtocolError(f"norm check reply has {len(reply.bits)} bits, "
+                            f"expected {len(state.flips)}")
+    ok = [b ^ f == 1 for b, f in zip(reply.bits, state.flips, strict=True)]
+    return [ok[i] and ok[i + 1] for i in range(0, len(ok), 2)]
+
+
+# --------------------------------------------------------------------------------------------
+# A's entry points and B's server object
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckedQuery:
+    """A query after admission: B-made ``[u_i]`` (re-randomised) and the servers' ``[‖u‖²]``."""
+
+    dims: tuple[Ciphertext, ...]
+    norm: Ciphertext
+
+    def __repr__(self) -> str:
+        return f"CheckedQuery(dims={len(self.dims)})"
+
+
+_REJECTED = (
+    "is not the fixed-point encoding of a unit vector ({what}); it was rejected, not matched"
+)
+
+
+def _run_rounds(
+    vectors: Sequence[Sequence[Ciphertext]],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    helper: NormHelper,
+    *,
+    repack: bool,
+    engine: LocalEngine,
+    rng: random.Random | None,
+) -> list[NormedVector | EmbeddingRangeError]:
+    state, request = start_norms(vectors, layout, share_a, pool, repack=repack, engine=engine,
+                                 rng=rng)
+    normed = finish_norms(state, helper.norm_square(request), layout, pool, engine)
+    out: list[NormedVector | EmbeddingRangeError] = [
+        v if v is not None else EmbeddingRangeError(
+            _REJECTED.format(what="a coordinate lies outside ±2^s"))
+        for v in normed
+    ]
+    checked = [v for v in normed if v is not None]
+    if not checked:
+        return out
+    c_state, c_request = start_norm_check([v.norm for v in checked], layout, share_a, pool,
+                                          engine, rng)
+    verdicts = iter(finish_norm_check(c_state, helper.norm_check(c_request)))
+    for j, v in enumerate(normed):
+        if v is not None and not next(verdicts):
+            out[j] = EmbeddingRangeError(_REJECTED.format(
+                what=f"its squared norm lies outside [{layout.bounds.low}, {layout.bounds.high}]"
+            ))
+    return out
+
+
+def admit_query(
+    dims: Sequence[Ciphertext],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    helper: NormHelper,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> CheckedQuery:
+    """A, before the exact stage: two rounds with B; raises :class:`EmbeddingRangeError`.
+
+    The returned query replaces the client's: its coordinates are B's re-encryption of what B
+    decoded and checked, and its norm is computed by the servers (nothing uploaded is trusted).
+    """
+    (result,) = _run_rounds([pack_query(dims, layout.template)], layout, share_a, pool, helper,
+                            repack=False, engine=engine, rng=rng)
+    if isinstance(result, EmbeddingRangeError):
+        raise EmbeddingRangeError("query " + str(result))
+    return CheckedQuery(result.dims, result.norm)
+
+
+def admit_templates(
+    templates: Sequence[Sequence[Ciphertext]],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    helper: NormHelper,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> list[PaillierTemplate | EmbeddingRangeError]:
+    """A, at enrolment: what to store for each uploaded packed template, or why it was refused.
+
+    ``templates``: each upload's packed ciphertexts (any uploaded norm is ignored). The result
+    per item is the canonical re-packed template with the servers' norm, or an
+    :class:`EmbeddingRangeError` (per item, so one bad upload does not fail a BulkEnroll).
+    Two rounds with B for the whole batch.
+    """
+    results = _run_rounds(templates, layout, share_a, pool, helper, repack=True, engine=engine,
+                          rng=rng)
+    return [
+        EmbeddingRangeError("template " + str(r)) if isinstance(r, EmbeddingRangeError)
+        else PaillierTemplate(r.packed, r.norm)
+        for r in results
+    ]
+
+
+class NormServerB:
+    """B's side of both rounds (holds share 2; no per-request state). A :class:`NormHelper`."""
+
+    def __init__(
+        self,
+        share: KeyShare,
+        layout: NormLayout,
+        pool: RandomnessPool | None = None,
+        engine: LocalEngine = SERIAL,
+    ) -> None:
+        if share.index != 2:
+            raise ParameterError("the norm helper must hold key share 2")
+        self.share = share
+        self.layout = layout
+        self.pool = pool if pool is not None else RandomnessPool(share.public_key)
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        return f"NormServerB(key={self.share.public_key.key_id})"
+
+    def norm_square(self, request: NormRequest) -> NormReply:
+        return helper_norms(request, self.layout, self.share, self.pool, self.engine)
+
+    def norm_check(self, request: NormCheckRequest) -> NormCheckReply:
+        return helper_norm_check(request, self.layout, self.share, self.engine)
+
+
+__all__ = [
+    "MAX_VECTORS",
+    "CheckedQuery",
+    "NormBounds",
+    "NormCheckReply",
+    "NormCheckRequest",
+    "NormCheckState",
+    "NormHelper",
+    "NormLayout",
+    "NormReply",
+    "NormRequest",
+    "NormServerB",
+    "NormState",
+    "NormedVector",
+    "admit_query",
+    "admit_templates",
+    "finish_norm_check",
+    "finish_norms",
+    "helper_norm_check",
+    "helper_norms",
+    "pack_query",
+    "start_norm_check",
+    "start_norms",
+    "weighted_sums",
+]
