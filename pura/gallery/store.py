@@ -351,6 +351,9 @@ class GalleryStore:
             for r in rows
         ]
 
+    def all_templates(self, collection: str) -> list[TemplateRecord]:
+        return self._records("collection=?", (collection,))
+
     def templates_of_subject(self, collection: str, subject_id: str) -> list[TemplateRecord]:
         self.get_collection(collection)
         return self._records("collection=? AND subject_id=?", (collection, subject_id))

@@ -20,11 +20,12 @@ Durability and consistency (issue 4, threats T23/T24):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -65,6 +66,7 @@ from pura.protocols.preselect import (
     answer_preselect,
     parse_query,
 )
+from pura.protocols.secure_distance import PreparedTemplate
 from pura.service.chunks import pack_blobs, unpack_blobs
 
 log = logging.getLogger("pura.node")
@@ -168,6 +170,88 @@ class _Gallery:
         return self.layout.blocks
 
 
+class OfflineWork:
+    """A's offline precomputation, run by a daemon thread only while no query is in flight.
+
+    Why: A's partial decryptions of stored templates (:class:`PreparedTemplate`) and its pools of
+    encryption randomness and masks can be computed before a query arrives; doing them between
+    queries takes them off the query's latency. gmpy2 holds the GIL, so the worker yields to
+    online work (it checks :meth:`online` between units) instead of competing with it.
+    """
+
+    def __init__(self, server_a: ServerA, top_k: int) -> None:
+        self._server_a = server_a
+        self._top_k = top_k
+        self._prepared: dict[str, PreparedTemplate] = {}
+        self._todo: list[tuple[str, PaillierTemplate]] = []
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="pura-offline", daemon=True)
+            self._thread.start()
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def queue(self, items: Sequence[tuple[str, PaillierTemplate]]) -> None:
+        with self._lock:
+            self._todo.extend(items)
+        self._wake.set()
+
+    def prepared(self, template_id: str) -> PreparedTemplate | None:
+        with self._lock:
+            return self._prepared.get(template_id)
+
+    def forget(self, template_ids: Sequence[str]) -> None:
+        with self._lock:
+            for t in template_ids:
+                self._prepared.pop(t, None)
+
+    @contextlib.contextmanager
+    def online(self) -> Iterator[None]:
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._wake.set()
+
+    def _one_unit(self) -> bool:
+        """Do one unit of offline work; False when there is nothing left."""
+        with self._lock:
+            if self._busy:
+                return False
+            item = self._todo.pop() if self._todo else None
+        if item is not None:
+            [prepared] = self._server_a.prepare([item[1]])
+            with self._lock:
+                self._prepared[item[0]] = prepared
+            return True
+        self._server_a.refill(self._top_k)  # no-op when the pools are full
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and self._one_unit():
+                    pass
+            except PuraError:
+                log.exception("offline precomputation failed; queries compute online instead")
+
+
 class NodeA:
     """Server A's core."""
 
@@ -202,6 +286,7 @@ class NodeA:
         self._galleries: dict[str, _Gallery] = {}
         self._galleries_lock = threading.Lock()
         self.identifications = 0
+        self.offline = OfflineWork(self.server_a, top_k)
 
     def __repr__(self) -> str:
         return f"NodeA(key_id={self.keys.public.key_id})"
@@ -310,10 +395,16 @@ class NodeA:
         self.store.put_block(name, block.block_id, record, placed, version=block.version)
 
     def recover(self) -> int:
-        """At start: reconcile and refresh every collection; returns blocks refreshed."""
+        """At start: reconcile and refresh every collection, queue every stored template for
+        offline preparation and start the offline worker; returns blocks refreshed."""
         total = 0
+        key = self.keys.public.paillier
         for name in self.store.list_collections():
             total += self._refresh_dirty(name, self._gallery(name))
+            records = self.store.all_templates(name)
+            self.offline.queue([(r.template_id, PaillierTemplate.from_bytes(key, r.paillier))
+                                for r in records])
+        self.offline.start()
         return total
 
     # --- enrolment -------------------------------------------------------------------------
@@ -355,9 +446,15 @@ class NodeA:
                 outcomes.append(EnrollOutcome(item.request_id, "", False, exc))
         gallery = self._gallery(collection)
         with gallery.lock:
-            stored = iter(self.store.add_templates(collection, admitted) if admitted else [])
+            results = self.store.add_templates(collection, admitted) if admitted else []
+            stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
             self._reconcile(collection, gallery)
+            key = self.keys.public.paillier
+            self.offline.queue([
+                (r.template_id, PaillierTemplate.from_bytes(key, a.paillier))
+                for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
+            ])
             for outcome, item in zip(final, items, strict=True):
                 self.audit.append(principal=principal, action="enroll", outcome=outcome.label,
                                   collection=collection, target=item.subject_id,
@@ -386,7 +483,7 @@ class NodeA:
 
     def _candidates(
         self, collection: str, query_head: Sequence[bytes]
-    ) -> list[tuple[str, PaillierTemplate]]:
+    ) -> list[tuple[str, PaillierTemplate | PreparedTemplate]]:
         """Exact-stage candidates: CKKS preselection of ``top_k`` over the whole gallery (B sees
         only masked, permuted scores). A gallery no larger than ``top_k`` goes to the exact
         stage whole: preselection could not discard anything and would only add a round."""
@@ -406,7 +503,11 @@ class NodeA:
             chosen = self._pad(gallery, chosen[: self.top_k])
             records = self.store.templates_by_id(collection, [_hex(t) for t in chosen])
         key = self.keys.public.paillier
-        return [(t.subject_id, PaillierTemplate.from_bytes(key, t.paillier)) for t in records]
+        return [
+            (t.subject_id, self.offline.prepared(t.template_id)
+             or PaillierTemplate.from_bytes(key, t.paillier))
+            for t in records
+        ]
 
     def _pad(self, gallery: _Gallery, chosen: list[int]) -> list[int]:
         """Fill up to ``top_k`` with random other live templates.
@@ -434,8 +535,9 @@ class NodeA:
         head = unpack_blobs(query.ckks_head, what="query head",
                             max_items=self.params.encoding.head_dim)
         self._refresh_dirty(collection, self._gallery(collection))
-        candidates = self._candidates(collection, head)
-        result = self.server_a.match(parsed, candidates, coll.threshold)
+        with self.offline.online():
+            candidates = self._candidates(collection, head)
+            result = self.server_a.match(parsed, candidates, coll.threshold)
         self.identifications += 1
         self.audit.append(principal=principal, action="identify", collection=collection,
                           outcome="match" if result.matched else "no-match",
@@ -454,7 +556,8 @@ class NodeA:
             raise NotFoundError(f"unknown subject in collection {collection!r}")
         key = self.keys.public.paillier
         templates = [PaillierTemplate.from_bytes(key, r.paillier) for r in records]
-        matched = self.server_a.verify(parsed, subject_id, templates, coll.threshold)
+        with self.offline.online():
+            matched = self.server_a.verify(parsed, subject_id, templates, coll.threshold)
         self.audit.append(principal=principal, action="verify", collection=collection,
                           target=subject_id, outcome="match" if matched else "no-match")
         return matched
@@ -466,6 +569,7 @@ class NodeA:
         gallery = self._gallery(collection)
         with gallery.lock:
             deleted = self.store.delete_subject(collection, subject_id)
+            self.offline.forget(deleted.template_ids)
             self._reconcile(collection, gallery)
             refreshed = self._refresh_dirty(collection, gallery)
             self.store.checkpoint()

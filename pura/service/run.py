@@ -87,6 +87,7 @@ class ServerAHandle:
 
     def stop(self) -> None:
         self.running.stop(None)
+        self.node.offline.stop()
         self.node.store.close()
 
 
