@@ -60,7 +60,7 @@ class RpcError(PuraError):
 def translate(exc: grpc.RpcError) -> PuraError:
     """grpc.RpcError -> the Pura error class of its status code (message kept)."""
     code, details = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "budget" not in details:
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "budget" not in details.lower():
         return RpcError(code, details)  # message too large / server overloaded
     cls = _ERRORS.get(code)
     return cls(f"{code.name}: {details}") if cls is not None else RpcError(code, details)

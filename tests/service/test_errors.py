@@ -16,6 +16,7 @@ import grpc
 import pytest
 from pura_client.encryptor import EncryptedParts
 
+from pura.errors import BudgetExhaustedError
 from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura.service.server import secure_channel
 
@@ -230,3 +231,22 @@ def test_oversized_message_is_resource_exhausted(
     request = pura_pb2.IdentifyRequest(ref=_ref(deployment), query=big)
     code, _ = _code(lambda: stubs("identifier").Identify(request))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_failed_verifications_per_target_are_capped(
+    deployment: Deployment, parts: tuple[EncryptedParts, EncryptedParts], tmp_path: Path
+) -> None:
+    handle = deployment.start_a(tmp_path / "data", failed_per_target=1)
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("enroller", port=port) as enroller:
+            enroller.enroll_encrypted("target", parts[0])
+        stranger = deployment.faces.non_enrolled[5]
+        with deployment.client("identifier", port=port) as client:
+            assert client.verify("target", stranger) is False
+            with pytest.raises(BudgetExhaustedError, match="failed verifications"):
+                client.verify("target", stranger)
+    finally:
+        handle.stop()

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from pura.certs import make_demo_pki
 from pura.config import Limits
-from pura.errors import KeyMismatchError, ProtocolError
+from pura.errors import ConfigError, KeyMismatchError, ProtocolError
 from pura.service.interceptors import Authenticator, TokenTable
 from pura.service.peer import HelperClient, HelperIdentity, HelperServicer, register_helper
 from pura.service.server import RunningServer, secure_channel, start_server
@@ -135,3 +135,57 @@ def test_oversized_single_message_is_resource_exhausted(pki: Path, helper: Runni
     with pytest.raises(grpc.RpcError) as err:
         describe(b"\x0a" + b"\xff" * 5 + secrets.token_bytes(2 << 20), timeout=5)
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_concurrency_cap_answers_resource_exhausted(pki: Path) -> None:
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Event()
+
+    def slow(payload: bytes) -> bytes:
+        gate.wait(10)
+        return payload
+
+    servicer = HelperServicer(IDENTITY, {"slow": slow})
+    running = start_server(
+        listen="127.0.0.1:0", registrars=[register_helper(servicer)], service_names=[],
+        limits=Limits(max_concurrent_rpcs=1), authenticator=Authenticator(),
+        tls=(pki, "server-b"),
+    )
+    try:
+        client = _client(pki, running.port, "server-a")
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(client.call, "slow", b"1")
+            time.sleep(0.5)
+            with pytest.raises(ProtocolError, match="RESOURCE_EXHAUSTED"):
+                client.call("slow", b"2")
+            gate.set()
+            assert first.result(timeout=10) == b"1"
+    finally:
+        running.stop(None)
+
+
+def test_reflection_only_in_dev_mode() -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    servicer = HelperServicer(IDENTITY, {"digest": _digest_step})
+    running = start_server(
+        listen="127.0.0.1:0", registrars=[register_helper(servicer)],
+        service_names=["pura.v1.PuraHelper"], limits=Limits(),
+        authenticator=Authenticator(), tls=None, dev=True,
+    )
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        [reply] = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+        names = {s.name for s in reply.list_services_response.service}
+        assert "pura.v1.PuraHelper" in names
+        channel.close()
+    finally:
+        running.stop(None)
+    with pytest.raises(ConfigError, match="TLS"):
+        start_server(listen="127.0.0.1:0", registrars=[], service_names=[], limits=Limits(),
+                     authenticator=Authenticator(), tls=None, dev=False)
