@@ -63,6 +63,8 @@ _PARAMS_DIGEST_LEN = 8
 _CT_HEADER = len(_CT_MAGIC) + _PARAMS_DIGEST_LEN + _KEY_ID_LEN + 1
 _LEVEL_WORK = 1  # byte tag in the ciphertext header
 _LEVEL_SCORE = 2
+_LEVEL_HEAD = 3  # top level: enrolment heads, one level above the work level for placement
+_LEVEL_NAMES = {_LEVEL_WORK: "work", _LEVEL_SCORE: "score", _LEVEL_HEAD: "head"}
 _SEAL_ERRORS = (RuntimeError, ValueError, TypeError, OverflowError)
 #: Mask bits used by the block refresh (statistical hiding 2^-40 of values |y| ≤ 1).
 REFRESH_MASK_BITS = 40
@@ -186,8 +188,13 @@ class CKKSCiphertext:
         self._ct = ct
         self._level = level
 
+    @property
+    def level(self) -> str:
+        """``"head"`` (top level), ``"work"`` (blocks, queries) or ``"score"``."""
+        return _LEVEL_NAMES[self._level]
+
     def __repr__(self) -> str:
-        name = "work" if self._level == _LEVEL_WORK else "score"
+        name = _LEVEL_NAMES[self._level]
         return f"CKKSCiphertext(level={name}, size={self._ct.size()})"
 
 
@@ -336,15 +343,18 @@ class CKKSContext:
         if data[pos : pos + _KEY_ID_LEN] != self.key_id:
             raise KeyMismatchError("ciphertext was encrypted under another CKKS key")
         level = data[pos + _KEY_ID_LEN]
-        want = _LEVEL_SCORE if score else _LEVEL_WORK
-        if level != want:
-            raise InvalidCiphertextError(f"ciphertext level tag {level}, expected {want}")
+        allowed = (_LEVEL_SCORE,) if score else (_LEVEL_WORK, _LEVEL_HEAD)
+        if level not in allowed:
+            raise InvalidCiphertextError(f"ciphertext level tag {level}, expected {allowed}")
+        want = level
         ct = _load(seal.Ciphertext(self._ctx), self._ctx, data[_CT_HEADER:], "ciphertext")
         self._check(ct, want)
         return CKKSCiphertext(ct, want)
 
     def _check(self, ct: Any, level: int) -> None:
-        parms = self._work if level == _LEVEL_WORK else self._score
+        parms = {_LEVEL_WORK: self._work, _LEVEL_SCORE: self._score}.get(
+            level, self._ctx.first_parms_id()
+        )
         if list(ct.parms_id()) != list(parms) or ct.size() != 2 or ct.is_ntt_form() is False:
             raise InvalidCiphertextError("ciphertext has the wrong level, size or form")
         expected = 2.0**self.params.scale_bits
@@ -364,11 +374,11 @@ class CKKSContext:
             raise DimensionError(f"cannot encode values into CKKS: {exc}") from exc
         return plain
 
-    def _encrypt_plain(self, plain: Any) -> CKKSCiphertext:
-        # Public-key encryption directly at the plaintext's (work) level: no mod-switch needed.
+    def _encrypt_plain(self, plain: Any, level: int = _LEVEL_WORK) -> CKKSCiphertext:
+        # Public-key encryption directly at the plaintext's level: no mod-switch needed.
         ct = seal.Ciphertext()
         self._encryptor.encrypt(plain, ct)
-        return CKKSCiphertext(ct, _LEVEL_WORK)
+        return CKKSCiphertext(ct, level)
 
     def _vector(self, values: npt.ArrayLike) -> FloatArray:
         arr = np.asarray(values, dtype=np.float64)
@@ -397,8 +407,51 @@ class CKKSContext:
         return header + _save(self._encryptor.encrypt_symmetric(plain))
 
     def encrypt_head(self, head: npt.ArrayLike) -> CKKSCiphertext:
-        """Enrolment: the whole head ``y'_0..y'_{m-1}`` in slots ``0..m-1`` of ONE ciphertext."""
-        return self.encrypt_vector(head)
+        """Enrolment: the whole head ``y'_0..y'_{m-1}`` in slots ``0..m-1`` of ONE ciphertext.
+
+        Encrypted at the *top* level (one level above blocks and queries) so that A alone can
+        move it into a block slot with one masking multiplication (:meth:`place_head`).
+        """
+        arr = self._vector(head)
+        plain = self._encode(arr, self._ctx.first_parms_id(), self._scale())
+        return self._encrypt_plain(plain, _LEVEL_HEAD)
+
+    def place_head(self, head: CKKSCiphertext, slot: int, head_dim: int) -> list[CKKSCiphertext]:
+        """``head_dim`` work-level ciphertexts: number ``i`` holds ``y_i`` at ``slot``, 0 elsewhere.
+
+        A alone (public keys only): rotate the head so ``y_i`` sits at ``slot + i``, keep that
+        one slot with a one-hot plaintext (scale = the prime that the rescale removes, so the
+        result has exactly the block scale), rescale to the work level, rotate left by ``i``.
+        Every step is deterministic, so placing the same head bytes again gives the *same*
+        ciphertexts: deleting is an exact subtraction. Slots other than ``0..head_dim−1`` of a
+        client's head are multiplied by 0, so junk there cannot leak into the block.
+        """
+        if head._level != _LEVEL_HEAD:
+            raise InvalidCiphertextError("place_head needs a head ciphertext (top level)")
+        if not 0 <= slot < self.slot_count or not 0 < head_dim <= self.slot_count:
+            raise DimensionError(f"slot {slot} / head_dim {head_dim} out of range")
+        n = self.slot_count
+        shifted = self.rotate(head, (n - slot) % n)._ct
+        top = self._ctx.first_context_data()
+        prime = float(top.parms().coeff_modulus()[-1].value())
+        out = []
+        for i in range(head_dim):
+            onehot = np.zeros(n)
+            onehot[(slot + i) % n] = 1.0
+            ct = seal.Ciphertext()
+            self._evaluator.multiply_plain(shifted, self._encode(onehot, top.parms_id(), prime), ct)
+            self._evaluator.rescale_to_next_inplace(ct)
+            out.append(self.rotate(CKKSCiphertext(ct, _LEVEL_WORK), i))
+        return out
+
+    def sub(self, x: CKKSCiphertext, y: CKKSCiphertext) -> CKKSCiphertext:
+        """``x − y`` (same level and scale)."""
+        out = seal.Ciphertext()
+        try:
+            self._evaluator.sub(x._ct, y._ct, out)
+        except _SEAL_ERRORS as exc:
+            raise InvalidCiphertextError(f"cannot subtract ciphertexts: {exc}") from exc
+        return CKKSCiphertext(out, x._level)
 
     def encrypt_broadcast(self, head: npt.ArrayLike) -> list[CKKSCiphertext]:
         """Query: ``m`` ciphertexts, ciphertext ``i`` has ``x'_i`` in every slot.

@@ -5,10 +5,16 @@ Layout (architecture "Gallery heads"): block ``b`` is ``m = head_dim`` ciphertex
 ``m`` ct×ct products, so every slot costs ~3 µs whether it holds a template or not.
 
 PFIP's packing goal: a new template goes into a free slot of the *current* block right away (no
-waiting for a full batch). Here that is bookkeeping only — :meth:`BlockLayout.assign` reserves
-the slot and marks it *pending*; the B-assisted block refresh (:mod:`pura.protocols.refresh`)
-writes the pending heads and erases the *clearing* slots in one round, then
-:meth:`HeadBlock.apply_refresh` publishes the new ciphertexts.
+waiting for a full batch). Two ways to write it:
+
+* **A alone** (seeded layouts, :meth:`BlockLayout.insert` / :meth:`BlockLayout.delete`): the head
+  ciphertext arrives one level above the blocks, :meth:`CKKSContext.place_head` moves it into
+  the slot with public operations only, and the slot's known decoy is subtracted. No B round, no
+  masks, ~0.3 s per template; deletion subtracts the identical placement, leaving the block
+  bit-for-bit as before the insert.
+* **B-assisted refresh** (:mod:`pura.protocols.refresh`): :meth:`BlockLayout.assign` marks the
+  slot *pending*; one masked round with B writes all pending heads and erases *clearing* slots,
+  then :meth:`HeadBlock.apply_refresh` publishes the new ciphertexts. Works for any block.
 
 Empty slots are never zero: a new block is encrypted with *decoy* heads (drawn like real faces,
 see :meth:`pura.crypto.encoding.PCARotation.sample_decoy_heads`) and erased slots get a decoy
@@ -21,20 +27,32 @@ A's secret: it is what turns B's positions into identities.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
-from pura.errors import AlreadyExistsError, DimensionError, NotFoundError, StoreError
+from pura.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    DimensionError,
+    InvalidCiphertextError,
+    NotFoundError,
+    PuraError,
+    StoreError,
+)
 
 TemplateId = int
 FloatArray = npt.NDArray[np.float64]
 #: Returns ``n`` decoy heads, shape ``(n, head_dim)``.
 DecoySource = Callable[[int], FloatArray]
+#: ``(n, rng) -> (n, head_dim)`` decoy heads, deterministic in ``rng`` (seeded blocks).
+DecoyModel = Callable[[int, random.Random], FloatArray]
 _META_VERSION = 1
 
 
@@ -55,6 +73,9 @@ class HeadBlock:
     pending: dict[int, TemplateId] = field(default_factory=dict)
     clearing: set[int] = field(default_factory=set)
     version: int = 0
+    #: Empty slots hold the layout's *seeded* decoys (A can recompute them): required for the
+    #: A-only insert/delete; blocks built from caller-supplied decoys have ``seeded=False``.
+    seeded: bool = False
 
     def __post_init__(self) -> None:
         if len(self.ciphertexts) != self.head_dim:
@@ -77,10 +98,16 @@ class HeadBlock:
         return len(self.live) + len(self.pending)
 
     def free_slot(self) -> int | None:
-        """Lowest slot holding neither a live nor a pending template (freed slots are reused)."""
-        if self.occupied() >= self.slot_count:
-            return None
+        """Lowest slot holding neither a live nor a pending template (freed slots are reused).
+
+        Seeded blocks also skip slots awaiting a B-assisted clear: the A-only insert needs the
+        slot to hold its own known decoy.
+        """
         taken = self.live.keys() | self.pending.keys()
+        if self.seeded:
+            taken = taken | self.clearing
+        if len(taken) >= self.slot_count:
+            return None
         return next(s for s in range(self.slot_count) if s not in taken)
 
     def template_at(self, slot: int) -> TemplateId | None:
@@ -136,6 +163,7 @@ class HeadBlock:
                 "slot_count": self.slot_count,
                 "head_dim": self.head_dim,
                 "version": self.version,
+                "seeded": self.seeded,
                 "live": sorted(self.live.items()),
                 "pending": sorted(self.pending.items()),
                 "clearing": sorted(self.clearing),
@@ -158,6 +186,7 @@ class HeadBlock:
                 pending={int(s): int(t) for s, t in meta["pending"]},
                 clearing={int(s) for s in meta["clearing"]},
                 version=int(meta["version"]),
+                seeded=bool(meta.get("seeded", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"corrupt head block metadata: {exc}") from exc
@@ -191,10 +220,27 @@ class BlockLayout:
         head_dim: int,
         decoys: DecoySource,
         blocks: Iterable[HeadBlock] = (),
+        *,
+        decoy_model: DecoyModel | None = None,
+        decoy_seed: bytes | None = None,
     ) -> None:
+        """``decoys``: fresh decoy heads (B-assisted refresh clears, unseeded blocks).
+
+        ``decoy_model`` + ``decoy_seed`` (A's secret, ≥ 16 bytes, persisted by the store) turn on
+        *seeded* blocks: slot ``s`` of block ``b`` then always holds decoy
+        ``decoy_model(slots, Random(H(seed, b)))[s]`` while empty, which is what lets A insert
+        and delete on its own (:meth:`insert`, :meth:`delete`).
+        """
+        if (decoy_model is None) != (decoy_seed is None):
+            raise ConfigError("decoy_model and decoy_seed go together")
+        if decoy_seed is not None and len(decoy_seed) < 16:
+            raise ConfigError("decoy_seed must be at least 16 bytes")
         self.ctx = ctx
         self.head_dim = head_dim
         self._decoys = decoys
+        self._model = decoy_model
+        self.decoy_seed = decoy_seed
+        self._decoy_cache: dict[int, FloatArray] = {}
         self.blocks: dict[int, HeadBlock] = {}
         self._where: dict[TemplateId, tuple[int, int]] = {}
         for block in blocks:
@@ -241,9 +287,105 @@ class BlockLayout:
     def new_block(self) -> HeadBlock:
         """Append a block filled with decoys (A alone, public-key encryption)."""
         block_id = max(self.blocks, default=-1) + 1
-        block = encrypt_block(self.ctx, block_id, self._decoys(self.ctx.slot_count))
+        if self._model is not None:
+            block = encrypt_block(self.ctx, block_id, self.block_decoys(block_id))
+            block.seeded = True
+        else:
+            block = encrypt_block(self.ctx, block_id, self._decoys(self.ctx.slot_count))
         self._add_block(block)
         return block
+
+    def block_decoys(self, block_id: int) -> FloatArray:
+        """The seeded decoy heads of ``block_id``, shape ``(slots, head_dim)`` (cached)."""
+        if self._model is None or self.decoy_seed is None:
+            raise ConfigError("this layout has no decoy seed (seeded blocks disabled)")
+        cached = self._decoy_cache.get(block_id)
+        if cached is None:
+            digest = hashlib.sha256(self.decoy_seed + block_id.to_bytes(8, "big")).digest()
+            cached = np.asarray(self._model(self.ctx.slot_count, random.Random(digest)))
+            if cached.shape != (self.ctx.slot_count, self.head_dim):
+                raise DimensionError(f"decoy model returned {cached.shape}")
+            self._decoy_cache[block_id] = cached
+        return cached
+
+    # -- A-only insert / delete (seeded blocks) -----------------------------------------------
+
+    def insert(self, template_id: TemplateId, head: bytes) -> tuple[int, int]:
+        """Write ``head`` (client's head ciphertext) into a free slot now, without B."""
+        return self.insert_many([(template_id, head)])[0]
+
+    def insert_many(self, items: Sequence[tuple[TemplateId, bytes]]) -> list[tuple[int, int]]:
+        """A-only enrolment: ``block += place(head, slot) − decoy(slot)`` for every item.
+
+        No B round and no masks: A applies public operations to ciphertexts only, so nobody
+        learns anything. Items landing in the same block share one parse/serialise of it.
+        Validates every head before touching the layout.
+        """
+        if self._model is None:
+            raise ConfigError("A-only insert needs a seeded layout (decoy_model + decoy_seed)")
+        heads = [self.ctx.ciphertext_from_bytes(raw) for _, raw in items]
+        if any(h.level != "head" for h in heads):
+            raise InvalidCiphertextError("A-only insert needs head ciphertexts (encrypt_head)")
+        placed: list[tuple[int, int]] = []
+        try:
+            for template_id, _ in items:
+                placed.append(self.assign(template_id))
+                self._seeded(placed[-1][0])
+        except PuraError:
+            for template_id, _ in items[: len(placed)]:
+                self.remove(template_id)
+            raise
+        by_block: dict[int, list[tuple[int, TemplateId, CKKSCiphertext]]] = {}
+        for (block_id, slot), (template_id, _), head in zip(placed, items, heads, strict=True):
+            by_block.setdefault(block_id, []).append((slot, template_id, head))
+        for block_id, writes in by_block.items():
+            block = self._seeded(block_id)
+            cts = load_block_ciphertexts(self.ctx, block)
+            for slot, _, head in writes:
+                cts = self._shift(cts, block_id, slot, head, +1)
+            block.ciphertexts = [self.ctx.ciphertext_to_bytes(c) for c in cts]
+            for slot, template_id, _ in writes:
+                del block.pending[slot]
+                block.live[slot] = template_id
+            block.version += 1
+        return placed
+
+    def delete(self, template_id: TemplateId, head: bytes) -> tuple[int, int]:
+        """A-only deletion: subtract the *same* placement and restore the slot's decoy.
+
+        Placement is deterministic, so the block ciphertexts become bit-for-bit what they were
+        before the insert (no residue of the template, however small).
+        """
+        block_id, slot = self.locate(template_id)
+        block = self._seeded(block_id)
+        if block.live.get(slot) != template_id:
+            raise StoreError(f"template {template_id} is not written in block {block_id} yet")
+        parsed = self.ctx.ciphertext_from_bytes(head)
+        cts = self._shift(load_block_ciphertexts(self.ctx, block), block_id, slot, parsed, -1)
+        block.ciphertexts = [self.ctx.ciphertext_to_bytes(c) for c in cts]
+        del block.live[slot]
+        del self._where[template_id]
+        block.version += 1
+        return block_id, slot
+
+    def _seeded(self, block_id: int) -> HeadBlock:
+        block = self.blocks[block_id]
+        if not block.seeded:
+            raise StoreError(f"block {block_id} has unseeded decoys: use the B-assisted refresh")
+        return block
+
+    def _shift(
+        self, cts: list[CKKSCiphertext], block_id: int, slot: int, head: CKKSCiphertext, sign: int
+    ) -> list[CKKSCiphertext]:
+        placed = self.ctx.place_head(head, slot, self.head_dim)
+        decoy = self.block_decoys(block_id)[slot]
+        out = []
+        for i, (ct, part) in enumerate(zip(cts, placed, strict=True)):
+            moved = self.ctx.add(ct, part) if sign > 0 else self.ctx.sub(ct, part)
+            correction = np.zeros(self.ctx.slot_count)
+            correction[slot] = -sign * decoy[i]
+            out.append(self.ctx.add_plain(moved, correction))
+        return out
 
     def remove(self, template_id: TemplateId) -> tuple[int, int]:
         """Free the template's slot; its head is erased by the block's next refresh."""
@@ -266,6 +408,7 @@ class BlockLayout:
 
 __all__ = [
     "BlockLayout",
+    "DecoyModel",
     "DecoySource",
     "HeadBlock",
     "TemplateId",

@@ -132,11 +132,33 @@ def test_mask_bounds_are_enforced(public: CKKSContext) -> None:
 
 
 def test_ciphertext_round_trip_and_sizes(secret: CKKSContext, public: CKKSContext) -> None:
-    ct = public.encrypt_head([0.1, 0.2, 0.3])
+    ct = public.encrypt_vector([0.1, 0.2, 0.3])
     raw = public.ciphertext_to_bytes(ct)
     assert 200_000 < len(raw) < 270_000  # two 8192-coefficient RNS limbs, 2 polynomials
     back = secret.ciphertext_from_bytes(raw)
+    assert back.level == "work"
     assert np.allclose(secret.decrypt(back)[:4], [0.1, 0.2, 0.3, 0.0], atol=1e-7)
+    head = public.ciphertext_to_bytes(public.encrypt_head([0.1, 0.2, 0.3]))
+    assert 300_000 < len(head) < 360_000  # one level higher: three limbs
+    assert secret.ciphertext_from_bytes(head).level == "head"
+
+
+def test_place_head_moves_the_head_into_one_slot(secret: CKKSContext, public: CKKSContext) -> None:
+    y = _unit_rows(1, 8, 3)[0]
+    head = public.encrypt_head(y)
+    placed = public.place_head(head, 4000, 8)
+    values = np.stack([secret.decrypt(c) for c in placed])
+    expected = np.zeros_like(values)
+    expected[:, 4000] = y
+    assert np.max(np.abs(values - expected)) < 1e-5
+    again = public.place_head(head, 4000, 8)
+    assert [public.ciphertext_to_bytes(c) for c in again] == [
+        public.ciphertext_to_bytes(c) for c in placed
+    ]  # deterministic: deletion can subtract the identical ciphertexts
+    with pytest.raises(InvalidCiphertextError):
+        public.place_head(public.encrypt_vector(y), 0, 8)
+    with pytest.raises(DimensionError):
+        public.place_head(head, SLOTS, 8)
 
 
 def test_bad_ciphertext_bytes_raise_named_errors(secret: CKKSContext, public: CKKSContext) -> None:

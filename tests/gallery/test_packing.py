@@ -109,3 +109,66 @@ def test_shape_errors(secret: CKKSContext) -> None:
         block.reserve(SLOTS, 1)
     rng = random.Random(0)
     block.reserve(rng.randrange(SLOTS), 1)
+
+
+def _model(n: int, rng: random.Random) -> np.ndarray:
+    x = np.random.default_rng(rng.getrandbits(64)).normal(size=(n, M))
+    out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def _seeded(secret: CKKSContext) -> BlockLayout:
+    return BlockLayout(secret.public(), M, _decoys, decoy_model=_model, decoy_seed=b"s" * 32)
+
+
+def _head(secret: CKKSContext, seed: int) -> tuple[np.ndarray, bytes]:
+    y = np.random.default_rng(seed).normal(size=M)
+    y /= np.linalg.norm(y)
+    return y, secret.ciphertext_to_bytes(secret.public().encrypt_head(y))
+
+
+def test_a_only_insert_writes_the_head_and_keeps_other_slots(secret: CKKSContext) -> None:
+    layout = _seeded(secret)
+    block = layout.new_block()
+    assert block.seeded and np.array_equal(layout.block_decoys(0), layout.block_decoys(0))
+    before = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    assert np.allclose(before.T, layout.block_decoys(0), atol=1e-6)
+    ys = {t: _head(secret, t) for t in range(3)}
+    placed = layout.insert_many([(t, raw) for t, (_, raw) in ys.items()])
+    assert placed == [(0, 0), (0, 1), (0, 2)] and block.live == {0: 0, 1: 1, 2: 2}
+    after = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    for t, (y, _) in ys.items():
+        assert np.max(np.abs(after[:, t] - y)) < 1e-5
+    assert np.max(np.abs(after[:, 3:] - before[:, 3:])) < 1e-5
+    assert not block.needs_refresh and block.version == 1
+
+
+def test_a_only_delete_restores_the_block_bit_for_bit(secret: CKKSContext) -> None:
+    layout = _seeded(secret)
+    _, first = _head(secret, 1)
+    layout.insert(1, first)
+    snapshot = list(layout.blocks[0].ciphertexts)
+    _, second = _head(secret, 2)
+    layout.insert(2, second)
+    assert layout.blocks[0].ciphertexts != snapshot
+    assert layout.delete(2, second) == (0, 1)
+    assert layout.blocks[0].ciphertexts == snapshot  # no residue of template 2 at all
+    assert 2 not in layout and layout.blocks[0].template_at(1) is None
+    with pytest.raises(NotFoundError):
+        layout.delete(2, second)
+
+
+def test_a_only_insert_rejects_bad_heads_and_unseeded_blocks(secret: CKKSContext) -> None:
+    layout = _seeded(secret)
+    with pytest.raises(Exception, match="ciphertext"):
+        layout.insert(1, b"garbage")
+    assert 1 not in layout
+    work = secret.ciphertext_to_bytes(secret.encrypt_vector(np.ones(M)))
+    with pytest.raises(Exception, match="head"):
+        layout.insert(2, work)  # a work-level vector is not a head
+    assert 2 not in layout and all(not b.pending for b in layout.blocks.values())
+    plain = _layout(secret)
+    with pytest.raises(Exception, match="seeded"):
+        plain.insert(3, _head(secret, 3)[1])
+    with pytest.raises(Exception, match="together"):
+        BlockLayout(secret, M, _decoys, decoy_model=_model)
