@@ -257,9 +257,8 @@ def _session(
     console.print(f"enrolled {ok}/{n} templates in {timings['enrol']:.1f} s "
                   f"({ok / timings['enrol']:.1f} templates/s, client encryption included)")
     table = Table(title="Identification (encrypted end to end; the client sees no score)")
-    for col in ("probe of", "enrolled?", "answer", "plaintext 1:N", "correct", "encrypt s",
-                "identify s"):
-        table.add_column(col)
+    for col in ("probe of", "enrolled", "answer", "plaintext", "ok", "enc s", "id s"):
+        table.add_column(col, overflow="fold")
     plain = _PlainReference(pca, data)
     agree = 0
     gallery = set(data.gallery_labels)

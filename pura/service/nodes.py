@@ -445,7 +445,7 @@ class NodeA:
             except PuraError as exc:
                 outcomes.append(EnrollOutcome(item.request_id, "", False, exc))
         gallery = self._gallery(collection)
-        with gallery.lock:
+        with self.offline.online(), gallery.lock:
             results = self.store.add_templates(collection, admitted) if admitted else []
             stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
