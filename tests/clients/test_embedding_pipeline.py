@@ -112,3 +112,30 @@ def test_embed_files_through_cache(embedder: Embedder, paths: list[Path], tmp_pa
         assert a.descriptor is not None and b.descriptor is not None
         assert np.array_equal(a.descriptor, b.descriptor) and a.box == b.box
     assert "torch-" in embedder.model_id and "cpu" in repr(embedder)
+
+
+def test_center_policy_and_its_cache_records(lfw_dataset: LFWDataset, tmp_path: Path) -> None:
+    """A large bystander on the left, the (smaller) subject in the centre of the picture."""
+    canvas = Image.new("RGB", (600, 250))
+    canvas.paste(Image.open(lfw_dataset.image_path("George_W_Bush", 1)), (0, 0))
+    canvas.paste(
+        Image.open(lfw_dataset.image_path("Tony_Blair", 1)).resize((140, 140)), (230, 55)
+    )
+    group = tmp_path / "group.png"
+    canvas.save(group)
+    cache = EmbeddingCache(tmp_path / "cache")
+    largest_embedder = Embedder(device="cpu", cnn_fallback=False)
+    center_embedder = Embedder(device="cpu", cnn_fallback=False, policy=MultiFacePolicy.CENTER)
+    largest = embed_files(largest_embedder, [group], cache=cache)[0]
+    center = embed_files(center_embedder, [group], cache=cache)[0]
+    assert largest.box is not None and center.box is not None
+    assert largest.box[0] < 200 < center.box[0]  # Bush (largest) vs Blair (central)
+    blair = center_embedder.embed([lfw_dataset.image_path("Tony_Blair", 1)])[0]
+    assert center.descriptor is not None
+    assert np.linalg.norm(center.descriptor - blair) < 0.45
+    ids = sorted(p.parent.parent.name for p in (tmp_path / "cache").rglob("*.npy"))
+    assert ids == [largest_embedder.model_id, largest_embedder.model_id + "-center"]
+    # cached lookups return each policy's own face
+    again_l = embed_files(largest_embedder, [group], cache=cache)[0]
+    again_c = embed_files(center_embedder, [group], cache=cache)[0]
+    assert (again_l.box, again_c.box) == (largest.box, center.box)

@@ -132,3 +132,14 @@ def test_embed_files_uses_the_cache(
     assert all(r.descriptor is not None and np.all(r.descriptor == 0.5) for r in second)
     assert [r.box for r in second] == [r.box for r in first]
     assert stack_descriptors(first).shape == (2, 128)
+
+
+def test_detection_pick_policies() -> None:
+    from pura_client.embedding.detect import Detection
+
+    det = Detection(((0, 0, 99, 99), (140, 60, 179, 99)), "hog")
+    assert det.largest == (0, 0, 99, 99)
+    assert det.pick(MultiFacePolicy.LARGEST, 320, 160) == (0, 0, 99, 99)
+    assert det.pick(MultiFacePolicy.CENTER, 320, 160) == (140, 60, 179, 99)
+    assert det.pick(MultiFacePolicy.STRICT, 320, 160) == (0, 0, 99, 99)
+    assert Detection((), "").pick(MultiFacePolicy.CENTER, 10, 10) is None

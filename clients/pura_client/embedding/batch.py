@@ -1,8 +1,10 @@
 """Embed many image files through the on-disk cache, with a progress bar for long runs.
 
-Works with any pipeline exposing ``model_id``, ``policy`` and ``embed_rgb`` (the reference dlib
-pipeline and the torch :class:`~pura_client.embedding.pipeline.Embedder`). Cache values are
-policy-independent records (see :func:`encode_result`), so STRICT is enforced after lookup.
+Works with any pipeline exposing ``model_id``, ``policy`` and ``embed_rgb_many`` (the reference
+dlib pipeline and the torch :class:`~pura_client.embedding.pipeline.Embedder`). Cache records
+(see :func:`encode_result`) are shared by LARGEST and STRICT (STRICT is enforced after lookup);
+CENTER shares them for images with at most one face and keeps its own record otherwise
+(:func:`record_id`), so switching policy only recomputes the multi-face images.
 """
 
 from __future__ import annotations
@@ -66,6 +68,32 @@ def embed_files(
     return [apply_policy(r, pipeline.policy) for r in results]
 
 
+def record_id(pipeline: ImagePipeline, n_faces: int) -> str:
+    """Cache id of a result: the pipeline's model id, plus ``-center`` when the CENTER policy
+    chose among several faces (then the face may differ from LARGEST's; with at most one face
+    every policy embeds the same face and the records are shared)."""
+    if pipeline.policy is MultiFacePolicy.CENTER and n_faces > 1:
+        return f"{pipeline.model_id}-center"
+    return pipeline.model_id
+
+
+def _get(cache: EmbeddingCache, model_id: str, digest: str) -> FaceResult | None:
+    cached = cache.get(model_id, digest)
+    return decode_result(cached) if cached is not None else None
+
+
+def _lookup(pipeline: ImagePipeline, cache: EmbeddingCache, digest: str) -> FaceResult | None:
+    """The cached result valid for this pipeline's policy, or None (then it is recomputed)."""
+    if pipeline.policy is MultiFacePolicy.CENTER:
+        central = _get(cache, f"{pipeline.model_id}-center", digest)
+        if central is not None:
+            return central
+    shared = _get(cache, pipeline.model_id, digest)
+    if shared is None or record_id(pipeline, shared.n_faces) != pipeline.model_id:
+        return None  # absent, or several faces and CENTER may choose another one
+    return shared
+
+
 def _embed_chunk(
     pipeline: ImagePipeline, paths: Sequence[Path | str], cache: EmbeddingCache | None
 ) -> list[FaceResult]:
@@ -74,17 +102,16 @@ def _embed_chunk(
     for i, path in enumerate(paths):
         data = read_bytes(Path(path))
         digest = sha256_hex(data)
-        cached = cache.get(pipeline.model_id, digest) if cache is not None else None
-        decoded = decode_result(cached) if cached is not None else None
-        if decoded is not None:
-            found[i] = decoded
+        hit = _lookup(pipeline, cache, digest) if cache is not None else None
+        if hit is not None:
+            found[i] = hit
         else:
             misses.append((i, digest, data))
     computed = pipeline.embed_rgb_many([load_rgb(data) for _, _, data in misses])
     for (i, digest, _), result in zip(misses, computed, strict=True):
         found[i] = result
         if cache is not None:
-            cache.put(pipeline.model_id, digest, encode_result(result))
+            cache.put(record_id(pipeline, result.n_faces), digest, encode_result(result))
     return [found[i] for i in range(len(paths))]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pura_client.embedding.models import MMOD_FILE, SHAPE5_FILE, model_file
-from pura_client.embedding.types import Box
+from pura_client.embedding.types import Box, MultiFacePolicy
 
 
 def _box(rect: Any) -> Box:
@@ -38,6 +38,17 @@ class Detection:
     @property
     def largest(self) -> Box | None:
         return max(self.boxes, key=box_area) if self.boxes else None
+
+    def pick(self, policy: MultiFacePolicy, width: int, height: int) -> Box | None:
+        """The face the policy keeps: closest to the image centre for CENTER, else the largest
+        (STRICT rejects several faces later, in :func:`apply_policy`)."""
+        if policy is not MultiFacePolicy.CENTER or len(self.boxes) < 2:
+            return self.largest
+
+        def offset(box: Box) -> float:
+            return ((box[0] + box[2] - width) / 2) ** 2 + ((box[1] + box[3] - height) / 2) ** 2
+
+        return min(self.boxes, key=offset)
 
 
 class FaceLocator:

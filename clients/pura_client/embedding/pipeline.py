@@ -14,7 +14,8 @@ deterministic (same input, same bits) and matches dlib-bin's descriptor to ~1e-6
 
 Errors: unreadable or tiny images raise :class:`pura.errors.FaceError`; "no face" is a result
 (a NaN row in :meth:`Embedder.embed`, ``descriptor=None`` in :meth:`Embedder.embed_results`);
-several faces keep the largest unless ``policy=MultiFacePolicy.STRICT`` (then FaceError).
+several faces keep the largest (``MultiFacePolicy.LARGEST``, default), the most central
+(``CENTER``) or raise FaceError (``STRICT``).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Embedder:
     # -- whole images --------------------------------------------------------------------
 
     def embed_rgb(self, rgb: npt.NDArray[np.uint8]) -> FaceResult:
-        """One decoded image, policy *not* applied (see :func:`apply_policy`)."""
+        """One decoded image; face selected by the policy, STRICT not enforced (apply_policy)."""
         return self.embed_rgb_many([rgb])[0]
 
     def embed_rgb_many(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[FaceResult]:
@@ -129,7 +130,7 @@ class Embedder:
         chips: list[npt.NDArray[np.uint8]] = []
         for rgb in images:
             found = self.locator.detect(rgb)
-            box = found.largest
+            box = found.pick(self.policy, rgb.shape[1], rgb.shape[0])
             located.append((len(found.boxes), box, found.detector))
             if box is not None:
                 chips.append(self.chip(rgb, box))

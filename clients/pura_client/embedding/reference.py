@@ -72,9 +72,9 @@ class DlibReferenceEmbedder:
         return np.asarray(vec, dtype=np.float32).reshape(DESCRIPTOR_DIM)
 
     def embed_rgb(self, rgb: npt.NDArray[np.uint8]) -> FaceResult:
-        """Embed the largest face of a decoded image (policy not applied: see apply_policy)."""
+        """Embed the face the policy selects (STRICT enforced later: see apply_policy)."""
         found = self.locator.detect(rgb)
-        box = found.largest
+        box = found.pick(self.policy, rgb.shape[1], rgb.shape[0])
         if box is None:
             return FaceResult(None, 0, None, "")
         descriptor = self.embed_chip(self.chip(rgb, box))

@@ -16,12 +16,16 @@ DESCRIPTOR_DIM = 128
 class MultiFacePolicy(StrEnum):
     """What to do when an image holds several faces.
 
-    ``LARGEST`` keeps the largest detection (the usual enrolment photo case); ``STRICT`` makes the
-    pipeline raise :class:`pura.errors.FaceError`, for callers (e.g. enrolment kiosks) that must
-    not silently pick one person out of a group photo.
+    ``LARGEST`` keeps the largest detection (the usual enrolment photo case); ``CENTER`` keeps the
+    face whose box centre is closest to the image centre (photos cropped around their subject:
+    ID photos, kiosk captures, and LFW, whose images are by construction centred on the labelled
+    person while bystanders are often larger); ``STRICT`` makes the pipeline raise
+    :class:`pura.errors.FaceError`, for callers (e.g. enrolment kiosks) that must not silently
+    pick one person out of a group photo.
     """
 
     LARGEST = "largest"
+    CENTER = "center"
     STRICT = "strict"
 
 
@@ -59,10 +63,10 @@ _HEADER = 6
 
 
 def apply_policy(result: FaceResult, policy: MultiFacePolicy) -> FaceResult:
-    """Enforce ``policy`` on a result that already kept the largest face.
+    """Enforce STRICT on a result (pipelines record how many faces they saw).
 
-    Pipelines always embed the largest face and record how many they saw, so the cached value is
-    policy-independent; STRICT is enforced here, after the cache.
+    Selection (largest / centre) happens in the pipeline; STRICT is enforced here, after the
+    cache, so the cached records of LARGEST and STRICT are shared.
     """
     if policy is MultiFacePolicy.STRICT and result.n_faces > 1:
         raise FaceError(f"{result.n_faces} faces found and the caller asked for exactly one")
