@@ -115,10 +115,16 @@ def _crop_box(details: ChipDetails, width: int, height: int) -> tuple[int, int, 
 
 
 def needs_pyramid(details: ChipDetails) -> bool:
-    """True when dlib would downsample with an image pyramid first (face ≳ 2× the chip)."""
+    """True when dlib would (or might) downsample with an image pyramid first (face ≳ 2× chip).
+
+    dlib uses the pyramid when the rectangle halved by ``pyramid_down<2>::rect_down`` (a
+    translation plus halving, so width w → (w+1)/2) still has more pixels than the chip. We
+    answer True 5 % early: near the boundary the caller uses dlib's own extraction, which is
+    exact either way, instead of risking a different resampling path.
+    """
     left, top, right, bottom = details.rect
-    # pyramid_down<2>::rect_down maps a rectangle to roughly half its size per axis.
-    return ((right - left + 1) / 2) * ((bottom - top + 1) / 2) > details.size * details.size
+    halved = ((right - left + 2) / 2) * ((bottom - top + 2) / 2)
+    return halved > 0.95 * details.size * details.size
 
 
 def _affine_from_3(
