@@ -176,8 +176,8 @@ def _descriptor_matrix(results: list[FaceResult]) -> Floats:
 def _plot_det(curve: DetCurve, path: Path, title: str, xlabel: str, ylabel: str) -> None:
     fig = Figure(figsize=(5, 4))  # no pyplot: no global state, no display backend
     ax = fig.subplots()
-    floor = 1e-4
-    ax.loglog(np.maximum(curve.fmr, floor), np.maximum(curve.fnmr, floor), lw=1.5)
+    shown = (curve.fmr > 0) & (curve.fnmr > 0)  # zero rates have no place on log axes
+    ax.loglog(curve.fmr[shown], curve.fnmr[shown], lw=1.5, drawstyle="steps-post")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
