@@ -238,7 +238,11 @@ class OfflineWork:
             with self._lock:
                 self._prepared[item[0]] = prepared
             return True
-        self._server_a.refill(self._top_k)  # no-op when the pools are full
+        for candidates in range(1, self._top_k + 1):  # small steps, yielding in between
+            with self._lock:
+                if self._busy:
+                    return False
+            self._server_a.refill(candidates)  # no-op when the pools are full enough
         return False
 
     def _run(self) -> None:
