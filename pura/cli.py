@@ -22,7 +22,7 @@ from rich.console import Console
 from pura.certs import make_demo_pki
 from pura.config import Limits, ServerConfig
 from pura.crypto.params import get_preset
-from pura.errors import PuraError
+from pura.errors import ConfigError, PuraError
 from pura.keys import generate_key_set
 
 app = typer.Typer(
@@ -71,8 +71,8 @@ def certs(
 
 @app.command()
 def serve(
-    role: Annotated[str, typer.Option(help="a or b")],
-    keys: Annotated[Path, typer.Option(help="this server's key directory")],
+    role: Annotated[str, typer.Option(help="a or b")] = "",
+    keys: Annotated[Path | None, typer.Option(help="this server's key directory")] = None,
     listen: Annotated[str, typer.Option()] = "127.0.0.1:0",
     data: Annotated[Path, typer.Option(help="server A's data directory")] = Path(".pura/data"),
     tls: Annotated[Path, typer.Option(help="directory made by `pura certs`")] = Path(".pura/tls"),
@@ -95,6 +95,8 @@ def serve(
     try:
         if config is not None:
             cfg = ServerConfig.from_yaml(config)
+        elif keys is None:
+            raise ConfigError("--keys (or --config) is required")
         else:
             cfg = ServerConfig(
                 role=role, listen=listen, key_dir=keys, data_dir=data,

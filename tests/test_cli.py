@@ -70,3 +70,13 @@ def test_serve_refuses_plaintext_without_dev(material: Path) -> None:
     result = runner.invoke(app, ["serve", "--role", "b", "--keys", str(material / "keys" / "b"),
                                  "--no-tls"])
     assert result.exit_code == 2 and "TLS" in result.output
+
+
+def test_serve_reads_yaml_config_and_rejects_unknown_keys(material: Path, tmp_path: Path) -> None:
+    config = tmp_path / "b.yaml"
+    config.write_text(f"role: b\nkey_dir: {material / 'keys' / 'b'}\nlisten: 127.0.0.1:0\n"
+                      f"tls_dir: {material / 'tls'}\nbogus: 1\n")
+    result = runner.invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 2 and "unknown config keys" in result.output
+    result = runner.invoke(app, ["serve", "--role", "b"])
+    assert result.exit_code == 2 and "--keys" in result.output
