@@ -33,7 +33,13 @@ import numpy as np
 
 import pura.errors as errors
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
-from pura.errors import ConfigError, DimensionError, ProtocolError, PuraError
+from pura.errors import (
+    ConfigError,
+    DimensionError,
+    InvalidCiphertextError,
+    ProtocolError,
+    PuraError,
+)
 from pura.gallery.packing import BlockLayout, HeadBlock, TemplateId
 
 from . import _wire
@@ -118,7 +124,10 @@ def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> list
     """Validate the client's broadcast head: exactly ``head_dim`` work-level ciphertexts."""
     if len(query) != head_dim:
         raise DimensionError(f"query head has {len(query)} ciphertexts, expected {head_dim}")
-    return [ctx.ciphertext_from_bytes(raw) for raw in query]
+    parsed = [ctx.ciphertext_from_bytes(raw) for raw in query]
+    if any(ct.level != "work" for ct in parsed):
+        raise InvalidCiphertextError("query must be broadcast ciphertexts (encrypt_broadcast)")
+    return parsed
 
 
 def _score_one(
@@ -141,7 +150,7 @@ def _worker_main(conn: Connection, ctx_bytes: bytes) -> None:
         try:
             for block_id, raw in updates:
                 blocks[block_id] = [ctx.ciphertext_from_bytes(b) for b in raw]
-            q = [ctx.ciphertext_from_bytes(b) for b in query]
+            q = parse_query(ctx, query, len(query))
             conn.send(("ok", [_score_one(ctx, q, blocks[bid], rot, a, c) for bid, rot in jobs]))
         except PuraError as exc:
             conn.send(("err", type(exc).__name__, str(exc)))

@@ -222,3 +222,25 @@ def test_process_pool_matches_serial_scoring(
         assert set(again) == set(got)
         with pytest.raises(InvalidCiphertextError):  # worker errors come back by name
             server.request([b"garbage"] * M, 5)
+
+
+def test_a_only_enrolment_then_preselection(secret: CKKSContext, public: CKKSContext) -> None:
+    """Seeded layout: insert by A alone, find the template, delete it, it is gone."""
+    def model(n: int, rng: random.Random) -> np.ndarray:
+        x = np.random.default_rng(rng.getrandbits(64)).normal(size=(n, M))
+        out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True) * 0.3  # weak decoys
+        return out
+
+    layout = BlockLayout(public, M, _no_decoys, decoy_model=model, decoy_seed=b"k" * 16)
+    heads = _unit(np.random.default_rng(21).normal(size=(3, M)))
+    uploads = [public.ciphertext_to_bytes(public.encrypt_head(h)) for h in heads]
+    layout.insert_many([(100 + t, raw) for t, raw in enumerate(uploads)])
+    server = PreselectServer(public, layout, random.Random(22))
+    query = _query(public, heads[1])
+    got, _ = preselect(server, secret, query, 1)
+    assert got == [101]
+    layout.delete(101, uploads[1])
+    got, _ = preselect(server, secret, query, 4)
+    assert 101 not in got
+    with pytest.raises(InvalidCiphertextError):  # a head is not a broadcast query
+        server.request(uploads[:1] * M, 1)
