@@ -419,29 +419,33 @@ class CKKSContext:
     def place_head(self, head: CKKSCiphertext, slot: int, head_dim: int) -> list[CKKSCiphertext]:
         """``head_dim`` work-level ciphertexts: number ``i`` holds ``y_i`` at ``slot``, 0 elsewhere.
 
-        A alone (public keys only): rotate the head so ``y_i`` sits at ``slot + i``, keep that
-        one slot with a one-hot plaintext (scale = the prime that the rescale removes, so the
-        result has exactly the block scale), rescale to the work level, rotate left by ``i``.
-        Every step is deterministic, so placing the same head bytes again gives the *same*
-        ciphertexts: deleting is an exact subtraction. Slots other than ``0..head_dim−1`` of a
-        client's head are multiplied by 0, so junk there cannot leak into the block.
+        A alone (public keys only): rotate the head right by ``slot`` (``y_0`` lands on ``slot``),
+        then left by one per row (``y_i`` lands on ``slot``), keep that one slot with a one-hot
+        plaintext whose scale is the prime the rescale removes (so the result has exactly the
+        block scale), and rescale to the work level. ``head_dim − 1`` single-step rotations plus
+        one arbitrary rotation in all. Every step is deterministic, so placing the same head bytes
+        again gives the *same* ciphertexts: deleting is an exact subtraction. Slots other than
+        ``0..head_dim−1`` of a client's head are multiplied by 0, so junk there cannot leak in.
         """
         if head._level != _LEVEL_HEAD:
             raise InvalidCiphertextError("place_head needs a head ciphertext (top level)")
         if not 0 <= slot < self.slot_count or not 0 < head_dim <= self.slot_count:
             raise DimensionError(f"slot {slot} / head_dim {head_dim} out of range")
         n = self.slot_count
-        shifted = self.rotate(head, (n - slot) % n)._ct
         top = self._ctx.first_context_data()
         prime = float(top.parms().coeff_modulus()[-1].value())
+        onehot = np.zeros(n)
+        onehot[slot] = 1.0
+        mask = self._encode(onehot, top.parms_id(), prime)
+        current = self.rotate(head, (n - slot) % n)
         out = []
         for i in range(head_dim):
-            onehot = np.zeros(n)
-            onehot[(slot + i) % n] = 1.0
+            if i:
+                current = self.rotate(current, 1)
             ct = seal.Ciphertext()
-            self._evaluator.multiply_plain(shifted, self._encode(onehot, top.parms_id(), prime), ct)
+            self._evaluator.multiply_plain(current._ct, mask, ct)
             self._evaluator.rescale_to_next_inplace(ct)
-            out.append(self.rotate(CKKSCiphertext(ct, _LEVEL_WORK), i))
+            out.append(CKKSCiphertext(ct, _LEVEL_WORK))
         return out
 
     def sub(self, x: CKKSCiphertext, y: CKKSCiphertext) -> CKKSCiphertext:
