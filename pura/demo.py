@@ -176,17 +176,19 @@ class ServerProcess:
 
 
 def start_pair(
-    workdir: Path, *, bulk_batch: int = 64, budget: int = 1000
+    workdir: Path, *, bulk_batch: int = 64, budget: int = 1000, workers: int = 1
 ) -> tuple[ServerProcess, ServerProcess]:
     """B then A, separate processes, mTLS, free loopback ports."""
     keys, tls = workdir / "keys", workdir / "tls"
-    b = ServerProcess(["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls)],
+    b = ServerProcess(["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls),
+                       "--workers", str(workers)],
                       workdir / "b.port", workdir / "b.log")
     try:
         a = ServerProcess(
             ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
              "--data", str(workdir / "data"), "--peer", f"localhost:{b.port}",
-             "--bulk-batch", str(bulk_batch), "--budget", str(budget)],
+             "--bulk-batch", str(bulk_batch), "--budget", str(budget),
+             "--workers", str(workers)],
             workdir / "a.port", workdir / "a.log",
         )
     except BaseException:
