@@ -140,3 +140,15 @@ def test_center_policy_and_its_cache_records(lfw_dataset: LFWDataset, tmp_path: 
     again_l = embed_files(largest_embedder, [group], cache=cache)[0]
     again_c = embed_files(center_embedder, [group], cache=cache)[0]
     assert (again_l.box, again_c.box) == (largest.box, center.box)
+
+
+def test_detection_threads_do_not_change_results(lfw_dataset: LFWDataset) -> None:
+    """Worker threads each get their own dlib detector (dlib's are not thread-safe)."""
+    people = ["Laura_Bush", "Gerhard_Schroeder", "Jean_Chretien", "Ariel_Sharon"]
+    images = [lfw_dataset.image_path(name, i) for name in people for i in (1, 2)]
+    serial = Embedder(device="cpu", cnn_fallback=False, workers=1).embed(images)
+    threaded = Embedder(device="cpu", cnn_fallback=False, workers=2)
+    assert np.array_equal(threaded.embed(images), serial)
+    assert np.array_equal(threaded.embed(images), serial)  # persistent pool, same answers
+    with pytest.raises(ConfigError, match="workers"):
+        Embedder(device="cpu", workers=0)

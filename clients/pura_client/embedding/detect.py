@@ -8,6 +8,7 @@ catches the harder poses HOG misses and is only run when HOG finds nothing.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,10 @@ class FaceLocator:
         self._hog = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(str(model_file(SHAPE5_FILE)))
         self._cnn: Any = None
+        # Not thread-safe: dlib's object_detector loads each image's feature pyramid into its
+        # scanner member, and a dlib DNN keeps per-call buffers. Use one FaceLocator per thread
+        # (the pipeline does); the lock only guards the lazy CNN construction.
+        self._cnn_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"FaceLocator(upsample={self.upsample}, cnn_fallback={self.cnn_fallback})"
@@ -74,8 +79,9 @@ class FaceLocator:
         boxes = tuple(_box(r) for r in self._hog(rgb, self.upsample))
         if boxes or not self.cnn_fallback:
             return Detection(boxes, "hog" if boxes else "")
-        if self._cnn is None:
-            self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(MMOD_FILE)))
+        with self._cnn_lock:
+            if self._cnn is None:
+                self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(MMOD_FILE)))
         boxes = tuple(_box(d.rect) for d in self._cnn(rgb, self.upsample))
         return Detection(boxes, "cnn" if boxes else "")
 

@@ -20,7 +20,10 @@ several faces keep the largest (``MultiFacePolicy.LARGEST``, default), the most 
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import dlib
@@ -77,14 +80,20 @@ class Embedder:
         cnn_fallback: bool = True,
         progress: bool = False,
         model: DlibFaceResNet | None = None,
+        workers: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
         self.device = resolve_device(device)
         self.batch_size = batch_size
         self.policy = policy
         self.progress = progress
         self.locator = FaceLocator(upsample=upsample, cnn_fallback=cnn_fallback)
+        self._per_thread = threading.local()  # dlib detectors are not thread-safe
+        self._pool: ThreadPoolExecutor | None = None
         self.model = (model if model is not None else load_dlib_resnet()).to(self.device).eval()
 
     def __repr__(self) -> str:
@@ -99,7 +108,11 @@ class Embedder:
 
     def chip(self, rgb: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
         """The aligned 150×150 chip of the face in ``box`` (dlib's pixels)."""
-        shape = self.locator.shape(rgb, box)
+        return self._chip(self._thread_locator(), rgb, box)
+
+    @staticmethod
+    def _chip(locator: FaceLocator, rgb: npt.NDArray[np.uint8], box: Box) -> npt.NDArray[np.uint8]:
+        shape = locator.shape(rgb, box)
         details = face_chip_details(FaceLocator.points(shape), CHIP_SIZE, CHIP_PADDING)
         if needs_pyramid(details):  # very large face: dlib's pyramid path, same pixels
             chip: npt.NDArray[np.uint8] = dlib.get_face_chip(rgb, shape, CHIP_SIZE, CHIP_PADDING)
@@ -124,21 +137,43 @@ class Embedder:
         """One decoded image; face selected by the policy, STRICT not enforced (apply_policy)."""
         return self.embed_rgb_many([rgb])[0]
 
+    def locate(
+        self, rgb: npt.NDArray[np.uint8]
+    ) -> tuple[int, Box | None, str, npt.NDArray[np.uint8] | None]:
+        """Faces found, the kept box, the detector that found it, and its chip (CPU work)."""
+        locator = self._thread_locator()
+        found = locator.detect(rgb)
+        box = found.pick(self.policy, rgb.shape[1], rgb.shape[0])
+        chip = self._chip(locator, rgb, box) if box is not None else None
+        return len(found.boxes), box, found.detector, chip
+
+    def _thread_locator(self) -> FaceLocator:
+        """This thread's own FaceLocator (the main thread uses ``self.locator``)."""
+        if threading.current_thread() is threading.main_thread():
+            return self.locator
+        locator: FaceLocator | None = getattr(self._per_thread, "locator", None)
+        if locator is None:
+            locator = FaceLocator(
+                upsample=self.locator.upsample, cnn_fallback=self.locator.cnn_fallback
+            )
+            self._per_thread.locator = locator
+        return locator
+
     def embed_rgb_many(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[FaceResult]:
-        """Detect + cut chips on CPU, then run the network once over all found faces."""
-        located: list[tuple[int, Box | None, str]] = []
-        chips: list[npt.NDArray[np.uint8]] = []
-        for rgb in images:
-            found = self.locator.detect(rgb)
-            box = found.pick(self.policy, rgb.shape[1], rgb.shape[0])
-            located.append((len(found.boxes), box, found.detector))
-            if box is not None:
-                chips.append(self.chip(rgb, box))
+        """Detect + cut chips on CPU (``workers`` threads: dlib releases the GIL), then run the
+        network once over all found faces. Order and values do not depend on ``workers``."""
+        if self.workers > 1 and len(images) > 1:
+            if self._pool is None:  # persistent, so each worker keeps its FaceLocator
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pura-faces")
+            located = list(self._pool.map(self.locate, images))
+        else:
+            located = [self.locate(rgb) for rgb in images]
+        chips = [chip for *_, chip in located if chip is not None]
         vectors = self.embed_chips(np.stack(chips)) if chips else np.zeros((0, DESCRIPTOR_DIM))
         results: list[FaceResult] = []
         rows = iter(vectors.astype(np.float32))
-        for n_faces, box, detector in located:
-            descriptor = next(rows) if box is not None else None
+        for n_faces, box, detector, chip in located:
+            descriptor = next(rows) if chip is not None else None
             results.append(FaceResult(descriptor, n_faces, box, detector))
         return results
 

@@ -6,7 +6,7 @@ Pipeline (exactly dlib's ``dnn_face_recognition_ex``): HOG frontal face detector
 When HOG finds nothing, dlib's CNN (MMOD) detector is tried if ``cnn_fallback`` (slow on CPU but
 HOG misses are rare on LFW). "No face" is reported in the :class:`FaceResult`, never raised.
 
-This module is the only place that calls dlib's detector/network objects for the reference; the
+This module is the only place that runs dlib's own network (``compute_face_descriptor``); the
 torch port (``pura_client.embedding.resnet``) must reproduce :meth:`embed_chip` to 1e-4.
 """
 
