@@ -377,15 +377,13 @@ class BlockLayout:
     def _shift(
         self, cts: list[CKKSCiphertext], block_id: int, slot: int, head: CKKSCiphertext, sign: int
     ) -> list[CKKSCiphertext]:
-        placed = self.ctx.place_head(head, slot, self.head_dim)
-        decoy = self.block_decoys(block_id)[slot]
-        out = []
-        for i, (ct, part) in enumerate(zip(cts, placed, strict=True)):
-            moved = self.ctx.add(ct, part) if sign > 0 else self.ctx.sub(ct, part)
-            correction = np.zeros(self.ctx.slot_count)
-            correction[slot] = -sign * decoy[i]
-            out.append(self.ctx.add_plain(moved, correction))
-        return out
+        # Subtract the slot's decoy from the head first (one plaintext op at the head level):
+        # the placement then carries ``y − decoy`` and adding it turns the decoy into ``y``.
+        adjusted = self.ctx.add_plain(head, -self.block_decoys(block_id)[slot])
+        placed = self.ctx.place_head(adjusted, slot, self.head_dim)
+        if sign > 0:
+            return [self.ctx.add(ct, part) for ct, part in zip(cts, placed, strict=True)]
+        return [self.ctx.sub(ct, part) for ct, part in zip(cts, placed, strict=True)]
 
     def remove(self, template_id: TemplateId) -> tuple[int, int]:
         """Free the template's slot; its head is erased by the block's next refresh."""
