@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.params import CKKS_8192
@@ -172,3 +174,28 @@ def test_a_only_insert_rejects_bad_heads_and_unseeded_blocks(secret: CKKSContext
         plain.insert(3, _head(secret, 3)[1])
     with pytest.raises(Exception, match="together"):
         BlockLayout(secret, M, _decoys, decoy_model=_model)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["add", "del", "refresh"]), st.integers(0, 30)),
+                max_size=80))
+def test_bookkeeping_invariants_under_random_operations(
+    secret: CKKSContext, ops: list[tuple[str, int]]
+) -> None:
+    """Slots are never shared, freed slots are reused, the index agrees with the tables."""
+    block = HeadBlock(0, SLOTS, M, [b"ct"] * M)  # bookkeeping only: ciphertexts are opaque
+    layout = BlockLayout(secret, M, _decoys, [block])
+    for op, template in ops:
+        if op == "add" and template not in layout:
+            layout.assign(template)
+        elif op == "del" and template in layout:
+            layout.remove(template)
+        elif op == "refresh":
+            block.apply_refresh(list(block.ciphertexts), dict(block.pending), set(block.clearing))
+        assert not block.live.keys() & block.pending.keys()
+        owners = {**block.live, **block.pending}
+        assert len(owners) == len(layout)
+        for slot, t in owners.items():
+            assert layout.locate(t) == (0, slot)
+        assert not block.live.keys() & block.clearing
+        assert block.free_slot() == next(s for s in range(SLOTS) if s not in owners)
