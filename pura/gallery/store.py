@@ -131,6 +131,8 @@ class EnrollResult:
     request_id: str
     template_id: str
     already_enrolled: bool
+    block_no: int
+    slot: int
 
 
 @dataclass(frozen=True)
@@ -294,11 +296,14 @@ class GalleryStore:
             for item in items:
                 check_subject_id(item.subject_id)
                 row = db.execute(
-                    "SELECT template_id FROM templates WHERE collection=? AND request_id=?",
+                    "SELECT template_id, block_no, slot FROM templates "
+                    "WHERE collection=? AND request_id=?",
                     (collection, item.request_id),
                 ).fetchone()
                 if row:
-                    results.append(EnrollResult(item.request_id, str(row[0]), True))
+                    results.append(
+                        EnrollResult(item.request_id, str(row[0]), True, int(row[1]), int(row[2]))
+                    )
                     continue
                 block_no, slot = self._free_slot(db, collection, coll.block_size)
                 template_id = self._token()
@@ -312,7 +317,7 @@ class GalleryStore:
                         item.head, _now(),
                     ),
                 )
-                results.append(EnrollResult(item.request_id, template_id, False))
+                results.append(EnrollResult(item.request_id, template_id, False, block_no, slot))
         return results
 
     @staticmethod

@@ -372,6 +372,18 @@ class NodeA:
                 if row is None or _tid(row[0]) != block.pending[slot]:
                     del block.pending[slot]
 
+    def _reserve(self, gallery: _Gallery, results: Sequence[EnrollResult]) -> None:
+        """Mark newly stored templates pending in their blocks (what :meth:`_reconcile` would
+        conclude, without re-reading every row on each enrolment)."""
+        for r in results:
+            block = gallery.blocks.get(r.block_no)
+            if block is None:
+                block = encrypt_block(self.ctx, r.block_no, self._decoys(self.ctx.slot_count))
+                gallery.blocks[r.block_no] = block
+            if r.slot in block.live:  # a slot freed by a deletion whose refresh is pending
+                block.release(r.slot)
+            block.pending[r.slot] = _tid(r.template_id)
+
     def _refresh_dirty(self, name: str, gallery: _Gallery) -> int:
         """Refresh every block that has pending writes or slots to erase; returns the count."""
         done = 0
@@ -453,7 +465,7 @@ class NodeA:
             results = self.store.add_templates(collection, admitted) if admitted else []
             stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
-            self._reconcile(collection, gallery)
+            self._reserve(gallery, [r for r in results if not r.already_enrolled])
             key = self.keys.public.paillier
             self.offline.queue([
                 (r.template_id, PaillierTemplate.from_bytes(key, a.paillier))
