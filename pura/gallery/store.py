@@ -293,6 +293,7 @@ class GalleryStore:
         coll = self.get_collection(collection)
         results: list[EnrollResult] = []
         with self._tx() as db:
+            free = self._free_slots(db, collection, coll.block_size)
             for item in items:
                 check_subject_id(item.subject_id)
                 row = db.execute(
@@ -305,7 +306,7 @@ class GalleryStore:
                         EnrollResult(item.request_id, str(row[0]), True, int(row[1]), int(row[2]))
                     )
                     continue
-                block_no, slot = self._free_slot(db, collection, coll.block_size)
+                block_no, slot = next(free)
                 template_id = self._token()
                 db.execute(
                     "INSERT INTO templates (template_id, collection, subject_id, request_id, "
@@ -321,26 +322,24 @@ class GalleryStore:
         return results
 
     @staticmethod
-    def _free_slot(db: sqlite3.Connection, collection: str, block_size: int) -> tuple[int, int]:
-        """Lowest free (block, slot): slots freed by deletions are reused (the deletion's block
-        refresh zeroed them before its receipt was issued)."""
-        count, top = db.execute(
-            "SELECT COUNT(*), MAX(block_no * ? + slot) FROM templates WHERE collection=?",
+    def _free_slots(
+        db: sqlite3.Connection, collection: str, block_size: int
+    ) -> Iterator[tuple[int, int]]:
+        """Free (block, slot) positions, lowest first: slots freed by deletions are reused
+        (the deletion's block refresh zeroed them before its receipt was issued), then the
+        positions after the last one. One scan per batch, not per template."""
+        rows = db.execute(
+            "SELECT block_no * ? + slot FROM templates WHERE collection=? ORDER BY 1",
             (block_size, collection),
-        ).fetchone()
-        if top is None:
-            position = 0
-        elif int(count) == int(top) + 1:  # dense: append
-            position = int(top) + 1
-        else:
-            gap = db.execute(
-                "WITH p(pos) AS (SELECT block_no * ? + slot FROM templates WHERE collection=?) "
-                "SELECT MIN(candidate) FROM (SELECT 0 AS candidate UNION SELECT pos + 1 FROM p) "
-                "WHERE candidate NOT IN (SELECT pos FROM p)",
-                (block_size, collection),
-            ).fetchone()
-            position = int(gap[0])
-        return position // block_size, position % block_size
+        ).fetchall()
+        taken = [int(r[0]) for r in rows]
+        position, i = 0, 0
+        while True:
+            if i < len(taken) and taken[i] == position:
+                i += 1
+            else:
+                yield position // block_size, position % block_size
+            position += 1
 
     # --- reads -------------------------------------------------------------------------------
 
