@@ -193,6 +193,41 @@ def _input_rgb(r: _Reader, name: str) -> Layer:
     return Layer(name, size, means)
 
 
+def _bn(r: _Reader, name: str) -> Layer:
+    params = r.tensor()
+    gamma, beta = r.alias(), r.alias()
+    r.tensor()  # means of the last training batch (unused at inference)
+    r.tensor()  # their inverse standard deviations (unused at inference)
+    running_means, running_variances = r.tensor(), r.tensor()
+    ints = (r.integer(), r.integer())  # num_updates, running_stats_window_size
+    reals = tuple(r.real() for _ in range(5))  # 4 multipliers, then eps
+    g, b = _split_params(params, gamma, beta)
+    arrays = {
+        "gamma": g.reshape(-1),
+        "beta": b.reshape(-1),
+        "running_mean": running_means.reshape(-1),
+        "running_var": running_variances.reshape(-1),
+    }
+    return Layer(name, ints, reals, arrays)
+
+
+def _input_rgb_pyramid(r: _Reader, name: str) -> Layer:
+    means = tuple(r.real() for _ in range(3))
+    # version 1 ("input_rgb_image_pyramid") has no padding fields: dlib's defaults are 10, 11.
+    padding = (r.integer(), r.integer()) if name.endswith("2") else (10, 11)
+    return Layer(name, padding, means)
+
+
+def _loss_mmod(r: _Reader, name: str) -> Layer:
+    version = r.integer()
+    if version != 1:
+        raise r.fail(f"unsupported mmod_options version {version}")
+    width, height = r.integer(), r.integer()
+    # loss per false alarm / missed target, truth IoU, NMS (iou, covered), ignore (iou, covered)
+    reals = tuple(r.real() for _ in range(7))
+    return Layer(name, (width, height), reals)
+
+
 def _loss_metric(r: _Reader, name: str) -> Layer:
     return Layer(name, (), (r.real(), r.real()))  # margin, distance threshold
 
@@ -208,6 +243,10 @@ _DETAILS = {
     "input_rgb_image": _input_rgb,
     "input_rgb_image_sized": _input_rgb,
     "loss_metric_2": _loss_metric,
+    "bn_con2": _bn,
+    "input_rgb_image_pyramid": _input_rgb_pyramid,
+    "input_rgb_image_pyramid2": _input_rgb_pyramid,
+    "loss_mmod_": _loss_mmod,
 }
 
 
