@@ -36,7 +36,7 @@ from pura.certs import make_demo_pki
 from pura.crypto.encoding import PCARotation, l2_normalize, quantize
 from pura.crypto.params import get_preset
 from pura.errors import ConfigError
-from pura.keys import generate_key_set
+from pura.keys import generate_key_set, load_public_keys
 from pura.protocols.identify import threshold_units
 from pura.service.nodes import DEFAULT_THRESHOLD_SQ
 
@@ -244,9 +244,11 @@ def _session(
     pca = load_pca(workdir / "keys" / "public", model_id)
     with PuraClient.connect(address, COLLECTION, tls_dir=tls, cert_name="admin") as admin:
         admin.create_collection()
-    enroller = PuraClient.connect(address, COLLECTION, tls_dir=tls, cert_name="enroller", pca=pca)
+    trusted = load_public_keys(workdir / "keys" / "public")  # pinned: A cannot swap keys
+    enroller = PuraClient.connect(address, COLLECTION, tls_dir=tls, cert_name="enroller",
+                                  pca=pca, trusted_keys=trusted)
     identifier = PuraClient.connect(address, COLLECTION, tls_dir=tls, cert_name="identifier",
-                                    pca=pca)
+                                    pca=pca, trusted_keys=trusted)
     n = len(data.gallery_labels)
     t = time.perf_counter()
     with Progress(console=console, transient=True) as bar:

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.errors import PuraError
+from pura.keys import load_public_keys
 from pura_client.client import PuraClient
 
 if TYPE_CHECKING:
@@ -42,14 +43,21 @@ Collection = Annotated[str, typer.Option(help="collection name")]
 Tls = Annotated[Path, typer.Option(help="directory with ca.pem and <cert>.pem/.key")]
 Cert = Annotated[str, typer.Option(help="certificate (role) to present")]
 Pca = Annotated[Path | None, typer.Option(help="PCA rotation .npz (default: shipped)")]
+Keys = Annotated[Path | None, typer.Option(
+    help="trusted public key directory (keygen's public/); pins the key id A must announce")]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def _connect(server: str, collection: str, tls: Path, cert: str, pca: Path | None) -> PuraClient:
+def _connect(
+    server: str, collection: str, tls: Path, cert: str, pca: Path | None,
+    keys: Path | None = None,
+) -> PuraClient:
     rotation = load_shipped_pca() if pca is None else PCARotation.load(
         pca, model_id="dlib_face_recognition_resnet_model_v1"
     )
-    return PuraClient.connect(server, collection, tls_dir=tls, cert_name=cert, pca=rotation)
+    trusted = load_public_keys(keys) if keys is not None else None
+    return PuraClient.connect(server, collection, tls_dir=tls, cert_name=cert, pca=rotation,
+                              trusted_keys=trusted)
 
 
 def _fail(exc: PuraError) -> typer.Exit:
@@ -100,7 +108,7 @@ def _progress() -> Progress:
 def enroll(
     folder: Annotated[Path, typer.Argument(help="FOLDER/Name/*.jpg")],
     server: Server = "localhost:50051", collection: Collection = "default",
-    tls: Tls = Path(".pura/tls"), cert: Cert = "enroller", pca: Pca = None,
+    tls: Tls = Path(".pura/tls"), cert: Cert = "enroller", pca: Pca = None, keys: Keys = None,
 ) -> None:
     """Embed, encrypt and enrol every image of a folder of people."""
     from pura_client.embedding.batch import embed_files
@@ -114,7 +122,7 @@ def enroll(
     console.print(f"{len(found)} faces in {len(items)} images "
                   f"({len(items) - len(found)} without a face, skipped)")
     try:
-        with _connect(server, collection, tls, cert, pca) as client, _progress() as bar:
+        with _connect(server, collection, tls, cert, pca, keys) as client, _progress() as bar:
             task = bar.add_task("encrypting + enrolling", total=len(found))
             statuses = client.bulk_enroll(found, on_status=lambda _s: bar.advance(task))
     except PuraError as exc:
@@ -132,7 +140,7 @@ def enroll(
 def identify(
     image: Annotated[Path, typer.Argument()],
     server: Server = "localhost:50051", collection: Collection = "default",
-    tls: Tls = Path(".pura/tls"), cert: Cert = "identifier", pca: Pca = None,
+    tls: Tls = Path(".pura/tls"), cert: Cert = "identifier", pca: Pca = None, keys: Keys = None,
 ) -> None:
     """1:N: who is this? Prints "match NAME", "no match" or "no face"."""
     descriptor = _descriptor(image)
@@ -140,7 +148,7 @@ def identify(
         console.print("no face")
         return
     try:
-        with _connect(server, collection, tls, cert, pca) as client:
+        with _connect(server, collection, tls, cert, pca, keys) as client:
             decision = client.identify(descriptor)
     except PuraError as exc:
         raise _fail(exc) from None
@@ -152,7 +160,7 @@ def verify(
     image: Annotated[Path, typer.Argument()],
     subject: Annotated[str, typer.Option(help="claimed identity")],
     server: Server = "localhost:50051", collection: Collection = "default",
-    tls: Tls = Path(".pura/tls"), cert: Cert = "identifier", pca: Pca = None,
+    tls: Tls = Path(".pura/tls"), cert: Cert = "identifier", pca: Pca = None, keys: Keys = None,
 ) -> None:
     """1:1: is this SUBJECT? Prints "match", "no match" or "no face"."""
     descriptor = _descriptor(image)
@@ -160,7 +168,7 @@ def verify(
         console.print("no face")
         return
     try:
-        with _connect(server, collection, tls, cert, pca) as client:
+        with _connect(server, collection, tls, cert, pca, keys) as client:
             matched = client.verify(subject, descriptor)
     except PuraError as exc:
         raise _fail(exc) from None

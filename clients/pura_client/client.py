@@ -99,8 +99,10 @@ class PuraClient:
         pca: PCARotation | None = None,
         token: str | None = None,
         timeout_s: float = 300.0,
+        trusted_keys: PublicKeys | None = None,
     ) -> None:
         self.channel = channel
+        self._trusted = trusted_keys
         self.collection = collection
         self._pca = pca
         self._stub = pura_pb2_grpc.PuraStub(channel)  # type: ignore[no-untyped-call]
@@ -124,10 +126,12 @@ class PuraClient:
         pca: PCARotation | None = None,
         token: str | None = None,
         timeout_s: float = 300.0,
+        trusted_keys: PublicKeys | None = None,
     ) -> PuraClient:
         """mTLS with ``<tls_dir>/<cert_name>.pem`` (its role decides what the client may do)."""
         channel = secure_channel(address, tls_dir, cert_name, Limits())
-        return cls(channel, collection, pca=pca, token=token, timeout_s=timeout_s)
+        return cls(channel, collection, pca=pca, token=token, timeout_s=timeout_s,
+                   trusted_keys=trusted_keys)
 
     def close(self) -> None:
         self.channel.close()
@@ -157,7 +161,23 @@ class PuraClient:
         return self._info
 
     def public_keys(self) -> PublicKeys:
-        """Fetched once (chunked), checked against the announced key and parameter-set ids."""
+        """The keys to encrypt under.
+
+        With ``trusted_keys`` (loaded from the key authority's ``public/`` directory) the client
+        only checks that A announces the same key id: a server A that handed out keys of its
+        own making could otherwise decrypt everything encrypted under them. Without it the keys
+        are fetched once from A (chunked) and checked against the ids A announces, which only
+        protects against corruption, not against a malicious A.
+        """
+        if self._keys is None and self._trusted is not None:
+            info = self.parameters()
+            if (info.key_id, info.parameter_set_id) != (
+                self._trusted.key_id, self._trusted.parameters.id
+            ):
+                raise KeyMismatchError(
+                    f"server announces key {info.key_id}, trusted key is {self._trusted.key_id}"
+                )
+            self._keys = self._trusted
         if self._keys is None:
             info = self.parameters()
             request = pura_pb2.GetPublicKeysRequest(collection=self.collection)

@@ -250,3 +250,27 @@ def test_failed_verifications_per_target_are_capped(
                 client.verify("target", stranger)
     finally:
         handle.stop()
+
+
+def test_client_pins_trusted_public_keys(deployment: Deployment, tmp_path: Path) -> None:
+    """A client holding the key authority's public keys refuses a server announcing others."""
+    from pura_client.client import PuraClient
+
+    from pura.crypto.params import FAST_PARAMETERS
+    from pura.errors import KeyMismatchError
+    from pura.keys import generate_key_set, load_public_keys
+
+    good = load_public_keys(deployment.keys / "public")
+    other = generate_key_set(tmp_path / "other", FAST_PARAMETERS)
+    for trusted, ok in ((good, True), (other, False)):
+        client = PuraClient.connect(deployment.address, COLLECTION, tls_dir=deployment.tls,
+                                    cert_name="identifier", pca=deployment.pca,
+                                    trusted_keys=trusted)
+        try:
+            if ok:
+                assert client.public_keys() is good
+            else:
+                with pytest.raises(KeyMismatchError, match="trusted key"):
+                    client.encryptor()
+        finally:
+            client.close()
