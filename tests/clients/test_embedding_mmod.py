@@ -13,6 +13,8 @@ from pura_client.embedding.image import load_rgb
 from pura_client.embedding.mmod import TorchCnnFaceDetector, pyramid_rects, resize_bilinear
 from pura_client.embedding.models import MMOD_FILE, model_file
 
+from pura.errors import ConfigError
+
 
 @pytest.fixture(scope="module")
 def detector() -> TorchCnnFaceDetector:
@@ -65,3 +67,27 @@ def test_same_detections_as_dlib(detector: TorchCnnFaceDetector, lfw_dataset: LF
         found += len(ours)
     assert found >= 10  # the comparison is not vacuous
     assert detector.detect(images[-1]) == []
+
+
+@pytest.mark.lfw
+def test_torch_cnn_fallback_in_the_embedder(lfw_dataset: LFWDataset) -> None:
+    """Images HOG misses: the torch CNN fallback finds dlib-bin's CNN box, at upsample 1."""
+    from pura_client.embedding.pipeline import Embedder
+
+    paths = [
+        lfw_dataset.image_path("Abdoulaye_Wade", 3),
+        lfw_dataset.image_path("Billy_Andrade", 1),
+    ]
+    with_torch = Embedder(device="cpu", cnn_backend="torch", workers=1)
+    with_dlib = Embedder(device="cpu", cnn_backend="dlib", workers=1)
+    assert "+tcnn" in with_torch.model_id and "+cnn" in with_dlib.model_id
+    ours, theirs = with_torch.embed_results(paths), with_dlib.embed_results(paths)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.detector == b.detector == "cnn"
+        assert a.box == b.box
+        assert a.descriptor is not None and b.descriptor is not None
+        assert np.abs(a.descriptor - b.descriptor).max() <= 1e-4
+    with pytest.raises(ConfigError, match="cnn_backend"):
+        Embedder(device="cpu", cnn_backend="tpu")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="upsample"):
+        with_torch.torch_cnn.detect(load_rgb(paths[0]), upsample=-1)  # type: ignore[union-attr]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dlib
 import numpy as np
@@ -18,6 +18,9 @@ import numpy.typing as npt
 
 from pura_client.embedding.models import MMOD_FILE, SHAPE5_FILE, model_file
 from pura_client.embedding.types import Box, MultiFacePolicy
+
+if TYPE_CHECKING:
+    from pura_client.embedding.mmod import TorchCnnFaceDetector
 
 
 def _box(rect: Any) -> Box:
@@ -55,9 +58,16 @@ class Detection:
 class FaceLocator:
     """HOG (+ optional CNN fallback) detector and the 5-point shape predictor."""
 
-    def __init__(self, *, upsample: int = 1, cnn_fallback: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        upsample: int = 1,
+        cnn_fallback: bool = True,
+        torch_cnn: TorchCnnFaceDetector | None = None,
+    ) -> None:
         self.upsample = upsample
         self.cnn_fallback = cnn_fallback
+        self.torch_cnn = torch_cnn  # the torch port of the CNN detector (GPU), else dlib-bin's
         self._hog = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(str(model_file(SHAPE5_FILE)))
         self._cnn: Any = None
@@ -72,13 +82,18 @@ class FaceLocator:
     @property
     def pipeline_id(self) -> str:
         """Short id of the detection settings (part of every pipeline's model id)."""
-        return f"hog{self.upsample}" + ("+cnn" if self.cnn_fallback else "")
+        if not self.cnn_fallback:
+            return f"hog{self.upsample}"
+        return f"hog{self.upsample}" + ("+tcnn" if self.torch_cnn is not None else "+cnn")
 
     def detect(self, rgb: npt.NDArray[np.uint8]) -> Detection:
         """Every face box (HOG first; the CNN detector only when HOG finds none)."""
         boxes = tuple(_box(r) for r in self._hog(rgb, self.upsample))
         if boxes or not self.cnn_fallback:
             return Detection(boxes, "hog" if boxes else "")
+        if self.torch_cnn is not None:
+            found = self.torch_cnn.detect(rgb, self.upsample)
+            return Detection(tuple(d.box for d in found), "cnn" if found else "")
         with self._cnn_lock:
             if self._cnn is None:
                 self._cnn = dlib.cnn_face_detection_model_v1(str(model_file(MMOD_FILE)))

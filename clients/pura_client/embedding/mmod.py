@@ -211,8 +211,40 @@ class TorchCnnFaceDetector:
             data[:, rect[1] : rect[3] + 1, rect[0] : rect[2] + 1] = resize_bilinear(src, h, w)
         return data.unsqueeze(0), rects
 
-    def detect(self, rgb: npt.NDArray[np.uint8], threshold: float = 0.0) -> list[CnnDetection]:
-        """Faces in an RGB image, best first, after dlib's non-maximum suppression."""
+    def detect(
+        self, rgb: npt.NDArray[np.uint8], upsample: int = 0, threshold: float = 0.0
+    ) -> list[CnnDetection]:
+        """Faces in an RGB image, best first, after dlib's non-maximum suppression.
+
+        ``upsample`` doubles the image that many times first (dlib's ``pyramid_up`` geometry
+        for ``pyramid_down<2>``: size from ``rect_up``, corner-aligned bilinear resampling) and
+        maps the boxes back with ``rect_down``, like dlib's Python binding. dlib resamples in
+        SIMD float, so ~2 % of upsampled pixels differ by one grey level from dlib's and
+        boxes can move by a pixel; without upsampling the detections are dlib's.
+        """
+        if upsample < 0:
+            raise ConfigError(f"upsample must be >= 0, got {upsample}")
+        image = rgb
+        for _ in range(upsample):
+            image = self._pyramid_up(image)
+        found = self._detect_at_scale(image, threshold)
+        if upsample == 0:
+            return found
+        return [CnnDetection(_rect_down(d.box, upsample), d.score) for d in found]
+
+    def _pyramid_up(self, rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        nr, nc = rgb.shape[:2]
+        bottom, right = _round(2 * (nr - 1) + 1.5), _round(2 * (nc - 1) + 2.5)
+        src = torch.from_numpy(np.array(rgb, dtype=np.uint8)).to(self.device)
+        up = resize_bilinear(src.permute(2, 0, 1).double(), bottom + 1, right + 1)
+        out: npt.NDArray[np.uint8] = (
+            up.clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # truncation
+        )
+        return out
+
+    def _detect_at_scale(
+        self, rgb: npt.NDArray[np.uint8], threshold: float
+    ) -> list[CnnDetection]:
         canvas, rects = self.canvas(rgb)
         with torch.inference_mode():
             scores = self.net(canvas)[0, 0].float().cpu().numpy()
@@ -251,6 +283,14 @@ class TorchCnnFaceDetector:
             or inner / _area(a) > self.nms_covered
             or inner / _area(b) > self.nms_covered
         )
+
+
+def _rect_down(box: Box, levels: int) -> Box:
+    """dlib ``pyramid_down<2>::rect_down``: ``p/2 − (1.25, 0.75)`` per level, then rounding."""
+    (x0, y0), (x1, y1) = (float(box[0]), float(box[1])), (float(box[2]), float(box[3]))
+    for _ in range(levels):
+        x0, y0, x1, y1 = x0 / 2 - 1.25, y0 / 2 - 0.75, x1 / 2 - 1.25, y1 / 2 - 0.75
+    return (_round(x0), _round(y0), _round(x1), _round(y1))
 
 
 def _round(v: float) -> int:

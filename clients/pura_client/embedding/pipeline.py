@@ -7,7 +7,8 @@
     vectors = embedder.embed(["a.jpg", b"...", array])   # (n, 128) float32; NaN rows = no face
     results = embedder.embed_results(images)        # list[FaceResult] with boxes/face counts
 
-Detection and landmarks run on the CPU with dlib-bin (HOG, CNN fallback); chips are cut by the
+Detection and landmarks run on the CPU with dlib-bin (HOG; for faces HOG misses, the CNN
+detector: dlib-bin's on CPU, its torch port :mod:`.mmod` on the GPU); chips are cut by the
 numpy reproduction of dlib's ``get_face_chip`` (:mod:`.chip`) and embedded in batches by the
 torch port of dlib's ResNet (:mod:`.resnet`) on the chosen device. On CPU the result is
 deterministic (same input, same bits) and matches dlib-bin's descriptor to ~1e-6.
@@ -42,6 +43,7 @@ from pura_client.embedding.chip import (
 )
 from pura_client.embedding.detect import FaceLocator
 from pura_client.embedding.image import ImageInput, load_rgb
+from pura_client.embedding.mmod import TorchCnnFaceDetector
 from pura_client.embedding.models import RESNET_MODEL_ID
 from pura_client.embedding.resnet import DlibFaceResNet, load_dlib_resnet
 from pura_client.embedding.types import (
@@ -81,6 +83,7 @@ class Embedder:
         progress: bool = False,
         model: DlibFaceResNet | None = None,
         workers: int | None = None,
+        cnn_backend: Literal["auto", "dlib", "torch"] = "auto",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -91,13 +94,25 @@ class Embedder:
         self.batch_size = batch_size
         self.policy = policy
         self.progress = progress
-        self.locator = FaceLocator(upsample=upsample, cnn_fallback=cnn_fallback)
+        self.torch_cnn = self._make_torch_cnn(cnn_backend) if cnn_fallback else None
+        self.locator = FaceLocator(
+            upsample=upsample, cnn_fallback=cnn_fallback, torch_cnn=self.torch_cnn
+        )
         self._per_thread = threading.local()  # dlib detectors are not thread-safe
         self._pool: ThreadPoolExecutor | None = None
         self.model = (model if model is not None else load_dlib_resnet()).to(self.device).eval()
 
     def __repr__(self) -> str:
         return f"Embedder(device={self.device.type!r}, model_id={self.model_id!r})"
+
+    def _make_torch_cnn(self, backend: str) -> TorchCnnFaceDetector | None:
+        """The CNN fallback in torch on this device ("auto": only when that device is a GPU,
+        where it is fast; on CPU dlib-bin's implementation is quicker and gives the same boxes)."""
+        if backend not in ("auto", "dlib", "torch"):
+            raise ConfigError(f"cnn_backend must be 'auto', 'dlib' or 'torch', got {backend!r}")
+        if backend == "torch" or (backend == "auto" and self.device.type == "cuda"):
+            return TorchCnnFaceDetector(self.device)
+        return None
 
     @property
     def model_id(self) -> str:
@@ -154,7 +169,9 @@ class Embedder:
         locator: FaceLocator | None = getattr(self._per_thread, "locator", None)
         if locator is None:
             locator = FaceLocator(
-                upsample=self.locator.upsample, cnn_fallback=self.locator.cnn_fallback
+                upsample=self.locator.upsample,
+                cnn_fallback=self.locator.cnn_fallback,
+                torch_cnn=self.torch_cnn,  # a torch module is safe to share between threads
             )
             self._per_thread.locator = locator
         return locator
