@@ -11,6 +11,7 @@ Modules (heavy backends are imported only by the module that needs them):
 * ``chip``      — numpy reproduction of dlib's ``get_face_chip`` (150×150, padding 0.25).
 * ``dlib_format`` — reader of dlib's serialized DNN files (``.dat``).
 * ``resnet``    — :class:`DlibFaceResNet`, dlib's face ResNet in torch with the shipped weights.
+* ``mmod``      — dlib's CNN (MMOD) face detector in torch (same parser): the GPU fallback detector.
 * ``pipeline``  — :class:`Embedder`: the client pipeline (batched, ``device="auto"|"cpu"|"cuda"``).
 
 Typical use: ``Embedder(device="auto").embed(images)`` → ``(n, 128)`` float32, NaN rows where no
