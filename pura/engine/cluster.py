@@ -1,0 +1,374 @@
+"""Gallery shards on a Ray cluster: actors hold CKKS head blocks and score them for A.
+
+Why Ray: it is an existing, widely deployed engine whose actors keep state in memory between
+calls (a shard's ciphertexts are loaded once, not shipped per query), whose object store
+broadcasts the per-query ciphertexts to every shard with one ``ray.put``, and which runs the same
+code on one laptop (``ray.init()``), on a local multi-node cluster (``ray start`` on loopback) and
+on Kubernetes (``deploy/k8s/30-ray-cluster.yaml``).
+
+Division of work (docs/architecture.md, preselection step 1). A's protocol logic
+(:mod:`pura.protocols.preselect`) needs ``S_b = Σ_i Q_i ⊙ G_{b,i}`` for every block ``b``; that
+is 99 % of preselection's cost and embarrassingly parallel over blocks. A :class:`ShardedScorer`
+spreads the blocks over ``n_shards`` :class:`ShardActor` actors (round robin by block id), sends
+each query to all of them, and gathers the score ciphertexts back at A, which then masks,
+permutes and talks to B exactly as in the single-process path. Gathering *ciphertexts* (not a
+per-shard top-k) keeps B's view identical to the unsharded protocol: one masked, permuted list
+over the whole gallery, so sharding leaks nothing new and the answer is the same by construction.
+
+Security: actors receive the PUBLIC CKKS context only (the context's pickling drops any secret
+key, and :meth:`ShardActor.__init__` refuses a secret one); they see exactly what A sees
+(ciphertexts), never a Paillier share. A compromised worker is no worse than A's disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pura.crypto.ckks import CKKSCiphertext, CKKSContext
+from pura.errors import ConfigError, NotFoundError
+
+#: Block id -> the block's ``head_dim`` serialized work-level ciphertexts.
+BlockBytes = Mapping[int, Sequence[bytes]]
+
+
+def _ray() -> Any:
+    """Import Ray lazily (only cluster users pay its ~1 s import) and untyped (no stubs)."""
+    return importlib.import_module("ray")
+
+
+class ShardActor:
+    """State of one shard: a public CKKS context and the parsed ciphertexts of its blocks.
+
+    Plain class so it can be unit-tested without Ray; :class:`ShardedScorer` wraps it with
+    ``ray.remote``.
+    """
+
+    def __init__(self, public_context: bytes) -> None:
+        # expect_secret=False raises if someone ships B's secret context to a worker.
+        self._ctx = CKKSContext.from_bytes(public_context, expect_secret=False)
+        self._blocks: dict[int, list[CKKSCiphertext]] = {}
+
+    def put_blocks(self, blocks: BlockBytes) -> int:
+        """Parse (validating key and parameters) and keep the given blocks; returns block count."""
+        for block_id, cts in blocks.items():
+            self._blocks[int(block_id)] = [self._ctx.ciphertext_from_bytes(b) for b in cts]
+        return len(self._blocks)
+
+    def drop_block(self, block_id: int) -> bool:
+        """Forget one block (after a delete + refresh moved it); True if it was here."""
+        return self._blocks.pop(int(block_id), None) is not None
+
+    def block_ids(self) -> list[int]:
+        return sorted(self._blocks)
+
+    def node_ip(self) -> str:
+        """The Ray node this actor runs on (to show shards really spread over nodes)."""
+        return str(_ray().util.get_node_ip_address())
+
+    def score(self, query: Sequence[bytes]) -> dict[int, bytes]:
+        """``S_b`` for every block of this shard, serialized (score level)."""
+        q = [self._ctx.ciphertext_from_bytes(b) for b in query]
+        return {
+            block_id: self._ctx.ciphertext_to_bytes(self._ctx.score_block(q, cts))
+            for block_id, cts in sorted(self._blocks.items())
+        }
+
+
+def score_blocks_locally(
+    ctx: CKKSContext,
+    query: Sequence[CKKSCiphertext],
+    blocks: Mapping[int, Sequence[CKKSCiphertext]],
+) -> dict[int, CKKSCiphertext]:
+    """The single-process reference: the same scores, computed in A's own process."""
+    return {b: ctx.score_block(query, cts) for b, cts in sorted(blocks.items())}
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the scorer runs on (for benchmark JSON and logs)."""
+
+    address: str
+    nodes: int
+    cpus: float
+    shards: int
+
+
+class ShardedScorer:
+    """Block scoring spread over Ray actors; A keeps the protocol, the actors do the products.
+
+    ``address``: ``None`` starts (or reuses) a Ray runtime in this process; ``"auto"`` or
+    ``"host:port"`` joins a running cluster; ``"ray://host:10001"`` uses Ray Client (a server A pod
+    that is not itself a Ray node, as in the Kubernetes manifests). ``cpus_per_shard`` is the
+    scheduling weight of one actor (1: one shard per core).
+    """
+
+    def __init__(
+        self,
+        context: CKKSContext,
+        n_shards: int,
+        *,
+        address: str | None = None,
+        cpus_per_shard: float = 1.0,
+        spread: bool = True,
+    ) -> None:
+        if n_shards < 1:
+            raise ConfigError(f"n_shards must be at least 1, got {n_shards}")
+        ray = _ray()
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        self._ctx = context
+        public = context.public().to_bytes() if context.is_private else context.to_bytes()
+        remote_cls = ray.remote(num_cpus=cpus_per_shard)(ShardActor)
+        strategy = "SPREAD" if spread else "DEFAULT"
+        self._actors: list[Any] = [
+            remote_cls.options(scheduling_strategy=strategy).remote(public)
+            for _ in range(n_shards)
+        ]
+        self._owner: dict[int, int] = {}
+
+    @property
+    def n_shards(self) -> int:
+        return len(self._actors)
+
+    def info(self) -> ClusterInfo:
+        ray = self._ray
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        address = str(ray.get_runtime_context().gcs_address)
+        return ClusterInfo(address=address, nodes=len(nodes), cpus=cpus, shards=self.n_shards)
+
+    def shard_of(self, block_id: int) -> int:
+        """Round robin by block id: deterministic, so a restarted A rebuilds the same layout."""
+        return block_id % self.n_shards
+
+    def load(self, blocks: BlockBytes) -> None:
+        """Send each block to its shard (replacing an older version of the same block)."""
+        per_shard: dict[int, dict[int, Sequence[bytes]]] = {}
+        for block_id, cts in blocks.items():
+            per_shard.setdefault(self.shard_of(block_id), {})[block_id] = cts
+            self._owner[block_id] = self.shard_of(block_id)
+        self._ray.get([self._actors[s].put_blocks.remote(b) for s, b in per_shard.items()])
+
+    def drop(self, block_ids: Iterable[int]) -> None:
+        refs = []
+        for block_id in block_ids:
+            shard = self._owner.pop(block_id, None)
+            if shard is None:
+                raise NotFoundError(f"block {block_id} is not loaded on any shard")
+            refs.append(self._actors[shard].drop_block.remote(block_id))
+        self._ray.get(refs)
+
+    def block_ids(self) -> list[int]:
+        return sorted(self._owner)
+
+    def placement(self) -> list[str]:
+        """Node address of every shard actor, in shard order."""
+        return [str(ip) for ip in self._ray.get([a.node_ip.remote() for a in self._actors])]
+
+    def score(self, query: Sequence[CKKSCiphertext]) -> dict[int, CKKSCiphertext]:
+        """Score every loaded block against the broadcast query; ``{block id: S_b}``.
+
+        The query is put in the object store once and read by every shard (one transfer per
+        node, not per actor).
+        """
+        ref = self._ray.put([self._ctx.ciphertext_to_bytes(q) for q in query])
+        parts = self._ray.get([actor.score.remote(ref) for actor in self._actors])
+        merged: dict[int, CKKSCiphertext] = {}
+        for part in parts:
+            for block_id, raw in part.items():
+                merged[block_id] = self._ctx.ciphertext_from_bytes(raw, score=True)
+        return dict(sorted(merged.items()))
+
+    def close(self) -> None:
+        """Kill this scorer's actors (the Ray runtime itself is left to its owner)."""
+        for actor in self._actors:
+            self._ray.kill(actor)
+        self._actors = []
+        self._owner = {}
+
+    def __enter__(self) -> ShardedScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ShardedScorer(shards={len(self._actors)}, blocks={len(self._owner)})"
+
+
+_TOKEN_VAR = "RAY_AUTH_TOKEN"
+
+
+@dataclass
+class LoopbackRayCluster:
+    """A real multi-node Ray cluster on this host's loopback range, for tests and benchmarks.
+
+    Each node is a separate ``ray start --block`` process with its own raylet and object store,
+    bound to its own loopback address (head 127.0.0.2, workers 127.0.0.3, ...): Ray rewrites
+    ``127.0.0.1``/``localhost`` into the host's routable address, other 127/8 addresses it keeps,
+    so no packet leaves the machine. A fresh random token (Ray's token authentication) is
+    generated per cluster, so no other local process can join or submit work.
+
+    Teardown kills only what this object started: each node's process group, then any process
+    still carrying this cluster's unique token in its environment (Ray workers that detached).
+    """
+
+    workers: int = 1
+    cpus_per_node: int = 1
+    start_timeout_s: float = 90.0
+    head_ip: str = "127.0.0.2"
+    address: str = ""
+    token: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _tmp: Path | None = field(default=None, repr=False)
+
+    def env(self) -> dict[str, str]:
+        """Environment for every process of the cluster (nodes and drivers)."""
+        return {**os.environ, "RAY_AUTH_MODE": "token", _TOKEN_VAR: self.token,
+                "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def _ray_cli(self) -> str:
+        return str(Path(sys.executable).with_name("ray"))
+
+    def _spawn(self, args: list[str], log_name: str) -> None:
+        if self._tmp is None:
+            raise ConfigError("cluster not started")
+        with (self._tmp / log_name).open("wb") as log:
+            proc = subprocess.Popen(
+                [self._ray_cli(), "start", "--block", "--disable-usage-stats",
+                 f"--num-cpus={self.cpus_per_node}", *args],
+                env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._procs.append(proc)
+
+    def start(self) -> LoopbackRayCluster:
+        """Start the head, then the workers; returns once the head accepts connections."""
+        self._tmp = Path(tempfile.mkdtemp(prefix="pura-ray-"))
+        port = _free_port(self.head_ip)
+        self.address = f"{self.head_ip}:{port}"
+        self._spawn(["--head", f"--port={port}", f"--node-ip-address={self.head_ip}",
+                     "--include-dashboard=false", f"--temp-dir={self._tmp}"], "head.log")
+        _wait_for_port(self.head_ip, port, self.start_timeout_s, self._procs[0])
+        for i in range(self.workers):
+            self._spawn([f"--address={self.address}", f"--node-ip-address=127.0.0.{3 + i}"],
+                        f"worker-{i}.log")
+        return self
+
+    def connect(self) -> None:
+        """``ray.init`` this process as a driver and wait until every node has joined."""
+        os.environ.update({k: v for k, v in self.env().items() if k.startswith("RAY_")})
+        ray = _ray()
+        _reset_ray_auth_cache()
+        ray.init(address=self.address, _node_ip_address=self.head_ip, log_to_driver=False,
+                 configure_logging=False)
+        deadline = time.monotonic() + self.start_timeout_s
+        while len([n for n in ray.nodes() if n.get("Alive")]) < 1 + self.workers:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"Ray nodes did not join within {self.start_timeout_s} s "
+                                  f"(logs in {self._tmp})")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """Disconnect the driver, stop every node we started, remove our temporary directory."""
+        try:
+            ray = _ray()
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            for proc in self._procs:
+                _signal_group(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5.0
+            for proc in self._procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            _kill_token_holders(self.token)
+            for key in ("RAY_AUTH_MODE", _TOKEN_VAR):
+                os.environ.pop(key, None)
+            _reset_ray_auth_cache()
+            self._procs = []
+
+    def __enter__(self) -> LoopbackRayCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _reset_ray_auth_cache() -> None:
+    """Make this process's Ray re-read the auth token (it caches the first one it saw).
+
+    Uses Ray's own test hook; absent in other Ray versions, where there is nothing to reset.
+    """
+    try:
+        raylet = importlib.import_module("ray._raylet")
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):
+        return
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ConfigError(f"ray head exited with status {proc.returncode}")
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise ConfigError(f"ray head did not listen on {host}:{port} within {timeout} s")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _kill_token_holders(token: str) -> None:
+    """SIGKILL processes whose environment carries this cluster's token (ours and only ours)."""
+    needle = f"{_TOKEN_VAR}={token}".encode()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+__all__ = [
+    "BlockBytes",
+    "ClusterInfo",
+    "LoopbackRayCluster",
+    "ShardActor",
+    "ShardedScorer",
+    "score_blocks_locally",
+]
