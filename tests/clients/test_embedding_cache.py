@@ -129,3 +129,12 @@ def test_malformed_records_decode_to_none(value: np.ndarray) -> None:
 def test_repr_hides_descriptor() -> None:
     text = repr(FaceResult(np.full(128, 0.123456, np.float32), 1, (1, 2, 3, 4), "hog"))
     assert "0.123" not in text and "descriptor" in text
+
+
+def test_entries_are_owner_only(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "c")
+    key = sha256_hex(b"face")
+    cache.put(MODEL, key, np.zeros(4))
+    path = cache.path_for(MODEL, key)
+    assert path.stat().st_mode & 0o077 == 0
+    assert path.parent.stat().st_mode & 0o077 == 0

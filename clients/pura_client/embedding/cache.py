@@ -13,6 +13,11 @@ nothing or a complete file, and concurrent writers of the same key simply race t
 bytes. A truncated or unreadable entry is treated as a miss and recomputed.
 
 An empty array (shape ``(0,)``) is a valid cached value; the embedders use it for "no face".
+
+Privacy: cached descriptors are *plaintext biometric templates*. The cache exists for public
+evaluation data (LFW in tests, benchmarks, ``pura-eval``); the client pipeline never uses it
+unless a cache is passed explicitly, and enrolment/identification of real users should not.
+Entries are written owner-only (folders 0700, files 0600 from ``mkstemp``).
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class EmbeddingCache:
     def put(self, model_id: str, digest: str, value: npt.NDArray[np.generic]) -> None:
         """Store ``value`` atomically (temporary file + ``os.replace``)."""
         path = self.path_for(model_id, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
         try:
             with os.fdopen(fd, "wb") as handle:
