@@ -335,3 +335,22 @@ def test_ciphertext_bytes_roundtrip_and_validation(paillier_fast_keys: Keys,
     other = generate_keypair(PAILLIER_2048_FAST, random.Random(97))[0]
     with pytest.raises(KeyMismatchError):
         Ciphertext.from_bytes(other, data)
+
+
+def test_partial_pool_gives_own_partial_decryption(paillier_fast_keys: Keys) -> None:
+    """A's precomputed (mask, partial) pairs decrypt like a real partial decryption."""
+    from pura.crypto.paillier import PartialPool
+
+    pk, s1, s2 = paillier_fast_keys
+    pool = PartialPool(s1, 2, rng=random.Random(8))
+    assert len(pool) == 2 and "share=1" in repr(pool)
+    for value in (0, 5, -9, 1 << 300):
+        ct, pd = pool.encrypt_with_partial(value)
+        assert pd == s1.partial_decrypt(ct)
+        assert combine(pd, s2.partial_decrypt(ct), signed=True) == value
+    a, b = pk.encrypt(3, RandomnessPool(pk, rng=random.Random(1))), pool.encrypt_with_partial(4)[0]
+    merged = s1.partial_decrypt(a).times(s1.partial_decrypt(b))
+    assert merged == s1.partial_decrypt(a + b)
+    assert s1.partial_decrypt(a).shift_slots(7) == s1.partial_decrypt(a.shift_slots(7))
+    with pytest.raises(KeyMismatchError):
+        s1.partial_decrypt(a).times(s2.partial_decrypt(a))
