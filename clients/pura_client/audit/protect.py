@@ -18,9 +18,18 @@ import numpy as np
 
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, l2_normalize, quantize
-from pura.crypto.paillier import PublicKey, RandomnessPool, generate_keypair
+from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, generate_keypair
 from pura.crypto.params import ParameterSet
-from pura.protocols.enroll import TemplateLayout, encrypt_template
+from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
+from pura.protocols.identify import (
+    STEP_BLINDED_PRODUCT,
+    BytesChannel,
+    ExactConfig,
+    ServerA,
+    ServerB,
+)
+from pura.protocols.messages import PaillierTemplate
+from pura_client.audit.harness import Recorder, helper_view
 from pura_client.audit.metrics import FloatArray
 
 
@@ -32,8 +41,11 @@ class DeploymentKeys:
     paillier: PublicKey
     pool: RandomnessPool
     layout: TemplateLayout
+    exact: ExactConfig
     ckks: CKKSContext | None
     rotation: PCARotation
+    share_a: KeyShare
+    share_b: KeyShare
 
     @classmethod
     def generate(
@@ -44,7 +56,7 @@ class DeploymentKeys:
         with_ckks: bool = True,
     ) -> DeploymentKeys:
         """Fresh keys for one deployment; ``rng`` seeds Paillier (CKKS uses SEAL's CSPRNG)."""
-        key, _, _ = generate_keypair(params.paillier, rng)
+        key, share_a, share_b = generate_keypair(params.paillier, rng)
         enc = params.encoding
         ckks = CKKSContext.generate(params.ckks).public() if with_ckks else None
         return cls(
@@ -52,8 +64,11 @@ class DeploymentKeys:
             paillier=key,
             pool=RandomnessPool(key, rng=rng),
             layout=TemplateLayout.for_key(key, enc.dim, enc.scale_bits),
+            exact=ExactConfig.for_key(key, enc.dim, enc.scale_bits),
             ckks=ckks,
             rotation=rotation,
+            share_a=share_a,
+            share_b=share_b,
         )
 
     def __repr__(self) -> str:
@@ -62,11 +77,39 @@ class DeploymentKeys:
     def rotated(self, vector: FloatArray) -> FloatArray:
         return self.rotation.apply(l2_normalize(vector, self.params.encoding.dim))
 
+    def _quantised(self, vector: FloatArray) -> list[int]:
+        return [int(v) for v in quantize(self.rotated(vector), self.params.encoding.scale_bits)]
+
+    def template(self, vector: FloatArray) -> PaillierTemplate:
+        """What the enrolling client uploads and A stores (Paillier part)."""
+        return encrypt_template(self._quantised(vector), self.layout, self.paillier, self.pool)
+
     def paillier_record(self, vector: FloatArray) -> bytes:
         """Serialised :class:`PaillierTemplate` as A stores it."""
-        q = quantize(self.rotated(vector), self.params.encoding.scale_bits)
-        template = encrypt_template([int(v) for v in q], self.layout, self.paillier, self.pool)
-        return template.to_bytes()
+        return self.template(vector).to_bytes()
+
+    def helper_view(self, query: FloatArray, candidate: FloatArray, copies: int) -> list[list[int]]:
+        """What B decrypts when ``copies`` fresh encryptions of one template are the candidates.
+
+        Runs a real :meth:`ServerA.match` against a :class:`ServerB` of this deployment over a
+        recorded channel, then redoes B's decryption of the recorded blinded-product request
+        (:func:`harness.helper_view`). One template per request, because A shuffles candidates
+        and the order B sees must not matter to the measurement.
+        """
+        recorder = Recorder()
+        channel = BytesChannel.loopback(ServerB(self.share_b, self.exact))
+        channel.call = recorder.wrap(channel.call)
+        server_a = ServerA(self.share_a, self.exact, channel, pool=self.pool)
+        server_a.refill(copies)
+        q = encrypt_query(self._quantised(query), self.layout, self.paillier, self.pool)
+        candidates = [(str(i), self.template(candidate)) for i in range(copies)]
+        server_a.match(q, candidates, 0)
+        payload = next(
+            m.payload
+            for m in recorder.messages
+            if m.step == STEP_BLINDED_PRODUCT and m.direction == "A->B"
+        )
+        return helper_view(payload, self.paillier, self.share_b, self.layout)
 
     def ckks_record(self, vector: FloatArray) -> bytes:
         """Serialised CKKS head ciphertext as A stores it (empty when built without CKKS)."""
