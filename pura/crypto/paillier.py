@@ -920,12 +920,16 @@ class PackedLayout:
         return out
 
     def unpack_raw(self, plaintext: int, count: int | None = None) -> list[int]:
-        """Slot contents; raises if the plaintext overflowed the layout (a carry left the top)."""
-        if not 0 <= plaintext < 1 << self.total_bits:
-            raise PackingOverflowError("packed plaintext exceeds its layout (overflow)")
+        """The first ``count`` slot contents (all slots by default).
+
+        Raises if the plaintext does not fit those ``count`` slots: a carry out of the last used
+        slot, data in slots the caller does not expect, or a negative residue that wrapped mod N.
+        """
         n = self.n_slots if count is None else count
         if not 0 <= n <= self.n_slots:
             raise PackingOverflowError(f"cannot unpack {n} of {self.n_slots} slots")
+        if not 0 <= plaintext < 1 << (n * self.slot_bits):
+            raise PackingOverflowError("packed plaintext exceeds its layout (overflow)")
         mask = (1 << self.slot_bits) - 1
         return [(plaintext >> (i * self.slot_bits)) & mask for i in range(n)]
 

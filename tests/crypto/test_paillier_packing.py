@@ -65,6 +65,8 @@ def test_unpack_detects_slot_over_its_bound() -> None:
     with pytest.raises(PackingOverflowError):
         LAYOUT.unpack(raw, 1)
     assert LAYOUT.unpack_raw(raw, 1) == [2 * LAYOUT.offset + 1]
+    with pytest.raises(PackingOverflowError):  # data above the slots the caller expects
+        LAYOUT.unpack_raw(LAYOUT.pack_raw([1, 2]), 1)
 
 
 def test_layout_validation(paillier_fast_keys: Keys) -> None:
