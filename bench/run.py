@@ -1,0 +1,271 @@
+"""``python -m bench run``: every compared system on the same gallery, in one process run.
+
+Order of work per gallery size N (same seeded unit vectors for every system):
+
+* FAISS ``IndexFlatIP`` (plaintext floor), one query at a time;
+* Pura end to end and per stage, on ``repetitions`` mated probes after one warm-up probe; every
+  encrypted answer is checked against the plaintext answer;
+* then, once (their per-template cost does not depend on N): baseline 2 and baseline 3 on a
+  subset, extrapolated to every N (stated in the JSON);
+* optional: Ray shard scaling of the preselection scoring, LFW accuracy parity.
+
+Figures are medians over ``repetitions`` (≥ 5) runs. The machine has 2 cores shared with other
+processes while measured: the JSON records the load average next to the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench._faiss import FlatIPIndex
+from bench.baseline_ckks import run_baseline3
+from bench.baseline_paillier import ThresholdKeys, run_baseline2
+from bench.data import FloatArray, plaintext_answer, synthetic_gallery, synthetic_probes
+from bench.pura_path import TOP_K, VIEW_K, PuraGallery, PuraSystem, identify, warm_candidates
+from bench.timing import MIN_REPETITIONS, Timing, machine_info, measure
+from pura.crypto.ckks import CKKSContext
+from pura.crypto.encoding import load_shipped_pca
+from pura.crypto.paillier import generate_keypair
+from pura.crypto.params import ParameterSet, get_preset
+from pura.protocols.identify import threshold_units
+
+#: Squared-distance threshold for synthetic probes: mated probes lie at 0.35² ≈ 0.12, random
+#: unit vectors in 128-d at ≈ 2 (so the decision is never borderline and every answer is checked).
+SYNTHETIC_THRESHOLD = 0.6
+
+STAGES = ("client_encrypt", "preselect_a", "preselect_b", "exact", "total")
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def build_system(params: ParameterSet, seed: int) -> PuraSystem:
+    """Fresh keys for this run (seeded Paillier generation; SEAL draws its own CKKS keys)."""
+    rng = random.Random(seed)
+    pk, share_a, share_b = generate_keypair(params.paillier, random.Random(rng.getrandbits(64)))
+    ctx = CKKSContext.generate(params.ckks)
+    return PuraSystem(params, ThresholdKeys(pk, share_a, share_b), ctx, load_shipped_pca(),
+                      random.Random(rng.getrandbits(64)))
+
+
+def bench_faiss(gallery: FloatArray, probes: FloatArray, repetitions: int) -> dict[str, Any]:
+    index = FlatIPIndex(gallery)
+    probe_iter = iter(np.tile(probes, (repetitions + 2, 1)))
+    timing = measure(lambda: index.search(next(probe_iter), 1), repetitions=repetitions)
+    return {"timing": timing.to_dict(), "bytes_per_template": index.bytes_per_template()}
+
+
+def bench_pura(
+    system: PuraSystem, gallery: FloatArray, repetitions: int, seed: int
+) -> dict[str, Any]:
+    """Stage medians over ``repetitions`` mated probes, plus one non-mated probe checked."""
+    build_start = time.perf_counter()
+    pura = PuraGallery(system, gallery)
+    build_s = time.perf_counter() - build_start
+    try:
+        probes = synthetic_probes(gallery, repetitions + 1, 1, seed=seed)
+        tau = threshold_units(SYNTHETIC_THRESHOLD, system.params.encoding.scale_bits)
+        per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
+        correct, checked = 0, 0
+        last = None
+        for j, (probe, expected) in enumerate(zip(probes.vectors, probes.expected, strict=True)):
+            warm_candidates(pura, probe)
+            times = identify(pura, probe, tau)
+            want = plaintext_answer(gallery, probe, SYNTHETIC_THRESHOLD)
+            checked += 1
+            correct += int(times.answer == want == int(expected))
+            if j == 0 or expected < 0:  # warm-up probe and the non-mated one are not timed
+                continue
+            for stage in STAGES:
+                per_stage[stage].append(float(getattr(times, stage)))
+            last = times
+        if last is None:
+            raise RuntimeError("no timed probe")
+        return {
+            "stages_median_s": {s: _median(v) for s, v in per_stage.items()},
+            "stages_samples_s": per_stage,
+            "repetitions": len(per_stage["total"]),
+            "answers_correct": correct,
+            "answers_checked": checked,
+            "bytes_per_query_client_to_a": last.query_bytes,
+            "bytes_per_query_a_b": last.a_b_bytes,
+            "a_b_rounds": last.a_b_rounds,
+            "bytes_per_template_at_a": pura.bytes_per_template(),
+            "blocks": pura.n_blocks,
+            "gallery_build_s": build_s,
+            "top_k": TOP_K,
+            "view_k": VIEW_K,
+        }
+    finally:
+        pura.close()
+
+
+def bench_ray(
+    system: PuraSystem, gallery: FloatArray, shard_counts: list[int], repetitions: int
+) -> dict[str, Any]:
+    """Preselection block scoring: single process vs Ray shard actors (local Ray runtime)."""
+    from pura.engine.cluster import ShardedScorer, score_blocks_locally
+
+    pura = PuraGallery(system, gallery, scoring_workers=1)
+    ctx = system.ckks_public
+    head = system.pca.apply(gallery[:1])[0][: system.params.encoding.head_dim]
+    query = ctx.encrypt_broadcast(head)
+    raw = {b.block_id: list(b.ciphertexts) for b in pura.layout.blocks.values()}
+    parsed = {b: [ctx.ciphertext_from_bytes(c) for c in cts] for b, cts in raw.items()}
+    pura.close()
+    local = measure(lambda: score_blocks_locally(ctx, query, parsed), repetitions=repetitions)
+    out: dict[str, Any] = {"blocks": len(raw), "single_process": local.to_dict(), "shards": {}}
+    for n in shard_counts:
+        with ShardedScorer(ctx, n, cpus_per_shard=0.5) as scorer:
+            scorer.load(raw)
+            timing = _time_scorer(scorer, query, repetitions)
+            out["shards"][str(n)] = {"timing": timing.to_dict(),
+                                     "speedup_vs_single": local.median_s / timing.median_s,
+                                     "cluster": asdict(scorer.info())}
+    return out
+
+
+def _time_scorer(scorer: Any, query: list[Any], repetitions: int) -> Timing:
+    return measure(lambda: scorer.score(query), repetitions=repetitions)
+
+
+def bench_lfw(system: PuraSystem, n_probes: int) -> dict[str, Any]:
+    """Encrypted vs plaintext decisions on real LFW descriptors (cached dlib embeddings)."""
+    try:
+        from pura_client.datasets.embedded import embedded_identification_set
+
+        data = embedded_identification_set(n_identities=500, seed=0, n_non_enrolled=200)
+    except Exception as exc:  # data set or embedding pipeline absent: say why, measure nothing
+        return {"measured": False, "reason": f"{type(exc).__name__}: {exc}"}
+    gallery = data.gallery
+    nearest = [float(np.min(np.sum((gallery - p) ** 2, axis=1))) for p in data.non_enrolled]
+    tau_sq = float(np.quantile(nearest, 0.01))  # FPIR ≈ 1 % on non-enrolled probes
+    n_mated = max(1, (2 * n_probes) // 3)
+    probes = np.vstack([data.probes[:n_mated], data.non_enrolled[: n_probes - n_mated]])
+    tau = threshold_units(tau_sq, system.params.encoding.scale_bits)
+    pura = PuraGallery(system, gallery)
+    agree, rank1_enc, rank1_plain = 0, 0, 0
+    try:
+        for j, probe in enumerate(probes):
+            warm_candidates(pura, probe)
+            got = identify(pura, probe, tau).answer
+            want = plaintext_answer(gallery, probe, tau_sq)
+            agree += int(got == want)
+            if j < n_mated:
+                truth = data.gallery_labels.index(data.probe_labels[j])
+                rank1_enc += int(got == truth)
+                rank1_plain += int(want == truth)
+    finally:
+        pura.close()
+    return {
+        "measured": True, "gallery": len(gallery), "probes": len(probes), "mated": n_mated,
+        "threshold_sq_distance": tau_sq, "decisions_identical": agree,
+        "identical_rate": agree / len(probes),
+        "mated_correct_match_encrypted": rank1_enc, "mated_correct_match_plaintext": rank1_plain,
+        "model_id": data.model_id,
+    }
+
+
+def _ratios(result: dict[str, Any], sizes: list[int]) -> dict[str, dict[str, float]]:
+    ratios: dict[str, dict[str, float]] = {}
+    for n in sizes:
+        key = str(n)
+        pura = result["sizes"][key]["pura"]["stages_median_s"]["total"]
+        ratios[key] = {
+            "speedup_vs_baseline2": result["baseline2"]["total_s"][key] / pura,
+            "speedup_vs_baseline3": result["baseline3"]["total_s"][key] / pura,
+            "slowdown_vs_faiss": pura / result["sizes"][key]["faiss"]["timing"]["median_s"],
+        }
+    return ratios
+
+
+def run(
+    sizes: list[int],
+    out: Path,
+    *,
+    repetitions: int = MIN_REPETITIONS,
+    preset: str = "default",
+    seed: int = 0,
+    baseline2_templates: int = 1,
+    baseline3_templates: int = 16,
+    shards: list[int] | None = None,
+    lfw_probes: int = 0,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Run everything and write ``out/results.json`` (+ a timestamped copy and PNG plots)."""
+    params = get_preset(preset)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "parameters": json.loads(params.to_json()),
+        "parameter_set_id": params.id,
+        "repetitions": repetitions,
+        "synthetic_threshold_sq_distance": SYNTHETIC_THRESHOLD,
+        "targets": {"pura_1k_s": 0.060, "pura_100k_s": 1.0, "pura_1m_s": 5.0,
+                    "speedup_vs_baseline2": 16, "speedup_vs_baseline3": 50},
+        "sizes": {},
+    }
+    system = build_system(params, seed)
+    vectors = synthetic_gallery(max(sizes), params.encoding.dim, seed=seed)
+    for n in sorted(sizes):
+        gallery = vectors[:n]
+        probes = synthetic_probes(gallery, 3, 0, seed=seed + 1).vectors
+        result["sizes"][str(n)] = {
+            "faiss": bench_faiss(gallery, probes, repetitions),
+            "pura": bench_pura(system, gallery, repetitions, seed + n),
+        }
+    probe = synthetic_probes(vectors, 1, 0, seed=seed + 2).vectors[0]
+    result["baseline2"] = run_baseline2(
+        system.keys, vectors.tolist(), probe.tolist(), scale_bits=params.encoding.scale_bits,
+        templates_timed=baseline2_templates, repetitions=repetitions,
+        rng=random.Random(seed),
+    ).to_dict(sorted(sizes))
+    result["baseline3"] = run_baseline3(
+        system.ckks_secret, vectors, probe, templates_timed=min(baseline3_templates, len(vectors)),
+        repetitions=repetitions,
+    ).to_dict(sorted(sizes))
+    result["ratios"] = _ratios(result, sorted(sizes))
+    if shards:
+        result["ray"] = bench_ray(system, vectors, shards, repetitions)
+    if lfw_probes:
+        result["lfw"] = bench_lfw(system, lfw_probes)
+    result["wall_s"] = time.perf_counter() - started
+    write_results(result, out)
+    if plots:
+        from bench.plots import write_plots
+
+        result["plots"] = [str(p) for p in write_plots(result, out)]
+        write_results(result, out)
+    return result
+
+
+def write_results(result: dict[str, Any], out: Path) -> Path:
+    """Atomic write of ``results.json`` plus a timestamped copy (history of runs)."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, sort_keys=True, default=_jsonable)
+    stamp = result["created"].replace(":", "").replace("-", "")
+    for name in ("results.json", f"results-{stamp}.json"):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+    return out / "results.json"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, Timing):
+        return value.to_dict()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
