@@ -1,0 +1,29 @@
+"""End-to-end smoke test of ``python -m bench run`` at a tiny size (answers checked, no timing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.__main__ import main
+
+
+def test_bench_run_tiny(tmp_path: Path, capsys: object) -> None:
+    out = tmp_path / "results"
+    code = main(["run", "--sizes", "40", "--out", str(out), "--preset", "fast",
+                 "--repetitions", "1", "--baseline3-templates", "2"])
+    assert code == 0
+    result = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    pura = result["sizes"]["40"]["pura"]
+    assert pura["answers_correct"] == pura["answers_checked"] == 3
+    assert set(pura["stages_median_s"]) == {"client_encrypt", "preselect_a", "preselect_b",
+                                            "exact", "total"}
+    assert pura["bytes_per_query_client_to_a"] > 0 and pura["a_b_rounds"] >= 3
+    assert result["baseline2"]["verified_against_plaintext"] is True
+    assert result["baseline3"]["verified_against_plaintext"] is True
+    assert set(result["ratios"]["40"]) == {"speedup_vs_baseline2", "speedup_vs_baseline3",
+                                           "slowdown_vs_faiss"}
+    assert result["parameters"]["paillier"]["modulus_bits"] == 2048
+    for png in ("latency_vs_size.png", "speedups.png", "stages.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(out.glob("results-*.json"))) == 1
