@@ -32,7 +32,7 @@ def main() -> int:
         return int(rc)
     # Make imports absolute inside our package:
     # "from pura.v1 import x_pb2" -> "from pura.service._proto.pura.v1 import x_pb2"
-    for path in OUT.rglob("*.py"):
+    for path in [*OUT.rglob("*.py"), *OUT.rglob("*.pyi")]:
         text = path.read_text()
         fixed = re.sub(
             r"^from pura\.v1 import", "from pura.service._proto.pura.v1 import", text, flags=re.M
