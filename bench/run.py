@@ -19,6 +19,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -44,6 +45,11 @@ from pura.protocols.identify import threshold_units
 SYNTHETIC_THRESHOLD = 0.6
 
 STAGES = ("client_encrypt", "preselect_a", "preselect_b", "exact", "total")
+
+
+def _log(message: str) -> None:
+    """Progress on stderr (stdout carries the final JSON summary)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _median(values: list[float]) -> float:
@@ -217,16 +223,19 @@ def run(
                     "speedup_vs_baseline2": 16, "speedup_vs_baseline3": 50},
         "sizes": {},
     }
+    _log(f"keys for preset {preset!r}")
     system = build_system(params, seed)
     vectors = synthetic_gallery(max(sizes), params.encoding.dim, seed=seed)
     for n in sorted(sizes):
         gallery = vectors[:n]
+        _log(f"size {n}: FAISS and Pura")
         probes = synthetic_probes(gallery, 3, 0, seed=seed + 1).vectors
         result["sizes"][str(n)] = {
             "faiss": bench_faiss(gallery, probes, repetitions),
             "pura": bench_pura(system, gallery, repetitions, seed + n),
         }
     probe = synthetic_probes(vectors, 1, 0, seed=seed + 2).vectors[0]
+    _log("baseline 2 and baseline 3 (subsets, extrapolated)")
     result["baseline2"] = run_baseline2(
         system.keys, vectors.tolist(), probe.tolist(), scale_bits=params.encoding.scale_bits,
         templates_timed=baseline2_templates, repetitions=repetitions,
@@ -238,8 +247,10 @@ def run(
     ).to_dict(sorted(sizes))
     result["ratios"] = _ratios(result, sorted(sizes))
     if shards:
+        _log(f"Ray shard scaling {shards}")
         result["ray"] = bench_ray(system, vectors, shards, repetitions)
     if lfw_probes:
+        _log(f"LFW parity on {lfw_probes} probes")
         result["lfw"] = bench_lfw(system, lfw_probes)
     result["wall_s"] = time.perf_counter() - started
     write_results(result, out)
