@@ -49,6 +49,27 @@ def synthetic_gallery(size: int, dim: int = 128, *, seed: int = 0) -> FloatArray
     return normalise(rng.standard_normal((size, dim)))
 
 
+def face_like_gallery(
+    size: int, mean: FloatArray, cov: FloatArray, rotation: FloatArray, *, seed: int = 0
+) -> FloatArray:
+    """``size`` seeded unit vectors distributed like real face embeddings.
+
+    Why: Pura fills empty CKKS slots with decoys drawn from the shipped PCA model of real dlib
+    descriptors (``N(mean, cov)`` in the rotated space). Uniform vectors on the sphere have far
+    less energy in the PCA head than real faces, so against such a gallery the decoys would
+    outscore every template in preselection — an artefact of the data, not of the protocol.
+    Drawing the synthetic gallery from the same model as the decoys keeps the benchmark honest.
+    ``rotation`` is the PCA matrix ``R`` (``x' = R x``); vectors are returned in the original
+    space (``x = Rᵀ x'``), as a client would embed them.
+    """
+    if size < 1:
+        raise ValueError(f"need size >= 1, got {size}")
+    rng = np.random.default_rng(seed)
+    rotated = normalise(rng.multivariate_normal(mean, cov, size=size, method="eigh"))
+    out: FloatArray = rotated @ rotation
+    return out
+
+
 def synthetic_probes(
     gallery: FloatArray, n_mated: int, n_non_mated: int, *, seed: int = 1
 ) -> ProbeSet:

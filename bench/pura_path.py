@@ -190,6 +190,7 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     response, times.preselect_b = _timed(
         lambda: answer_preselect(s.ckks_secret, PreselectRequest.from_bytes(wire)).to_bytes())
     chosen = PreselectServer.resolve(state, PreselectResponse.from_bytes(response))[:TOP_K]
+    chosen = _pad(gallery, chosen)
     candidates = [(str(t), gallery.template(t)) for t in chosen]  # prepared offline (cached)
     rounds, sent, got = s.channel.stats.rounds, s.channel.stats.bytes_to_b, \
         s.channel.stats.bytes_from_b
@@ -200,6 +201,17 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     times.answer = int(result.label) if result.matched and result.label is not None else -1
     s.server_a.refill(TOP_K)  # offline between queries, as the service does
     return times
+
+
+def _pad(gallery: PuraGallery, chosen: list[int]) -> list[int]:
+    """Fill up to ``TOP_K`` with random other templates, as the service does (``NodeA._pad``):
+    a short exact stage would answer faster and tell an observer the probe resembled nobody."""
+    if len(chosen) >= TOP_K:
+        return chosen
+    taken = set(chosen)
+    others = [t for t in range(len(gallery.vectors)) if t not in taken]
+    extra = gallery.system.rng.sample(others, min(len(others), TOP_K - len(chosen)))
+    return [*chosen, *extra]
 
 
 def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:
