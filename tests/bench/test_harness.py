@@ -23,6 +23,7 @@ from bench.baseline_paillier import (
 )
 from bench.data import (
     MATED_NOISE_NORM,
+    face_like_gallery,
     normalise,
     plaintext_answer,
     synthetic_gallery,
@@ -158,3 +159,22 @@ def test_cli_parsing() -> None:
             _ints(bad)
     args = parser().parse_args(["run", "--sizes", "50", "--preset", "fast"])
     assert args.sizes == [50] and args.repetitions >= 5
+
+
+def test_face_like_gallery_matches_the_decoy_model() -> None:
+    from pura.crypto.encoding import load_shipped_pca
+
+    pca = load_shipped_pca()
+    g = face_like_gallery(400, pca.mean, pca.cov, pca.matrix, seed=1)
+    assert np.allclose(np.linalg.norm(g, axis=1), 1.0)
+    assert np.array_equal(g, face_like_gallery(400, pca.mean, pca.cov, pca.matrix, seed=1))
+
+    def head(x: np.ndarray) -> float:
+        return float(np.linalg.norm(pca.apply(x)[:, :32], axis=1).mean())
+
+    decoys = np.linalg.norm(pca.sample_decoy_heads(400, 32, random.Random(2)), axis=1).mean()
+    # Same head energy as the decoys (within sampling noise), far above uniform vectors'.
+    assert abs(head(g) - decoys) < 0.05
+    assert head(g) > head(synthetic_gallery(400, 128, seed=1)) + 0.2
+    with pytest.raises(ValueError):
+        face_like_gallery(0, pca.mean, pca.cov, pca.matrix)
