@@ -1,0 +1,12 @@
+"""``pura-audit``: privacy-attack evaluations of Pura on real LFW faces, with HTML reports.
+
+Modules: ``metrics`` (DET, FNIR@FPIR, rule of three, Gomez-Barrero D↔(s)/D↔sys, χ²), ``report``
+(JSON + HTML), ``data`` (audit roles, system threshold), one module per evaluation —
+``inversion``, ``linkability``, ``probing``, ``impersonation``, ``parity``, ``leakage`` — plus
+``protect`` (one deployment's keys and what A stores) and ``harness`` (a recorded in-process
+A/B deployment running the real protocols). ``cli`` holds the typer ``app``.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

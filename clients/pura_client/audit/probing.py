@@ -299,6 +299,7 @@ def _probing_result(
     firsts = [r.score_first_accept for r in rows if r.score_first_accept is not None]
     median_first = float(np.median(firsts)) if firsts else None
     max_dec_cos = max(r.decision_cosine for r in rows)
+    median_dec_cos = float(np.median([r.decision_cosine for r in rows]))
     metrics: dict[str, object] = {
         "targets": n,
         "system_threshold_sq_distance": -tau,
@@ -311,9 +312,13 @@ def _probing_result(
         "decision_api_mean_queries": float(np.mean([r.decision_queries for r in rows])),
         "decision_api_all_blocked_by_budget": all(r.decision_blocked for r in rows),
         "decision_api_max_cosine": max_dec_cos,
+        "decision_api_median_cosine": median_dec_cos,
         "nonmated_cosine_p99": cos_p99,
     }
-    passed = score_ok > 0 and dec_ok == 0 and max_dec_cos <= cos_p99
+    # The decision-only estimate is the attacker's own face unless something was accepted, so
+    # its cosine to the target is a draw from the non-mated distribution: judge the median
+    # (a max over many targets exceeds the 99th percentile by chance alone).
+    passed = score_ok > 0 and dec_ok == 0 and median_dec_cos <= cos_p99
     figure = save_figure(_plot(climbs, tau, config.budget), out_dir, "probing.png")
     return EvaluationResult(
         key="probing",
@@ -332,7 +337,8 @@ def _probing_result(
             "~1/FMR queries a first accept needs.",
             f"Recovered-template cosine is judged against the 99th percentile of non-mated cosines "
             f"({cos_p99:.3f}). PASS: the score attack succeeds (test is sensitive) and the "
-            "decision-only attack neither gets accepted nor gets closer than random pairs.",
+            "decision-only attack is never accepted and its median recovered cosine is no "
+            "better than random pairs.",
         ],
         seconds=time.perf_counter() - started,
     )

@@ -45,12 +45,16 @@ class EvaluationResult:
     tables: dict[str, list[dict[str, JsonValue]]] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.passed is not None:
+            self.passed = bool(self.passed)  # numpy bools from comparisons → plain bool
+
     def to_json(self) -> dict[str, JsonValue]:
         return {
             "key": self.key,
             "title": self.title,
             "summary": self.summary,
-            "passed": self.passed,
+            "passed": None if self.passed is None else bool(self.passed),
             "metrics": _jsonable(self.metrics),
             "tables": _jsonable(self.tables),
             "figures": list(self.figures),
@@ -104,7 +108,7 @@ Machine-readable results: <a href="results.json">results.json</a>.</p>
 
 
 def _verdict(passed: bool | None) -> str:
-    if passed is None:
+    if passed is None:  # numpy bools are accepted too (truthiness below)
         return '<span class="info">measured</span>'
     return '<span class="pass">PASS</span>' if passed else '<span class="fail">FAIL</span>'
 

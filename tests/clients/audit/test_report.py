@@ -18,7 +18,7 @@ def _result(tmp_path: Path) -> EvaluationResult:
         title="Demo <b>evaluation</b>",
         summary="a <script>alert(1)</script> summary",
         metrics={"rate": np.float64(0.25), "inf": float("inf"), "arr": np.arange(3)},
-        passed=False,
+        passed=np.bool_(False),  # type: ignore[arg-type]
         figures=[save_figure(fig, tmp_path, "demo.png")],
         tables={"rows": [{"name": "x<y", "value": 1.5}]},
         notes=["note & more"],
