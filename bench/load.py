@@ -2,7 +2,7 @@
 
 What runs: the product itself. Keys (``generate_key_set``), a demo PKI (mTLS), server B then
 server A as separate ``pura serve`` processes on free loopback ports (``pura.demo.start_pair``),
-a collection with an explicit threshold, ``people`` synthetic subjects enrolled with
+a collection with an explicit threshold, ``people`` face-like synthetic subjects enrolled with
 ``BulkEnroll``; then ``clients`` threads, each with its own TLS channel and identifier
 certificate, send identifications (mated and non-mated probes, alternately) until the time is
 up. Every answer is compared with the plaintext answer on the same vectors; the summary reports
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.data import FloatArray, plaintext_answer, synthetic_gallery, synthetic_probes
+from bench.data import FloatArray, face_like_gallery, plaintext_answer, synthetic_probes
 from bench.timing import machine_info
 from pura.certs import make_demo_pki
 from pura.crypto.params import get_preset
@@ -80,21 +80,21 @@ def run_load(
     from pura.service.run import load_pca
 
     params = get_preset(profile)
-    gallery = synthetic_gallery(people, params.encoding.dim, seed=seed)
-    probe_set = synthetic_probes(gallery, people, max(1, people // 2), seed=seed + 1)
     labels = [f"subject-{i:05d}" for i in range(people)]
-    expected = []
-    for vec in probe_set.vectors:
-        row = plaintext_answer(gallery, vec, THRESHOLD_SQ)
-        expected.append(labels[row] if row >= 0 else None)
     with tempfile.TemporaryDirectory(prefix="pura-load-") as tmp:
         work = Path(tmp)
         generate_key_set(work / "keys", params)
         make_demo_pki(work / "tls")
+        pca = load_pca(work / "keys" / "public", params.encoding.model_id)
+        gallery = face_like_gallery(people, pca.mean, pca.cov, pca.matrix, seed=seed)
+        probe_set = synthetic_probes(gallery, people, max(1, people // 2), seed=seed + 1)
+        expected: list[str | None] = []
+        for vec in probe_set.vectors:
+            row = plaintext_answer(gallery, vec, THRESHOLD_SQ)
+            expected.append(labels[row] if row >= 0 else None)
         a, b = start_pair(work, budget=1_000_000, workers=1)
         try:
             address = f"localhost:{a.port}"
-            pca = load_pca(work / "keys" / "public", params.encoding.model_id)
             trusted = load_public_keys(work / "keys" / "public")
 
             def connect(cert: str) -> Any:
