@@ -3,15 +3,16 @@
 Enrolment: the client quantises its embedding (``pura.crypto.encoding``) to integers
 ``q(y)_i ∈ [−2^s, 2^s]`` and uploads :class:`~pura.protocols.messages.PaillierTemplate`:
 ``q(y) + 2^s`` packed ``slots_per_ct`` values per ciphertext in slots of
-``slot_bits = s + 2 + κ`` bits, plus ``[‖q(y)‖²]``. A stores it as is.
+``slot_bits = s + 2 + κ`` bits. Nothing else: A and B compute the squared norm themselves and
+store an :class:`~pura.protocols.messages.AdmittedTemplate` (:mod:`pura.protocols.norms`), so a
+client cannot shift distances with a forged norm.
 
 Why that slot width: in the exact-distance protocol A adds a uniform mask ``r_i < 2^(s+1+κ)`` to
 every slot before B decrypts. The slot then holds ``q_i + 2^s + r_i < 2^(s+1) + 2^(s+1+κ) ≤
 2^(s+2+κ)``: no carry into the next slot (exactness), and ``q_i + 2^s ∈ [0, 2^(s+1)]`` is hidden
 within statistical distance ``2^(s+1) / 2^(s+1+κ) = 2^-κ`` per slot.
 
-Query: ``[q(x)_i]`` per dimension (signed, unpacked: B raises each to a masked template value)
-and ``[‖q(x)‖²]``.
+Query: ``[q(x)_i]`` per dimension (signed, unpacked), and again no norm.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pura.crypto.paillier import PackedLayout, PublicKey, RandomnessPool
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.errors import DimensionError, KeyMismatchError, PackingOverflowError, ParameterError
-from pura.protocols.messages import PaillierQuery, PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
 
 
 @dataclass(frozen=True)
@@ -98,36 +99,35 @@ class TemplateLayout:
 def encrypt_template(
     values: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
 ) -> PaillierTemplate:
-    """Client side of enrolment: packed ``[q(y) + 2^s]`` and ``[‖q(y)‖²]``."""
+    """Client side of enrolment: packed ``[q(y) + 2^s]`` (the servers compute the norm)."""
     layout.check_vector(values)
     layout.check_key(key)
     s = layout.slots_per_ct
     ints = [int(v) for v in values]
-    packed = tuple(
+    return PaillierTemplate(tuple(
         key.encrypt(layout.packed.pack(ints[i:i + s]), pool) for i in range(0, layout.dim, s)
-    )
-    return PaillierTemplate(packed, key.encrypt(sum(v * v for v in ints), pool))
+    ))
 
 
 def encrypt_query(
     values: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
 ) -> PaillierQuery:
-    """Client side of a query: ``[q(x)_i]`` per dimension and ``[‖q(x)‖²]``."""
+    """Client side of a query: ``[q(x)_i]`` per dimension (the servers compute the norm)."""
     layout.check_vector(values)
-    ints = [int(v) for v in values]
-    return PaillierQuery(
-        tuple(key.encrypt(v, pool) for v in ints), key.encrypt(sum(v * v for v in ints), pool)
-    )
+    return PaillierQuery(tuple(key.encrypt(int(v), pool) for v in values))
 
 
-def check_template(template: PaillierTemplate, layout: TemplateLayout, key: PublicKey) -> None:
-    """A's admission check of an uploaded template's *shape* (its values are encrypted)."""
+def check_template(
+    template: PaillierTemplate | AdmittedTemplate, layout: TemplateLayout, key: PublicKey
+) -> None:
+    """A's admission check of a template's *shape* (its values are encrypted)."""
     if len(template.packed) != layout.cts_per_template:
         raise DimensionError(
             f"template has {len(template.packed)} packed ciphertexts, "
             f"layout wants {layout.cts_per_template}"
         )
-    if template.norm.key != key or any(c.key != key for c in template.packed):
+    norm = [template.norm] if isinstance(template, AdmittedTemplate) else []
+    if any(c.key != key for c in (*template.packed, *norm)):
         raise KeyMismatchError("template was encrypted under another key")
 
 

@@ -2,6 +2,9 @@
 
 Composition (docs/architecture.md steps 2–5) for one query and k candidate templates::
 
+    A ⇄ B  norm_square          one round: B-made [u_i] and the servers' [‖u‖²]    (norms)
+    A ⇄ B  norm_check           one round: ‖u‖² within the unit-vector bounds, else
+                                EmbeddingRangeError (neither "match" nor "no match")
     A: shuffle candidates (fresh random order; the index B's tournament sees means nothing)
     A ⇄ B  blinded_product      one round: [D_j] for all k               (secure_distance)
     A ⇄ B  compare_select       ⌈log₂ k⌉ rounds: [D_min], [i_min]          (secure_min)
@@ -10,7 +13,11 @@ Composition (docs/architecture.md steps 2–5) for one query and k candidate tem
        "no match", never a score.
 
 Preselection (CKKS, :mod:`pura.protocols.preselect`) chooses the k candidates; its output feeds
-:meth:`ServerA.match`. Verification is :meth:`ServerA.match` over the claimed subject's templates.
+:meth:`ServerA.match`. Templates are admitted once (:meth:`ServerA.admit`: the same two norm
+rounds, B's canonical re-packing, the servers' norm); an upload that was stored without
+admission is admitted when it is first prepared or matched, and one that fails is never matched.
+No norm a client uploads exists any more (docs/security.md, "Exact distance"). Verification is
+:meth:`ServerA.match` over the claimed subject's templates.
 
 The transport is the :class:`HelperChannel` protocol: one method per B operation, message
 dataclasses in and out. :class:`BytesChannel` adapts any ``call(step, bytes) -> bytes`` function
@@ -29,17 +36,29 @@ from typing import Protocol
 from pura.crypto.paillier import KeyShare, PartialPool, PublicKey, RandomnessPool
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
-from pura.errors import ParameterError, ProtocolError
+from pura.errors import EmbeddingRangeError, ParameterError, ProtocolError
 from pura.protocols.enroll import TemplateLayout
 from pura.protocols.messages import (
+    AdmittedTemplate,
     BlindedProductReply,
     BlindedProductRequest,
     CompareReply,
     CompareRequest,
+    NormCheckReply,
+    NormCheckRequest,
+    NormReply,
+    NormRequest,
     PaillierQuery,
     PaillierTemplate,
     ThresholdReply,
     ThresholdRequest,
+)
+from pura.protocols.norms import (
+    NormHelper,
+    NormLayout,
+    NormServerB,
+    admit_query,
+    admit_templates,
 )
 from pura.protocols.secure_distance import (
     PreparedTemplate,
@@ -60,13 +79,24 @@ from pura.protocols.secure_min import (
 STEP_BLINDED_PRODUCT = "paillier.blinded_product"
 STEP_COMPARE = "paillier.compare_select"
 STEP_THRESHOLD = "paillier.threshold"
-STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD)
+STEP_NORM_SQUARE = "paillier.norm_square"
+STEP_NORM_CHECK = "paillier.norm_check"
+STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK)
+
+#: Templates admitted per pair of norm rounds: B answers ``d + 2`` ciphertexts per template
+#: (~100 kB at 3072 bits), so a batch stays a few MB on the wire.
+ADMIT_BATCH = 32
 
 #: Pool values A uses per candidate and query (masks, re-randomisation); refilled offline.
 _POOL_PER_CANDIDATE = 8
 
 
-class HelperChannel(Protocol):
+Candidate = PaillierTemplate | AdmittedTemplate | PreparedTemplate
+"""A template A may be asked to match: an upload not yet admitted, an admitted one, or an
+admitted one with A's partial decryptions precomputed."""
+
+
+class HelperChannel(NormHelper, Protocol):
     """What A can ask of B. Implementations: :class:`ServerB` itself, :class:`BytesChannel`."""
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply: ...
@@ -82,6 +112,7 @@ class ExactConfig:
 
     template: TemplateLayout
     compare: CompareLayout
+    norms: NormLayout
 
     @classmethod
     def for_key(
@@ -92,7 +123,8 @@ class ExactConfig:
         kappa: int = STATISTICAL_SECURITY_BITS,
     ) -> ExactConfig:
         template = TemplateLayout.for_key(key, dim, scale_bits, kappa)
-        return cls(template, CompareLayout.for_key(key, template.dist_bits, kappa))
+        return cls(template, CompareLayout.for_key(key, template.dist_bits, kappa),
+                   NormLayout.for_key(key, template))
 
 
 def threshold_units(squared_distance: float, scale_bits: int) -> int:
@@ -103,7 +135,7 @@ def threshold_units(squared_distance: float, scale_bits: int) -> int:
 
 
 class ServerB:
-    """The decryption helper: holds share 2, answers the three steps, keeps no per-query state."""
+    """The decryption helper: holds share 2, answers the five steps, keeps no per-query state."""
 
     def __init__(
         self,
@@ -119,9 +151,16 @@ class ServerB:
         self.config = config
         self.pool = pool if pool is not None else RandomnessPool(self.key)
         self.engine = engine
+        self.norms = NormServerB(share, config.norms, self.pool, engine)
 
     def __repr__(self) -> str:
         return f"ServerB(key={self.key.key_id})"
+
+    def norm_square(self, request: NormRequest) -> NormReply:
+        return self.norms.norm_square(request)
+
+    def norm_check(self, request: NormCheckRequest) -> NormCheckReply:
+        return self.norms.norm_check(request)
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply:
         return helper_blinded_product(request, self.config.template, self.share, self.pool,
@@ -143,6 +182,10 @@ class ServerB:
                 CompareRequest.from_bytes(key, b)).to_bytes(),
             STEP_THRESHOLD: lambda b: self.threshold_decide(
                 ThresholdRequest.from_bytes(key, b)).to_bytes(),
+            STEP_NORM_SQUARE: lambda b: self.norm_square(
+                NormRequest.from_bytes(key, b)).to_bytes(),
+            STEP_NORM_CHECK: lambda b: self.norm_check(
+                NormCheckRequest.from_bytes(key, b)).to_bytes(),
         }
 
 
@@ -193,6 +236,14 @@ class BytesChannel:
         raw = self._exchange(STEP_THRESHOLD, request.to_bytes())
         return ThresholdReply.from_bytes(self.key, raw)
 
+    def norm_square(self, request: NormRequest) -> NormReply:
+        return NormReply.from_bytes(self.key,
+                                    self._exchange(STEP_NORM_SQUARE, request.to_bytes()))
+
+    def norm_check(self, request: NormCheckRequest) -> NormCheckReply:
+        return NormCheckReply.from_bytes(self.key,
+                                         self._exchange(STEP_NORM_CHECK, request.to_bytes()))
+
 
 @dataclass(frozen=True)
 class MatchResult:
@@ -229,31 +280,81 @@ class ServerA:
         return f"ServerA(key={self.key.key_id})"
 
     def refill(self, candidates: int) -> None:
-        """Offline step between queries: precompute pool values for a query of ``candidates``."""
-        want = _POOL_PER_CANDIDATE * candidates + 8
+        """Offline step between queries: precompute pool values for a query of ``candidates``
+        (the query's admission re-randomises ``dim`` ciphertexts on top of the candidates')."""
+        want = _POOL_PER_CANDIDATE * candidates + self.config.template.dim + 16
         if len(self.pool) < want:
             self.pool.refill(want - len(self.pool))
         want_masks = self.config.template.cts_per_template * candidates
         if len(self.masks) < want_masks:
             self.masks.refill(want_masks - len(self.masks))
 
-    def prepare(self, templates: Sequence[PaillierTemplate]) -> list[PreparedTemplate]:
-        """Offline, per stored template: A's partial decryptions (keeps them off the query path)."""
-        return prepare_templates(templates, self.share, self.engine)
+    def admit(
+        self, uploads: Sequence[PaillierTemplate]
+    ) -> list[AdmittedTemplate | EmbeddingRangeError]:
+        """Enrolment (with B, two rounds per :data:`ADMIT_BATCH` uploads): what to store per
+        upload, or why it is refused (:class:`EmbeddingRangeError`, per item)."""
+        out: list[AdmittedTemplate | EmbeddingRangeError] = []
+        for start in range(0, len(uploads), ADMIT_BATCH):
+            chunk = uploads[start:start + ADMIT_BATCH]
+            out += admit_templates([u.packed for u in chunk], self.config.norms, self.share,
+                                   self.pool, self.channel, self.engine, self.rng)
+        return out
+
+    def _admitted(
+        self, templates: Sequence[Candidate]
+    ) -> list[AdmittedTemplate | PreparedTemplate | None]:
+        """``templates`` with every upload admitted in one batch; ``None`` where refused."""
+        uploads = [t for t in templates if isinstance(t, PaillierTemplate)]
+        done = iter(self.admit(uploads) if uploads else [])
+        out: list[AdmittedTemplate | PreparedTemplate | None] = []
+        for t in templates:
+            if isinstance(t, PaillierTemplate):
+                r = next(done)
+                out.append(None if isinstance(r, EmbeddingRangeError) else r)
+            else:
+                out.append(t)
+        return out
+
+    def prepare(
+        self, templates: Sequence[AdmittedTemplate | PaillierTemplate]
+    ) -> list[PreparedTemplate]:
+        """Offline, per stored template: A's partial decryptions (keeps them off the query path).
+
+        A not yet admitted upload is admitted first; one that is refused raises
+        :class:`EmbeddingRangeError` (it must never be matched).
+        """
+        admitted = self._admitted(templates)
+        ok = [t for t in admitted if isinstance(t, AdmittedTemplate)]
+        if len(ok) != len(templates):
+            bad = [i for i, t in enumerate(admitted) if t is None]
+            raise EmbeddingRangeError(f"templates {bad} are not encodings of unit vectors")
+        return prepare_templates(ok, self.share, self.engine)
 
     def match(
         self,
         query: PaillierQuery,
-        candidates: Sequence[tuple[str, PaillierTemplate | PreparedTemplate]],
+        candidates: Sequence[tuple[str, Candidate]],
         tau: int,
     ) -> MatchResult:
-        """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?"""
-        if not candidates:
+        """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?
+
+        The query is admitted first (two rounds with B): its coordinates become B's checked
+        re-encryption and its norm the servers' own; a query that is not the encoding of a unit
+        vector raises :class:`EmbeddingRangeError` — neither "match" nor "no match". Candidates
+        not yet admitted are admitted here (refused ones can never match).
+        """
+        checked = admit_query(query.dims, self.config.norms, self.share, self.pool,
+                              self.channel, self.engine, self.rng)
+        admitted = self._admitted([t for _, t in candidates])
+        order = [(label, t) for (label, _), t in zip(candidates, admitted, strict=True)
+                 if t is not None]
+        if not order:
             return MatchResult(False)
-        order = list(candidates)
         self.rng.shuffle(order)
         state, request = start_distance(
-            query, [t for _, t in order], self.config.template, self.masks, self.engine, self.rng
+            checked, [t for _, t in order], self.config.template, self.masks, self.engine,
+            self.rng,
         )
         distances = finish_distance(state, self.channel.blinded_product(request))
         entries = [(d, self.key.encrypt(j, self.pool)) for j, d in enumerate(distances)]
@@ -275,7 +376,7 @@ class ServerA:
         self,
         query: PaillierQuery,
         subject: str,
-        templates: Sequence[PaillierTemplate | PreparedTemplate],
+        templates: Sequence[Candidate],
         tau: int,
     ) -> bool:
         """1:1: does the query match any of ``subject``'s templates within ``tau``?"""
@@ -283,11 +384,15 @@ class ServerA:
 
 
 __all__ = [
+    "ADMIT_BATCH",
     "STEPS",
     "STEP_BLINDED_PRODUCT",
     "STEP_COMPARE",
+    "STEP_NORM_CHECK",
+    "STEP_NORM_SQUARE",
     "STEP_THRESHOLD",
     "BytesChannel",
+    "Candidate",
     "ChannelStats",
     "ExactConfig",
     "HelperChannel",

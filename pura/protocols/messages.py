@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pura.crypto.paillier import Ciphertext, PartialDecryption, PublicKey
@@ -121,30 +121,63 @@ def _key_of(items: Sequence[Ciphertext]) -> PublicKey:
 
 @dataclass(frozen=True)
 class PaillierQuery:
-    """The Paillier part of a query: ``[q(x)_i]`` for every dimension, and ``[‖q(x)‖²]``."""
+    """The Paillier part of a query: ``[q(x)_i]`` for every dimension, nothing else.
+
+    There is deliberately no squared-norm field: a client-supplied ``[‖q(x)‖²]`` let a client
+    shift every distance (docs/security.md, "Exact distance"). A and B compute the norm of the
+    vector they decode (:func:`pura.protocols.norms.admit_query`).
+    """
 
     KIND: ClassVar[int] = 1
     dims: tuple[Ciphertext, ...]
-    norm: Ciphertext
 
     def to_bytes(self) -> bytes:
-        return _Writer(self.KIND, self.norm.key).cts(self.dims).cts([self.norm]).done()
+        return _Writer(self.KIND, _key_of(self.dims)).cts(self.dims).done()
 
     @classmethod
     def from_bytes(cls, key: PublicKey, data: bytes) -> PaillierQuery:
         r = _Reader(data, cls.KIND, key, "PaillierQuery")
-        dims, norm = r.cts(), r.cts()
+        dims = r.cts()
         r.end()
-        if not dims or len(norm) != 1:
-            raise ProtocolError("PaillierQuery needs ≥ 1 dimension and exactly one norm")
-        return cls(dims, norm[0])
+        if not dims:
+            raise ProtocolError("PaillierQuery needs ≥ 1 dimension")
+        return cls(dims)
 
 
 @dataclass(frozen=True)
 class PaillierTemplate:
-    """What A stores per template: packed ``[q(y) + 2^s]`` ciphertexts and ``[‖q(y)‖²]``."""
+    """An enrolment upload: packed ``[q(y) + 2^s]`` ciphertexts, and no squared norm.
+
+    A never uses it in a distance as it is: :meth:`pura.protocols.identify.ServerA.admit` turns
+    it into an :class:`AdmittedTemplate` (or rejects it).
+    """
 
     KIND: ClassVar[int] = 2
+    packed: tuple[Ciphertext, ...]
+
+    def to_bytes(self) -> bytes:
+        return _Writer(self.KIND, _key_of(self.packed)).cts(self.packed).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> PaillierTemplate:
+        r = _Reader(data, cls.KIND, key, "PaillierTemplate")
+        packed = r.cts()
+        r.end()
+        if not packed:
+            raise ProtocolError("PaillierTemplate needs ≥ 1 packed ciphertext")
+        return cls(packed)
+
+
+@dataclass(frozen=True)
+class AdmittedTemplate:
+    """A template as the servers define it: B's canonical re-packing of the range-checked
+    vector ``u`` (slots ``u_i + 2^s``) and the servers' ``[‖u‖²]``, inside the unit-norm bounds.
+
+    Only :func:`pura.protocols.norms.admit_templates` makes one. Its kind differs from
+    :class:`PaillierTemplate`, so bytes a client uploads never parse as an admitted template.
+    """
+
+    KIND: ClassVar[int] = 9
     packed: tuple[Ciphertext, ...]
     norm: Ciphertext
 
@@ -152,12 +185,12 @@ class PaillierTemplate:
         return _Writer(self.KIND, self.norm.key).cts(self.packed).cts([self.norm]).done()
 
     @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> PaillierTemplate:
-        r = _Reader(data, cls.KIND, key, "PaillierTemplate")
+    def from_bytes(cls, key: PublicKey, data: bytes) -> AdmittedTemplate:
+        r = _Reader(data, cls.KIND, key, "AdmittedTemplate")
         packed, norm = r.cts(), r.cts()
         r.end()
         if not packed or len(norm) != 1:
-            raise ProtocolError("PaillierTemplate needs ≥ 1 packed ciphertext and one norm")
+            raise ProtocolError("AdmittedTemplate needs ≥ 1 packed ciphertext and one norm")
         return cls(packed, norm[0])
 
 
@@ -310,13 +343,138 @@ class ThresholdReply:
         return cls(bit, partial[0])
 
 
+# --------------------------------------------------------------------------------------------
+# A ↔ B: server-computed norms (pura.protocols.norms)
+# --------------------------------------------------------------------------------------------
+
+
+def _write_bits(w: _Writer, bits: Sequence[int]) -> _Writer:
+    w.u32(len(bits))
+    for b in bits:
+        w.u32(b)
+    return w
+
+
+def _read_bits(r: _Reader) -> tuple[int, ...]:
+    n = r.u32()
+    if n > MAX_ITEMS or 4 * n > len(r.data) - r.pos:
+        raise ProtocolError(f"{r.name}: list of {n} bits exceeds the message")
+    bits = tuple(r.u32() for _ in range(n))
+    if any(b not in (0, 1) for b in bits):
+        raise ProtocolError(f"{r.name}: a bit is neither 0 nor 1")
+    return bits
+
+
+@dataclass(frozen=True)
+class NormRequest:
+    """A → B: ``n_vectors`` masked vectors, each ``cts_per_template`` packed ciphertexts.
+
+    ``repack`` asks B for a canonical packed re-encryption as well (templates at enrolment).
+    """
+
+    KIND: ClassVar[int] = 16
+    dim: int
+    slot_bits: int
+    n_vectors: int
+    repack: bool
+    masked: tuple[Ciphertext, ...]
+    partials: tuple[PartialDecryption, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.masked))
+        w.u32(self.dim).u32(self.slot_bits).u32(self.n_vectors).u32(int(self.repack))
+        return w.cts(self.masked).pds(self.partials).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormRequest:
+        r = _Reader(data, cls.KIND, key, "NormRequest")
+        dim, slot_bits, n, repack = r.u32(), r.u32(), r.u32(), r.u32()
+        masked, partials = r.cts(), r.pds(1)
+        r.end()
+        if repack not in (0, 1):
+            raise ProtocolError("NormRequest: repack must be 0 or 1")
+        return cls(dim, slot_bits, n, bool(repack), masked, partials)
+
+
+@dataclass(frozen=True)
+class NormReply:
+    """B → A: per vector a validity bit; for the valid ones fresh ``[Σv²]``, ``[v_i]``, packing."""
+
+    KIND: ClassVar[int] = 17
+    key: PublicKey = field(repr=False)
+    valid: tuple[int, ...]
+    sums: tuple[Ciphertext, ...]
+    dims: tuple[Ciphertext, ...]
+    packed: tuple[Ciphertext, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _write_bits(_Writer(self.KIND, self.key), self.valid)
+        return w.cts(self.sums).cts(self.dims).cts(self.packed).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormReply:
+        r = _Reader(data, cls.KIND, key, "NormReply")
+        valid = _read_bits(r)
+        sums, dims, packed = r.cts(), r.cts(), r.cts()
+        r.end()
+        return cls(key, valid, sums, dims, packed)
+
+
+@dataclass(frozen=True)
+class NormCheckRequest:
+    """A → B: ``n_comparisons`` blinded comparisons (two per norm), packed, + A's partials."""
+
+    KIND: ClassVar[int] = 18
+    slot_bits: int
+    n_comparisons: int
+    packed: tuple[Ciphertext, ...]
+    partials: tuple[PartialDecryption, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.packed)).u32(self.slot_bits).u32(self.n_comparisons)
+        return w.cts(self.packed).pds(self.partials).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckRequest:
+        r = _Reader(data, cls.KIND, key, "NormCheckRequest")
+        slot_bits, m = r.u32(), r.u32()
+        packed, partials = r.cts(), r.pds(1)
+        r.end()
+        return cls(slot_bits, m, packed, partials)
+
+
+@dataclass(frozen=True)
+class NormCheckReply:
+    """B → A: B's comparison bits, each XOR-ed with A's secret flip (uniform in B's view)."""
+
+    KIND: ClassVar[int] = 19
+    key: PublicKey = field(repr=False)
+    bits: tuple[int, ...]
+
+    def to_bytes(self) -> bytes:
+        return _write_bits(_Writer(self.KIND, self.key), self.bits).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckReply:
+        r = _Reader(data, cls.KIND, key, "NormCheckReply")
+        bits = _read_bits(r)
+        r.end()
+        return cls(key, bits)
+
+
+
 __all__ = [
     "MAX_ITEMS",
     "VERSION",
+    "AdmittedTemplate",
     "BlindedProductReply",
     "BlindedProductRequest",
     "CompareReply",
     "CompareRequest",
+    "NormCheckReply",
+    "NormCheckRequest",
+    "NormReply",
+    "NormRequest",
     "PaillierQuery",
     "PaillierTemplate",
     "ThresholdReply",

@@ -66,15 +66,14 @@ import math
 import random
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from pura.crypto.paillier import (
     Ciphertext,
     KeyShare,
     MultiExp,
-    PartialDecryption,
     PublicKey,
     RandomnessPool,
     combine,
@@ -88,7 +87,13 @@ from pura.errors import (
     ProtocolError,
 )
 from pura.protocols.enroll import TemplateLayout
-from pura.protocols.messages import MAX_ITEMS, PaillierTemplate, _Reader, _Writer
+from pura.protocols.messages import (
+    AdmittedTemplate,
+    NormCheckReply,
+    NormCheckRequest,
+    NormReply,
+    NormRequest,
+)
 from pura.protocols.secure_min import (
     CompareLayout,
     _blinded,
@@ -197,128 +202,8 @@ class NormLayout:
 
 
 # --------------------------------------------------------------------------------------------
-# Messages (A ↔ B), same framing as :mod:`pura.protocols.messages`
+# What A asks of B
 # --------------------------------------------------------------------------------------------
-
-
-def _write_bits(w: _Writer, bits: Sequence[int]) -> _Writer:
-    w.u32(len(bits))
-    for b in bits:
-        w.u32(b)
-    return w
-
-
-def _read_bits(r: _Reader) -> tuple[int, ...]:
-    n = r.u32()
-    if n > MAX_ITEMS or 4 * n > len(r.data) - r.pos:
-        raise ProtocolError(f"{r.name}: list of {n} bits exceeds the message")
-    bits = tuple(r.u32() for _ in range(n))
-    if any(b not in (0, 1) for b in bits):
-        raise ProtocolError(f"{r.name}: a bit is neither 0 nor 1")
-    return bits
-
-
-def _key_of(items: Sequence[Ciphertext]) -> PublicKey:
-    if not items:
-        raise ProtocolError("a message needs at least one ciphertext")
-    return items[0].key
-
-
-@dataclass(frozen=True)
-class NormRequest:
-    """A → B: ``n_vectors`` masked vectors, each ``cts_per_template`` packed ciphertexts.
-
-    ``repack`` asks B for a canonical packed re-encryption as well (templates at enrolment).
-    """
-
-    KIND: ClassVar[int] = 16
-    dim: int
-    slot_bits: int
-    n_vectors: int
-    repack: bool
-    masked: tuple[Ciphertext, ...]
-    partials: tuple[PartialDecryption, ...]
-
-    def to_bytes(self) -> bytes:
-        w = _Writer(self.KIND, _key_of(self.masked))
-        w.u32(self.dim).u32(self.slot_bits).u32(self.n_vectors).u32(int(self.repack))
-        return w.cts(self.masked).pds(self.partials).done()
-
-    @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> NormRequest:
-        r = _Reader(data, cls.KIND, key, "NormRequest")
-        dim, slot_bits, n, repack = r.u32(), r.u32(), r.u32(), r.u32()
-        masked, partials = r.cts(), r.pds(1)
-        r.end()
-        if repack not in (0, 1):
-            raise ProtocolError("NormRequest: repack must be 0 or 1")
-        return cls(dim, slot_bits, n, bool(repack), masked, partials)
-
-
-@dataclass(frozen=True)
-class NormReply:
-    """B → A: per vector a validity bit; for the valid ones fresh ``[Σv²]``, ``[v_i]``, packing."""
-
-    KIND: ClassVar[int] = 17
-    key: PublicKey = field(repr=False)
-    valid: tuple[int, ...]
-    sums: tuple[Ciphertext, ...]
-    dims: tuple[Ciphertext, ...]
-    packed: tuple[Ciphertext, ...]
-
-    def to_bytes(self) -> bytes:
-        w = _write_bits(_Writer(self.KIND, self.key), self.valid)
-        return w.cts(self.sums).cts(self.dims).cts(self.packed).done()
-
-    @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> NormReply:
-        r = _Reader(data, cls.KIND, key, "NormReply")
-        valid = _read_bits(r)
-        sums, dims, packed = r.cts(), r.cts(), r.cts()
-        r.end()
-        return cls(key, valid, sums, dims, packed)
-
-
-@dataclass(frozen=True)
-class NormCheckRequest:
-    """A → B: ``n_comparisons`` blinded comparisons (two per norm), packed, + A's partials."""
-
-    KIND: ClassVar[int] = 18
-    slot_bits: int
-    n_comparisons: int
-    packed: tuple[Ciphertext, ...]
-    partials: tuple[PartialDecryption, ...]
-
-    def to_bytes(self) -> bytes:
-        w = _Writer(self.KIND, _key_of(self.packed)).u32(self.slot_bits).u32(self.n_comparisons)
-        return w.cts(self.packed).pds(self.partials).done()
-
-    @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckRequest:
-        r = _Reader(data, cls.KIND, key, "NormCheckRequest")
-        slot_bits, m = r.u32(), r.u32()
-        packed, partials = r.cts(), r.pds(1)
-        r.end()
-        return cls(slot_bits, m, packed, partials)
-
-
-@dataclass(frozen=True)
-class NormCheckReply:
-    """B → A: B's comparison bits, each XOR-ed with A's secret flip (uniform in B's view)."""
-
-    KIND: ClassVar[int] = 19
-    key: PublicKey = field(repr=False)
-    bits: tuple[int, ...]
-
-    def to_bytes(self) -> bytes:
-        return _write_bits(_Writer(self.KIND, self.key), self.bits).done()
-
-    @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckReply:
-        r = _Reader(data, cls.KIND, key, "NormCheckReply")
-        bits = _read_bits(r)
-        r.end()
-        return cls(key, bits)
 
 
 class NormHelper(Protocol):
@@ -637,7 +522,7 @@ def _run_rounds(
     normed = finish_norms(state, helper.norm_square(request), layout, pool, engine)
     out: list[NormedVector | EmbeddingRangeError] = [
         v if v is not None else EmbeddingRangeError(
-            _REJECTED.format(what="a coordinate lies outside ±2^s"))
+            _REJECTED.format(what="a coordinate lies far outside ±2^s"))
         for v in normed
     ]
     checked = [v for v in normed if v is not None]
@@ -683,7 +568,7 @@ def admit_templates(
     helper: NormHelper,
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
-) -> list[PaillierTemplate | EmbeddingRangeError]:
+) -> list[AdmittedTemplate | EmbeddingRangeError]:
     """A, at enrolment: what to store for each uploaded packed template, or why it was refused.
 
     ``templates``: each upload's packed ciphertexts (any uploaded norm is ignored). The result
@@ -695,7 +580,7 @@ def admit_templates(
                           rng=rng)
     return [
         EmbeddingRangeError("template " + str(r)) if isinstance(r, EmbeddingRangeError)
-        else PaillierTemplate(r.packed, r.norm)
+        else AdmittedTemplate(r.packed, r.norm)
         for r in results
     ]
 
@@ -731,13 +616,9 @@ __all__ = [
     "MAX_VECTORS",
     "CheckedQuery",
     "NormBounds",
-    "NormCheckReply",
-    "NormCheckRequest",
     "NormCheckState",
     "NormHelper",
     "NormLayout",
-    "NormReply",
-    "NormRequest",
     "NormServerB",
     "NormState",
     "NormedVector",

@@ -1,7 +1,10 @@
 """Exact squared distances of k candidates in one A → B → A round (blinded multiplication).
 
 A holds ``[q(x)_i]`` (query, per dimension), ``[‖q(x)‖²]`` and, per candidate j, the packed
-``[q(y_j) + 2^s]`` and ``[‖q(y_j)‖²]``. Goal: ``[D_j] = [‖x‖² + ‖y_j‖² − 2⟨x, y_j⟩]``.
+``[q(y_j) + 2^s]`` and ``[‖q(y_j)‖²]``. Goal: ``[D_j] = [‖x‖² + ‖y_j‖² − 2⟨x, y_j⟩]``. Both the
+query (:class:`~pura.protocols.norms.CheckedQuery`) and the templates
+(:class:`~pura.protocols.messages.AdmittedTemplate`) come out of :mod:`pura.protocols.norms`:
+the norms are the servers', never a client's (docs/security.md, "Exact distance").
 
 Round (docs/architecture.md step 2)::
 
@@ -45,11 +48,11 @@ from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import PackingOverflowError, ProtocolError
 from pura.protocols.enroll import TemplateLayout, check_template
 from pura.protocols.messages import (
+    AdmittedTemplate,
     BlindedProductReply,
     BlindedProductRequest,
-    PaillierQuery,
-    PaillierTemplate,
 )
+from pura.protocols.norms import CheckedQuery
 
 _Shiftable = TypeVar("_Shiftable", Ciphertext, PartialDecryption)
 
@@ -113,7 +116,7 @@ class PreparedTemplate:
     it is as sensitive as A's share-derived state and never leaves A.
     """
 
-    template: PaillierTemplate
+    template: AdmittedTemplate
     partials: tuple[PartialDecryption, ...]
 
     def __repr__(self) -> str:
@@ -121,7 +124,7 @@ class PreparedTemplate:
 
 
 def prepare_templates(
-    templates: Sequence[PaillierTemplate], share_a: KeyShare, engine: LocalEngine = SERIAL
+    templates: Sequence[AdmittedTemplate], share_a: KeyShare, engine: LocalEngine = SERIAL
 ) -> list[PreparedTemplate]:
     """A, offline: partial decryptions of every packed ciphertext (parallel over the engine)."""
     flat = [c for t in templates for c in t.packed]
@@ -159,8 +162,8 @@ def _stream(
 
 
 def start_distance(
-    query: PaillierQuery,
-    templates: Sequence[PaillierTemplate | PreparedTemplate],
+    query: CheckedQuery,
+    templates: Sequence[AdmittedTemplate | PreparedTemplate],
     layout: TemplateLayout,
     masks: PartialPool,
     engine: LocalEngine = SERIAL,
@@ -177,7 +180,7 @@ def start_distance(
     k = len(templates)
     if k < 1 or len(query.dims) != layout.dim:
         raise ProtocolError(f"need ≥ 1 candidate and a {layout.dim}-dim query")
-    plain = [t for t in templates if isinstance(t, PaillierTemplate)]
+    plain = [t for t in templates if isinstance(t, AdmittedTemplate)]
     for t in plain:
         check_template(t, layout, key)
     fresh = iter(prepare_templates(plain, share_a, engine))

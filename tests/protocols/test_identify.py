@@ -1,4 +1,5 @@
-"""ServerA/ServerB exact stage: 1:N and 1:1 equal the plaintext answer (random ints, real LFW)."""
+"""ServerA/ServerB exact stage: 1:N and 1:1 equal the plaintext answer (random unit vectors,
+real LFW); queries and templates go through the servers' norm admission."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
+from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import ParameterError, ProtocolError
@@ -16,13 +18,14 @@ from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import (
     STEPS,
     BytesChannel,
+    Candidate,
     ExactConfig,
     MatchResult,
     ServerA,
     ServerB,
     threshold_units,
 )
-from pura.protocols.messages import PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate
 from pura.protocols.secure_distance import PreparedTemplate
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
@@ -40,6 +43,26 @@ def _servers(keys: Keys, dim: int, seed: int,
     return a, b, channel
 
 
+def _unit(rng: random.Random, dim: int) -> np.ndarray:
+    out: np.ndarray = l2_normalize([rng.gauss(0.0, 1.0) for _ in range(dim)], dim=dim)
+    return out
+
+
+def _near(v: np.ndarray, rng: random.Random, sigma: float) -> np.ndarray:
+    """A unit vector close to ``v`` (``‖Δ‖² ≈ d·σ²``)."""
+    return l2_normalize(v + np.array([rng.gauss(0.0, sigma) for _ in v]), dim=len(v))
+
+
+def _ints(v: np.ndarray) -> list[int]:
+    return [int(c) for c in quantize(v, S)]
+
+
+def _admitted(a: ServerA, ys: Sequence[list[int]], pool: RandomnessPool) -> list[AdmittedTemplate]:
+    out = a.admit([encrypt_template(y, a.config.template, a.key, pool) for y in ys])
+    assert all(isinstance(t, AdmittedTemplate) for t in out)
+    return [t for t in out if isinstance(t, AdmittedTemplate)]
+
+
 def _plain_answer(x: Sequence[int], gallery: Mapping[str, Sequence[int]], tau: int) -> str | None:
     dist = {label: sum((a - b) ** 2 for a, b in zip(x, y, strict=True))
             for label, y in gallery.items()}
@@ -53,24 +76,24 @@ def test_identify_random_vectors_equals_plaintext(paillier_fast_keys: Keys) -> N
     a, _, channel = _servers(paillier_fast_keys, 128, seed=1)
     layout = a.config.template
     client = RandomnessPool(pk, rng=rng)
-    gallery = {f"s{j}": [rng.randint(-(1 << S), 1 << S) for _ in range(128)] for j in range(6)}
-    temps = {lab: encrypt_template(y, layout, pk, client) for lab, y in gallery.items()}
+    floats = {f"s{j}": _unit(rng, 128) for j in range(6)}
+    gallery: dict[str, Sequence[int]] = {lab: _ints(v) for lab, v in floats.items()}
+    temps = dict(zip(gallery, _admitted(a, [list(g) for g in gallery.values()], client),
+                     strict=True))
     prepared = dict(zip(temps, a.prepare(list(temps.values())), strict=True))
-    tau = 128 * 40**2
+    tau = threshold_units(0.36, S)
     for trial in range(4):
-        target = gallery[f"s{trial}"]
-        near = [v + rng.randint(-30, 30) for v in target] if trial < 2 else \
-            [rng.randint(-(1 << S), 1 << S) for _ in range(128)]
+        near = _ints(_near(floats[f"s{trial}"], rng, 0.02) if trial < 2 else _unit(rng, 128))
         query = encrypt_query(near, layout, pk, client)
-        cands: list[tuple[str, PaillierTemplate | PreparedTemplate]] = list(
-            (prepared if trial % 2 else temps).items())
+        cands: list[tuple[str, Candidate]] = list((prepared if trial % 2 else temps).items())
         got = a.match(query, cands, tau)
         want = _plain_answer(near, gallery, tau)
         assert got == MatchResult(want is not None, want)
         assert (want is not None) == (trial < 2)
-    # rounds per query: distance + ⌈log2 6⌉ = 3 argmin rounds + threshold
-    assert channel.stats.rounds == 4 * 5
-    assert channel.stats.bytes_to_b > channel.stats.bytes_from_b > 0
+    # admission of the gallery (2) + per query: query admission (2), distance,
+    # ⌈log2 6⌉ = 3 argmin rounds and the threshold
+    assert channel.stats.rounds == 2 + 4 * 7
+    assert channel.stats.bytes_to_b > 0 and channel.stats.bytes_from_b > 0
 
 
 def test_verify_one_to_one(paillier_fast_keys: Keys) -> None:
@@ -78,14 +101,16 @@ def test_verify_one_to_one(paillier_fast_keys: Keys) -> None:
     rng = random.Random(11)
     a, _, _ = _servers(paillier_fast_keys, 32, seed=2)
     client = RandomnessPool(pk, rng=rng)
-    y = [rng.randint(-(1 << S) + 3, (1 << S) - 3) for _ in range(32)]
-    other = [rng.randint(-(1 << S), 1 << S) for _ in range(32)]
-    temps = [encrypt_template(v, a.config.template, pk, client) for v in (y, other)]
-    close = encrypt_query([v + 3 for v in y], a.config.template, pk, client)
-    far = encrypt_query([-v for v in y], a.config.template, pk, client)
-    assert a.verify(close, "alice", temps, tau=32 * 9)
-    assert not a.verify(close, "alice", temps, tau=32 * 9 - 1)
-    assert not a.verify(far, "alice", temps[:1], tau=32 * 9)
+    y = _unit(rng, 32)
+    ys = [_ints(v) for v in (y, _unit(rng, 32))]
+    temps = [encrypt_template(v, a.config.template, pk, client) for v in ys]  # not yet admitted
+    xs = _ints(_near(y, rng, 0.03))
+    d_close = sum((p - q) ** 2 for p, q in zip(xs, ys[0], strict=True))
+    close = encrypt_query(xs, a.config.template, pk, client)
+    far = encrypt_query(_ints(-y), a.config.template, pk, client)
+    assert a.verify(close, "alice", temps, tau=d_close)
+    assert not a.verify(close, "alice", temps, tau=d_close - 1)
+    assert not a.verify(far, "alice", temps[:1], tau=threshold_units(1.0, S))
     assert a.match(close, [], tau=10) == MatchResult(False)
 
 
@@ -95,12 +120,12 @@ def test_parallel_engine_gives_the_same_answers(paillier_fast_keys: Keys) -> Non
     with LocalEngine(2) as engine:
         a, _, _ = _servers(paillier_fast_keys, 128, seed=3, engine=engine)
         client = RandomnessPool(pk, rng=rng)
-        gallery = {f"p{j}": [rng.randint(-(1 << S), 1 << S) for _ in range(128)]
-                   for j in range(5)}
-        temps = [(lab, encrypt_template(y, a.config.template, pk, client))
-                 for lab, y in gallery.items()]
-        x = [v - 5 for v in gallery["p3"]]
-        got = a.match(encrypt_query(x, a.config.template, pk, client), temps, tau=128 * 25)
+        floats = {f"p{j}": _unit(rng, 128) for j in range(5)}
+        temps = [(lab, encrypt_template(_ints(v), a.config.template, pk, client))
+                 for lab, v in floats.items()]
+        x = _ints(_near(floats["p3"], rng, 0.02))
+        got = a.match(encrypt_query(x, a.config.template, pk, client), temps,
+                      tau=threshold_units(0.36, S))
     assert got == MatchResult(True, "p3")
 
 
@@ -170,7 +195,9 @@ def _run_lfw(keys: Keys, s: object, probe_idx: Sequence[int], seed: int) -> tupl
         got = a.match(query, [(labels[int(j)], stored[int(j)]) for j in cands[i]], tau)
         assert got == want, f"probe {i}: encrypted {got} != plaintext {want}"
         matches += got.matched
-    assert channel.stats.rounds == len(probe_idx) * (2 + (K_CANDIDATES - 1).bit_length())
+    # per query: admission (2), distance, argmin, threshold; per template: admission (2)
+    assert channel.stats.rounds == \
+        len(probe_idx) * (4 + (K_CANDIDATES - 1).bit_length()) + 2 * len(stored)
     return matches, len(probe_idx)
 
 

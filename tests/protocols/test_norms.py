@@ -22,13 +22,10 @@ from pura.crypto.paillier import (
 from pura.crypto.params import PAILLIER_2048_FAST
 from pura.errors import EmbeddingRangeError, KeyMismatchError, ParameterError, ProtocolError
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
+from pura.protocols.messages import NormCheckReply, NormCheckRequest, NormReply, NormRequest
 from pura.protocols.norms import (
     NormBounds,
-    NormCheckReply,
-    NormCheckRequest,
     NormLayout,
-    NormReply,
-    NormRequest,
     NormServerB,
     admit_query,
     admit_templates,
@@ -171,7 +168,7 @@ def test_admit_templates_canonical_and_per_item_errors(paillier_fast_keys: Keys)
                wrapped]
     out = admit_templates(uploads, layout, s1, pool, helper, rng=random.Random(5))
     assert [type(r).__name__ for r in out] == [
-        "PaillierTemplate", "EmbeddingRangeError", "PaillierTemplate", "EmbeddingRangeError",
+        "AdmittedTemplate", "EmbeddingRangeError", "AdmittedTemplate", "EmbeddingRangeError",
         "EmbeddingRangeError", "EmbeddingRangeError"]
     assert "squared norm lies outside" in str(out[4]) and "coordinate" in str(out[1])
     assert str(out[1]).startswith("template ")

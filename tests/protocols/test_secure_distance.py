@@ -17,7 +17,8 @@ from pura.crypto.paillier import (
 )
 from pura.errors import DimensionError, PackingOverflowError, ProtocolError
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
-from pura.protocols.messages import BlindedProductReply
+from pura.protocols.messages import AdmittedTemplate, BlindedProductReply
+from pura.protocols.norms import CheckedQuery
 from pura.protocols.secure_distance import (
     assemble_vectors,
     finish_distance,
@@ -27,6 +28,20 @@ from pura.protocols.secure_distance import (
 )
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
+
+
+def _query(x: list[int], layout: TemplateLayout, pk: PublicKey,
+           pool: RandomnessPool) -> CheckedQuery:
+    """A query as admission leaves it; the norm is given here (admission: test_norms.py)."""
+    return CheckedQuery(encrypt_query(x, layout, pk, pool).dims,
+                        pk.encrypt(sum(v * v for v in x), pool))
+
+
+def _template(y: list[int], layout: TemplateLayout, pk: PublicKey,
+              pool: RandomnessPool) -> AdmittedTemplate:
+    """A template as admission stores it (norm given; admission: test_norms.py)."""
+    return AdmittedTemplate(encrypt_template(y, layout, pk, pool).packed,
+                            pk.encrypt(sum(v * v for v in y), pool))
 
 
 def _vec(rng: random.Random, dim: int, s: int) -> list[int]:
@@ -42,8 +57,8 @@ def _run(keys: Keys, dim: int, k: int, seed: int) -> tuple[list[int], list[int]]
     ys = [_vec(rng, dim, 11) for _ in range(k)]
     ys[0] = [1 << 11] * dim  # extreme coordinates
     x[0] = -(1 << 11)
-    query = encrypt_query(x, layout, pk, pool_a)
-    temps = [encrypt_template(y, layout, pk, pool_a) for y in ys]
+    query = _query(x, layout, pk, pool_a)
+    temps = [_template(y, layout, pk, pool_a) for y in ys]
     state, request = start_distance(query, temps, layout, PartialPool(s1, rng=rng), rng=rng)
     reply = helper_blinded_product(request, layout, s2, pool_b)
     got = [decrypt_with_shares(s1, s2, c, signed=True) for c in finish_distance(state, reply)]
@@ -73,8 +88,8 @@ def test_b_learns_masked_values_only(paillier_fast_keys: Keys) -> None:
     rng = random.Random(1)
     layout = TemplateLayout.for_key(pk, 16, 11)
     pool = RandomnessPool(pk, rng=rng)
-    temp = encrypt_template([5] * 16, layout, pk, pool)
-    query = encrypt_query([1] * 16, layout, pk, pool)
+    temp = _template([5] * 16, layout, pk, pool)
+    query = _query([1] * 16, layout, pk, pool)
     seen = []
     for _ in range(2):
         _, req = start_distance(query, [temp], layout, PartialPool(s1), rng=rng)
@@ -92,8 +107,8 @@ def test_b_rejects_foreign_layouts_and_shapes(paillier_fast_keys: Keys) -> None:
     rng = random.Random(2)
     layout = TemplateLayout.for_key(pk, 16, 11)
     pool = RandomnessPool(pk, rng=rng)
-    temp = encrypt_template([1] * 16, layout, pk, pool)
-    query = encrypt_query([1] * 16, layout, pk, pool)
+    temp = _template([1] * 16, layout, pk, pool)
+    query = _query([1] * 16, layout, pk, pool)
     state, req = start_distance(query, [temp, temp], layout, PartialPool(s1), rng=rng)
     bad_requests = [
         replace(req, slot_bits=req.slot_bits - 1),

@@ -11,10 +11,15 @@ from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, generate_k
 from pura.crypto.params import PAILLIER_2048_FAST
 from pura.errors import InvalidCiphertextError, KeyMismatchError, ProtocolError
 from pura.protocols.messages import (
+    AdmittedTemplate,
     BlindedProductReply,
     BlindedProductRequest,
     CompareReply,
     CompareRequest,
+    NormCheckReply,
+    NormCheckRequest,
+    NormReply,
+    NormRequest,
     PaillierQuery,
     PaillierTemplate,
     ThresholdReply,
@@ -30,14 +35,19 @@ def _messages(keys: Keys) -> list[Any]:
     c = [pk.encrypt(i, pool) for i in range(4)]
     p1 = [s1.partial_decrypt(x) for x in c]
     return [
-        PaillierQuery(tuple(c[:3]), c[3]),
-        PaillierTemplate(tuple(c[:2]), c[2]),
+        PaillierQuery(tuple(c[:4])),
+        PaillierTemplate(tuple(c[:2])),
         BlindedProductRequest(128, 53, 2, tuple(c[:3]), tuple(c[:2]), tuple(p1[:2])),
         BlindedProductReply(tuple(c[:2])),
         CompareRequest(76, 3, (c[0],), (p1[0],)),
         CompareReply(tuple(c[:2]), tuple(c[1:3]), tuple(c[2:4])),
         ThresholdRequest(76, c[0], p1[0], (c[1], c[2])),
         ThresholdReply(1, s2.partial_decrypt(c[1])),
+        AdmittedTemplate(tuple(c[:2]), c[2]),
+        NormRequest(128, 53, 1, True, tuple(c[:3]), tuple(p1[:3])),
+        NormReply(pk, (1, 0), (c[0],), tuple(c[:2]), (c[3],)),
+        NormCheckRequest(154, 2, (c[0],), (p1[0],)),
+        NormCheckReply(pk, (0, 1)),
     ]
 
 
@@ -52,7 +62,7 @@ def test_roundtrip_and_size(paillier_fast_keys: Keys) -> None:
 def test_sizes_are_compact(paillier_fast_keys: Keys) -> None:
     pk = paillier_fast_keys[0]
     q = _messages(paillier_fast_keys)[0]
-    assert len(q.to_bytes()) == 12 + 2 * 4 + 4 * pk.ciphertext_bytes
+    assert len(q.to_bytes()) == 12 + 4 + 4 * pk.ciphertext_bytes
 
 
 def test_wrong_key_kind_truncation_trailing(paillier_fast_keys: Keys) -> None:
