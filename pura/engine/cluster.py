@@ -39,6 +39,7 @@ from typing import Any
 
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
 from pura.errors import ConfigError, NotFoundError
+from pura.gallery.packing import HeadBlock
 
 #: Block id -> the block's ``head_dim`` serialized work-level ciphertexts.
 BlockBytes = Mapping[int, Sequence[bytes]]
@@ -77,6 +78,20 @@ class ShardActor:
     def node_ip(self) -> str:
         """The Ray node this actor runs on (to show shards really spread over nodes)."""
         return str(_ray().util.get_node_ip_address())
+
+    def score_masked(
+        self, query: Sequence[bytes], jobs: Sequence[tuple[int, int]], a: int, c: float
+    ) -> list[bytes]:
+        """Preselection's per-block work for ``jobs`` = (block id, rotation): score, rotate,
+        affine mask ``a·S + c`` — exactly what :class:`pura.protocols.preselect.ScoringPool`'s
+        workers do, so A's protocol code runs unchanged on top of the shards."""
+        q = [self._ctx.ciphertext_from_bytes(b) for b in query]
+        out = []
+        for block_id, rotation in jobs:
+            score = self._ctx.score_block(q, self._blocks[block_id])
+            masked = self._ctx.affine_mask(self._ctx.rotate(score, rotation), a, c)
+            out.append(self._ctx.ciphertext_to_bytes(masked))
+        return out
 
     def score(self, query: Sequence[bytes]) -> dict[int, bytes]:
         """``S_b`` for every block of this shard, serialized (score level)."""
@@ -140,6 +155,7 @@ class ShardedScorer:
             for _ in range(n_shards)
         ]
         self._owner: dict[int, int] = {}
+        self._versions: dict[int, int] = {}
 
     @property
     def n_shards(self) -> int:
@@ -168,6 +184,7 @@ class ShardedScorer:
         refs = []
         for block_id in block_ids:
             shard = self._owner.pop(block_id, None)
+            self._versions.pop(block_id, None)
             if shard is None:
                 raise NotFoundError(f"block {block_id} is not loaded on any shard")
             refs.append(self._actors[shard].drop_block.remote(block_id))
@@ -194,12 +211,43 @@ class ShardedScorer:
                 merged[block_id] = self._ctx.ciphertext_from_bytes(raw, score=True)
         return dict(sorted(merged.items()))
 
+    def score_masked(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float,
+    ) -> list[bytes]:
+        """Drop-in for ``ScoringPool.score``: ``PreselectServer(ctx, layout, pool=scorer.pool())``
+        runs preselection with its blocks on the shards. A block is (re)sent to its shard only
+        when its version changed (a refresh), as in the process pool."""
+        changed = {b.block_id: list(b.ciphertexts) for b in blocks
+                   if self._versions.get(b.block_id) != b.version}
+        if changed:
+            self.load(changed)
+            self._versions.update({b.block_id: b.version for b in blocks})
+        plan: dict[int, list[tuple[int, int]]] = {}
+        where: list[tuple[int, int]] = []
+        for block, rotation in zip(blocks, rotations, strict=True):
+            shard = self.shard_of(block.block_id)
+            where.append((shard, len(plan.setdefault(shard, []))))
+            plan[shard].append((block.block_id, rotation))
+        ref = self._ray.put(list(query))
+        shards = sorted(plan)
+        replies = self._ray.get(
+            [self._actors[s].score_masked.remote(ref, plan[s], a, c) for s in shards])
+        by_shard = dict(zip(shards, replies, strict=True))
+        return [by_shard[s][i] for s, i in where]
+
+    def pool(self) -> _PreselectPool:
+        """This scorer with the ``score(query, blocks, rotations, a, c)`` signature that
+        :class:`pura.protocols.preselect.PreselectServer` expects of its ``pool``."""
+        return _PreselectPool(self)
+
     def close(self) -> None:
         """Kill this scorer's actors (the Ray runtime itself is left to its owner)."""
         for actor in self._actors:
             self._ray.kill(actor)
         self._actors = []
         self._owner = {}
+        self._versions = {}
 
     def __enter__(self) -> ShardedScorer:
         return self
@@ -211,6 +259,22 @@ class ShardedScorer:
         return f"ShardedScorer(shards={len(self._actors)}, blocks={len(self._owner)})"
 
 
+@dataclass(frozen=True)
+class _PreselectPool:
+    """Adapter: ``ShardedScorer`` seen as a preselection scoring pool."""
+
+    scorer: ShardedScorer
+
+    def score(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float,
+    ) -> list[bytes]:
+        return self.scorer.score_masked(query, blocks, rotations, a, c)
+
+    def close(self) -> None:
+        """The scorer's owner closes it; closing the adapter is a no-op."""
+
+
 _TOKEN_VAR = "RAY_AUTH_TOKEN"
 
 
@@ -219,9 +283,11 @@ class LoopbackRayCluster:
     """A real multi-node Ray cluster on this host's loopback range, for tests and benchmarks.
 
     Each node is a separate ``ray start --block`` process with its own raylet and object store,
-    bound to its own loopback address (head 127.0.0.2, workers 127.0.0.3, ...): Ray rewrites
-    ``127.0.0.1``/``localhost`` into the host's routable address, other 127/8 addresses it keeps,
-    so no packet leaves the machine. A fresh random token (Ray's token authentication) is
+    bound to its own loopback address (head ``127.X.Y.2``, workers ``127.X.Y.3``, ... with a random
+    ``X.Y`` per cluster, so two clusters started at once on one host, e.g. two test runs, never
+    share an address and its fixed-port services): Ray rewrites ``127.0.0.1``/``localhost`` into
+    the host's routable address, other 127/8 addresses it keeps, so no packet leaves the
+    machine. A fresh random token (Ray's token authentication) is
     generated per cluster, so no other local process can join or submit work.
 
     Teardown kills only what this object started: each node's process group, then any process
@@ -230,8 +296,8 @@ class LoopbackRayCluster:
 
     workers: int = 1
     cpus_per_node: int = 1
-    start_timeout_s: float = 90.0
-    head_ip: str = "127.0.0.2"
+    start_timeout_s: float = 150.0
+    head_ip: str = field(default_factory=lambda: _random_loopback_subnet() + "2")
     address: str = ""
     token: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
@@ -239,49 +305,64 @@ class LoopbackRayCluster:
 
     def env(self) -> dict[str, str]:
         """Environment for every process of the cluster (nodes and drivers)."""
+        # Raylet registration can take > 30 s (Ray's default limit) on two busy cores.
         return {**os.environ, "RAY_AUTH_MODE": "token", _TOKEN_VAR: self.token,
-                "RAY_USAGE_STATS_ENABLED": "0"}
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_raylet_start_wait_time_s": str(int(self.start_timeout_s))}
 
     def _ray_cli(self) -> str:
         return str(Path(sys.executable).with_name("ray"))
 
-    def _spawn(self, args: list[str], log_name: str) -> None:
+    def _spawn(self, args: list[str], log_name: str, ip: str) -> None:
         if self._tmp is None:
             raise ConfigError("cluster not started")
+        # Explicit per-node ports: nodes started together on one host otherwise race for the
+        # same "free" port (raylet: "bind: Address already in use").
+        ports = [f"--{name}={_free_port(ip)}" for name in (
+            "node-manager-port", "object-manager-port", "metrics-export-port",
+            "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")]
         with (self._tmp / log_name).open("wb") as log:
             proc = subprocess.Popen(
                 [self._ray_cli(), "start", "--block", "--disable-usage-stats",
-                 f"--num-cpus={self.cpus_per_node}", *args],
+                 f"--num-cpus={self.cpus_per_node}", *ports, *args],
                 env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self._procs.append(proc)
 
     def start(self) -> LoopbackRayCluster:
-        """Start the head, then the workers; returns once the head accepts connections."""
+        """Start the head; returns once it accepts connections (workers start in connect)."""
         self._tmp = Path(tempfile.mkdtemp(prefix="pura-ray-"))
         port = _free_port(self.head_ip)
         self.address = f"{self.head_ip}:{port}"
         self._spawn(["--head", f"--port={port}", f"--node-ip-address={self.head_ip}",
-                     "--include-dashboard=false", f"--temp-dir={self._tmp}"], "head.log")
+                     "--include-dashboard=false", f"--temp-dir={self._tmp}",
+                     f"--ray-client-server-port={_free_port(self.head_ip)}"], "head.log",
+                    self.head_ip)
         _wait_for_port(self.head_ip, port, self.start_timeout_s, self._procs[0])
-        for i in range(self.workers):
-            self._spawn([f"--address={self.address}", f"--node-ip-address=127.0.0.{3 + i}"],
-                        f"worker-{i}.log")
         return self
 
+    def _spawn_worker(self, i: int) -> None:
+        ip = f"{self.head_ip.rsplit('.', 1)[0]}.{3 + i}"
+        self._spawn([f"--address={self.address}", f"--node-ip-address={ip}"],
+                    f"worker-{i}.log", ip)
+
     def connect(self) -> None:
-        """``ray.init`` this process as a driver and wait until every node has joined."""
+        """``ray.init`` this process as a driver, then start the workers and wait for each."""
         os.environ.update({k: v for k, v in self.env().items() if k.startswith("RAY_")})
         ray = _ray()
         _reset_ray_auth_cache()
         ray.init(address=self.address, _node_ip_address=self.head_ip, log_to_driver=False,
                  configure_logging=False)
-        deadline = time.monotonic() + self.start_timeout_s
-        while len([n for n in ray.nodes() if n.get("Alive")]) < 1 + self.workers:
-            if time.monotonic() > deadline:
-                raise ConfigError(f"Ray nodes did not join within {self.start_timeout_s} s "
-                                  f"(logs in {self._tmp})")
-            time.sleep(0.5)
+        # Workers join one at a time: concurrent raylet start-ups on two busy cores time out.
+        for i in range(self.workers):
+            self._spawn_worker(i)
+            deadline = time.monotonic() + self.start_timeout_s
+            while len([n for n in ray.nodes() if n.get("Alive")]) < 2 + i:
+                failed = [p for p in self._procs if p.poll() is not None]
+                if time.monotonic() > deadline or failed:
+                    raise ConfigError(f"Ray node {i + 1} did not join within "
+                                      f"{self.start_timeout_s} s or exited (logs in {self._tmp})")
+                time.sleep(0.3)
 
     def stop(self) -> None:
         """Disconnect the driver, stop every node we started, remove our temporary directory."""
@@ -322,6 +403,11 @@ def _reset_ray_auth_cache() -> None:
         raylet.AuthenticationTokenLoader.instance().reset_cache()
     except (ImportError, AttributeError):
         return
+
+
+def _random_loopback_subnet() -> str:
+    """``127.X.Y.`` with random ``X.Y`` (never 127.0.0.*: other tools live there)."""
+    return f"127.{secrets.randbelow(254) + 1}.{secrets.randbelow(254) + 1}."
 
 
 def _free_port(host: str) -> int:

@@ -1,12 +1,16 @@
 """pura.engine.cluster: shard actors and a real multi-node Ray cluster on loopback.
 
 The multi-node test starts three ``ray start`` nodes (head + 2 workers, one CPU each) on
-127.0.0.2-4, spreads gallery blocks over three shard actors and checks that the gathered block
-scores are *byte-identical* to the single-process scores (CKKS evaluation is deterministic), and
-that the decrypted top-k equals the plaintext top-k.
+loopback addresses 127.X.Y.2-4, spreads gallery blocks over three shard actors and checks that
+the gathered block scores are *byte-identical* to the single-process scores (CKKS evaluation is
+deterministic), that the decrypted top-k equals the plaintext top-k, and that the product's
+``PreselectServer`` running on the shards produces the same masked scores and candidates.
 """
 
 from __future__ import annotations
+
+import random
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -20,6 +24,8 @@ from pura.engine.cluster import (
     score_blocks_locally,
 )
 from pura.errors import ConfigError, KeyMismatchError, NotFoundError
+from pura.gallery.packing import BlockLayout, HeadBlock
+from pura.protocols.preselect import PreselectServer, answer_preselect
 
 HEAD_DIM = 4
 N_BLOCKS = 3
@@ -114,7 +120,7 @@ def test_multi_node_cluster_matches_single_process(
         with ShardedScorer(pub, 3) as scorer:
             info = scorer.info()
             assert info.nodes == 3 and info.shards == 3
-            assert all(ip.startswith("127.0.0.") for ip in scorer.placement())
+            assert all(ip.startswith("127.") for ip in scorer.placement())
             assert len(set(scorer.placement())) >= 2  # shards really live on several nodes
             scorer.load(blocks)
             assert scorer.block_ids() == sorted(blocks)
@@ -124,9 +130,33 @@ def test_multi_node_cluster_matches_single_process(
             flat = np.concatenate([secret_ctx.decrypt(scores[b]) for b in sorted(scores)])
             plain = heads @ probe
             assert list(np.argsort(-flat)[:5]) == list(np.argsort(-plain)[:5])
+            best = int(np.argmax(heads @ probe))
+            _preselect_on_shards_equals_local(secret_ctx, blocks, query, scorer, best)
             scorer.drop([0])
             assert sorted(scorer.score(pub.encrypt_broadcast(probe))) == [1, 2]
             with pytest.raises(NotFoundError):
                 scorer.drop([0])
     finally:
         cluster.stop()
+
+
+def _preselect_on_shards_equals_local(
+    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: list[CKKSCiphertext],
+    scorer: ShardedScorer, best: int,
+) -> None:
+    """The product's PreselectServer with the Ray pool: same masked scores, same candidates."""
+    pub = secret_ctx.public()
+    slots = pub.slot_count
+    heads = [HeadBlock(b, slots, HEAD_DIM, cts, live={s: b * slots + s for s in range(slots)})
+             for b, cts in blocks.items()]
+
+    def server(pool: Any) -> PreselectServer:
+        layout = BlockLayout(pub, HEAD_DIM, lambda n: np.zeros((n, HEAD_DIM)), heads)
+        return PreselectServer(pub, layout, rng=random.Random(11), pool=pool)
+
+    raw = [pub.ciphertext_to_bytes(q) for q in query]
+    local_req, local_state = server(None).request(raw, 16)
+    ray_req, ray_state = server(cast(Any, scorer.pool())).request(raw, 16)
+    assert ray_req.scores == local_req.scores and ray_state == local_state
+    answer = answer_preselect(secret_ctx, ray_req)
+    assert PreselectServer.resolve(ray_state, answer)[0] == best
