@@ -21,6 +21,7 @@ Durability and consistency (issue 4, threats T23/T24):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -58,7 +59,7 @@ from pura.keys import AKeys, BKeys
 from pura.protocols import refresh
 from pura.protocols.enroll import check_template
 from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB, threshold_units
-from pura.protocols.messages import PaillierQuery, PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
 from pura.protocols.preselect import (
     PreselectRequest,
     PreselectResponse,
@@ -183,7 +184,7 @@ class OfflineWork:
         self._server_a = server_a
         self._top_k = top_k
         self._prepared: dict[str, PreparedTemplate] = {}
-        self._todo: list[tuple[str, PaillierTemplate]] = []
+        self._todo: list[tuple[str, AdmittedTemplate]] = []
         self._lock = threading.Lock()
         self._busy = 0
         self._wake = threading.Event()
@@ -202,7 +203,7 @@ class OfflineWork:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def queue(self, items: Sequence[tuple[str, PaillierTemplate]]) -> None:
+    def queue(self, items: Sequence[tuple[str, AdmittedTemplate]]) -> None:
         with self._lock:
             self._todo.extend(items)
         self._wake.set()
@@ -418,7 +419,7 @@ class NodeA:
         for name in self.store.list_collections():
             total += self._refresh_dirty(name, self._gallery(name))
             records = self.store.all_templates(name)
-            self.offline.queue([(r.template_id, PaillierTemplate.from_bytes(key, r.paillier))
+            self.offline.queue([(r.template_id, AdmittedTemplate.from_bytes(key, r.paillier))
                                 for r in records])
         self.offline.start()
         return total
@@ -442,6 +443,38 @@ class NodeA:
         return NewTemplate(item.subject_id, item.request_id, item.model_id, coll.parameter_set_id,
                            coll.key_id, item.paillier, item.ckks_head)
 
+    def _admit_norms(
+        self,
+        admitted: list[NewTemplate],
+        items: Sequence[TemplateUpload],
+        outcomes: list[EnrollOutcome | None],
+    ) -> list[NewTemplate]:
+        """Server-side norm admission (with B) before anything is stored.
+
+        Why: the squared norm used in every later distance must be computed by the servers, and a
+        template that is not the encoding of a unit vector (a "wolf" crafted to match everyone)
+        must be refused at enrolment with a clear error, not stored and silently skipped later.
+        What is stored is the :class:`AdmittedTemplate` (packed template + server-computed norm).
+        Updates ``outcomes`` in place for refused items and returns the templates to store.
+        """
+        if not admitted:
+            return admitted
+        key = self.keys.public.paillier
+        uploads = [PaillierTemplate.from_bytes(key, t.paillier) for t in admitted]
+        with self.offline.online():
+            verdicts = self.server_a.admit(uploads)
+        pending = iter(zip(admitted, verdicts, strict=True))
+        kept: list[NewTemplate] = []
+        for i, outcome in enumerate(outcomes):
+            if outcome is not None:
+                continue
+            template, verdict = next(pending)
+            if isinstance(verdict, AdmittedTemplate):
+                kept.append(dataclasses.replace(template, paillier=verdict.to_bytes()))
+            else:
+                outcomes[i] = EnrollOutcome(items[i].request_id, "", False, verdict)
+        return kept
+
     def enroll(
         self, collection: str, items: Sequence[TemplateUpload], principal: str, *,
         parameter_set_id: str = "", key_id: str = "",
@@ -460,6 +493,7 @@ class NodeA:
                 outcomes.append(None)
             except PuraError as exc:
                 outcomes.append(EnrollOutcome(item.request_id, "", False, exc))
+        admitted = self._admit_norms(admitted, items, outcomes)
         gallery = self._gallery(collection)
         with self.offline.online(), gallery.lock:
             results = self.store.add_templates(collection, admitted) if admitted else []
@@ -468,7 +502,7 @@ class NodeA:
             self._reserve(gallery, [r for r in results if not r.already_enrolled])
             key = self.keys.public.paillier
             self.offline.queue([
-                (r.template_id, PaillierTemplate.from_bytes(key, a.paillier))
+                (r.template_id, AdmittedTemplate.from_bytes(key, a.paillier))
                 for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
             ])
             for outcome, item in zip(final, items, strict=True):
@@ -499,7 +533,7 @@ class NodeA:
 
     def _candidates(
         self, collection: str, query_head: Sequence[bytes]
-    ) -> list[tuple[str, PaillierTemplate | PreparedTemplate]]:
+    ) -> list[tuple[str, AdmittedTemplate | PreparedTemplate]]:
         """Exact-stage candidates: CKKS preselection of ``top_k`` over the whole gallery (B sees
         only masked, permuted scores). A gallery no larger than ``top_k`` goes to the exact
         stage whole: preselection could not discard anything and would only add a round."""
@@ -521,7 +555,7 @@ class NodeA:
         key = self.keys.public.paillier
         return [
             (t.subject_id, self.offline.prepared(t.template_id)
-             or PaillierTemplate.from_bytes(key, t.paillier))
+             or AdmittedTemplate.from_bytes(key, t.paillier))
             for t in records
         ]
 
@@ -571,7 +605,7 @@ class NodeA:
         if not records:
             raise NotFoundError(f"unknown subject in collection {collection!r}")
         key = self.keys.public.paillier
-        templates = [PaillierTemplate.from_bytes(key, r.paillier) for r in records]
+        templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
         with self.offline.online():
             matched = self.server_a.verify(parsed, subject_id, templates, coll.threshold)
         self.audit.append(principal=principal, action="verify", collection=collection,

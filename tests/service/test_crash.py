@@ -23,7 +23,7 @@ from pura.crypto.params import FAST_PARAMETERS
 from pura.demo import ServerProcess
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_public_keys
-from pura.protocols.messages import PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate
 
 N = 24
 KILL_AFTER = 7
@@ -77,7 +77,7 @@ def test_sigkill_during_bulk_enroll_loses_nothing_acknowledged(
         assert set(acked) <= stored  # nothing acknowledged is lost
         key = enc.keys.paillier
         for record in store._records("collection=?", ("crash",)):  # nothing half-written
-            PaillierTemplate.from_bytes(key, record.paillier)
+            AdmittedTemplate.from_bytes(key, record.paillier)
             if record.head is not None:
                 enc.keys.ckks.ciphertext_from_bytes(record.head)
         store.close()

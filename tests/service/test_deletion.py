@@ -45,6 +45,7 @@ def test_delete_leaves_no_copy(deployment: Deployment, tmp_path: Path) -> None:
         victim = faces.gallery_labels[1]
         store = handle.node.store
         [record] = store.templates_of_subject("lfw", victim)
+        [kept] = store.templates_of_subject("lfw", faces.gallery_labels[0])
         head = deployment.pca.apply(l2_normalize(faces.gallery[1]))[:32]
         before = _slot_values(deployment, store.blocks("lfw")[0].data, record.slot)
         assert np.max(np.abs(before - head)) < 1e-3  # the head really is in the block
@@ -59,9 +60,10 @@ def test_delete_leaves_no_copy(deployment: Deployment, tmp_path: Path) -> None:
         after = _slot_values(deployment, store.blocks("lfw")[0].data, record.slot)
         assert np.max(np.abs(after - head)) > 0.05  # a decoy replaced it
         raw = _file_bytes(tmp_path / "data")
-        assert parts[1].paillier[-200:] not in raw  # ciphertext bytes gone from db and WAL
+        assert parts[1].paillier[-200:] not in raw  # uploaded ciphertext bytes gone
+        assert record.paillier[-200:] not in raw  # the stored (admitted) form gone from db+WAL
         assert parts[1].ckks_head[1000:1200] not in raw
-        assert parts[0].paillier[-200:] in raw  # (the scan does see stored templates)
+        assert kept.paillier[-200:] in raw  # (the scan does see stored templates)
         wal = tmp_path / "data" / "gallery.db-wal"
         assert not wal.exists() or wal.stat().st_size == 0
         assert store.integrity_check() == "ok"

@@ -274,3 +274,41 @@ def test_client_pins_trusted_public_keys(deployment: Deployment, tmp_path: Path)
                     client.encryptor()
         finally:
             client.close()
+
+
+def test_non_unit_template_and_query_are_refused(
+    deployment: Deployment, stubs: Callable[[str], pura_pb2_grpc.PuraStub],
+) -> None:
+    """A "wolf" template (5 % longer than a unit vector, inside every per-coordinate bound) is
+    refused at enrolment and a scaled-down probe is refused at identification: both with
+    INVALID_ARGUMENT, never stored, never answered with a decision (the servers compute every
+    norm themselves)."""
+    from pura_client.encryptor import Encryptor
+
+    from pura.protocols.enroll import encrypt_query, encrypt_template
+
+    with deployment.client("enroller") as client:
+        enc: Encryptor = client.encryptor()
+    face = deployment.faces.gallery[0]
+    fixed = enc._fixed(enc._rotate(face))
+    longer = [round(1.05 * v) for v in fixed]
+    wolf = encrypt_template(longer, enc.layout, enc.keys.paillier, enc.pool)
+    honest = enc.template(face)
+    request = pura_pb2.EnrollRequest(
+        ref=_ref(deployment), subject_id="wolf", request_id=secrets.token_hex(8),
+        template=common_pb2.EncryptedTemplate(
+            model_id="dlib_face_recognition_resnet_model_v1", dim=128,
+            paillier=wolf.to_bytes(), ckks_head=honest.ckks_head),
+    )
+    code, msg = _code(lambda: stubs("enroller").Enroll(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unit" in msg
+    assert deployment.a.node.store.templates_of_subject(COLLECTION, "wolf") == []
+
+    probe = enc.query(deployment.faces.probes[0])
+    short = encrypt_query([v // 2 for v in enc._fixed(enc._rotate(deployment.faces.probes[0]))],
+                          enc.layout, enc.keys.paillier, enc.pool)
+    identify = pura_pb2.IdentifyRequest(
+        ref=_ref(deployment),
+        query=_query(EncryptedParts(short.to_bytes(), probe.ckks_head)))
+    code, msg = _code(lambda: stubs("identifier").Identify(identify))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "unit" in msg
