@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from pura.crypto.paillier import Ciphertext, PartialDecryption, PublicKey
 from pura.errors import KeyMismatchError, ProtocolError
@@ -254,10 +254,14 @@ class BlindedProductReply:
 
 
 @dataclass(frozen=True)
-class CompareRequest:
-    """A → B: one tournament round; per comparison three packed slots (w, y_D, y_I)."""
+class _PackedComparisons:
+    """Shared wire form of every "packed blinded comparisons + A's partial decryptions" request.
 
-    KIND: ClassVar[int] = 5
+    Both the argmin tournament and the norm-range check send exactly this shape; the subclasses
+    differ only in their message kind (so one can never be replayed as the other).
+    """
+
+    KIND: ClassVar[int]
     slot_bits: int
     n_comparisons: int
     packed: tuple[Ciphertext, ...]
@@ -268,12 +272,19 @@ class CompareRequest:
         return w.cts(self.packed).pds(self.partials).done()
 
     @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> CompareRequest:
-        r = _Reader(data, cls.KIND, key, "CompareRequest")
+    def from_bytes(cls, key: PublicKey, data: bytes) -> Self:
+        r = _Reader(data, cls.KIND, key, cls.__name__)
         slot_bits, m = r.u32(), r.u32()
         packed, partials = r.cts(), r.pds(1)
         r.end()
         return cls(slot_bits, m, packed, partials)
+
+
+@dataclass(frozen=True)
+class CompareRequest(_PackedComparisons):
+    """A → B: one tournament round; per comparison three packed slots (w, y_D, y_I)."""
+
+    KIND: ClassVar[int] = 5
 
 
 @dataclass(frozen=True)
@@ -421,26 +432,10 @@ class NormReply:
 
 
 @dataclass(frozen=True)
-class NormCheckRequest:
+class NormCheckRequest(_PackedComparisons):
     """A → B: ``n_comparisons`` blinded comparisons (two per norm), packed, + A's partials."""
 
     KIND: ClassVar[int] = 18
-    slot_bits: int
-    n_comparisons: int
-    packed: tuple[Ciphertext, ...]
-    partials: tuple[PartialDecryption, ...]
-
-    def to_bytes(self) -> bytes:
-        w = _Writer(self.KIND, _key_of(self.packed)).u32(self.slot_bits).u32(self.n_comparisons)
-        return w.cts(self.packed).pds(self.partials).done()
-
-    @classmethod
-    def from_bytes(cls, key: PublicKey, data: bytes) -> NormCheckRequest:
-        r = _Reader(data, cls.KIND, key, "NormCheckRequest")
-        slot_bits, m = r.u32(), r.u32()
-        packed, partials = r.cts(), r.pds(1)
-        r.end()
-        return cls(slot_bits, m, packed, partials)
 
 
 @dataclass(frozen=True)
