@@ -86,6 +86,7 @@ class PuraSystem:
     ckks_public: CKKSContext = field(init=False)
     exact: ExactConfig = field(init=False)
     server_a: ServerA = field(init=False)
+    server_b: ServerB = field(init=False)
     channel: BytesChannel = field(init=False)
     client_pool: RandomnessPool = field(init=False)
 
@@ -94,9 +95,9 @@ class PuraSystem:
         self.ckks_public = self.ckks_secret.public()
         enc = self.params.encoding
         self.exact = ExactConfig.for_key(pk, enc.dim, enc.scale_bits)
-        server_b = ServerB(self.keys.share_b, self.exact,
-                           RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))))
-        self.channel = BytesChannel.loopback(server_b)
+        self.server_b = ServerB(self.keys.share_b, self.exact,
+                                RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))))
+        self.channel = BytesChannel.loopback(self.server_b)
         self.server_a = ServerA(self.keys.share_a, self.exact, self.channel,
                                 rng=random.Random(self.rng.getrandbits(64)))
         self.client_pool = RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64)))
@@ -199,7 +200,8 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     times.a_b_bytes = (s.channel.stats.bytes_to_b - sent + s.channel.stats.bytes_from_b - got
                        + len(wire) + len(response))
     times.answer = int(result.label) if result.matched and result.label is not None else -1
-    s.server_a.refill(TOP_K)  # offline between queries, as the service does
+    s.server_a.refill(TOP_K)  # offline between queries, as the service does (both servers)
+    s.server_b.refill(TOP_K)
     return times
 
 
@@ -224,4 +226,5 @@ def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:
     for t in PreselectServer.resolve(state, response)[:TOP_K]:
         gallery.template(t)
     s.server_a.refill(TOP_K)
+    s.server_b.refill(TOP_K)
     s.client_pool.refill(s.params.encoding.dim + 1)

@@ -156,6 +156,24 @@ class ServerB:
     def __repr__(self) -> str:
         return f"ServerB(key={self.key.key_id})"
 
+    def pool_demand(self, candidates: int) -> int:
+        """Fresh encryptions B makes for one query of ``candidates``: the admitted query's
+        ``dim`` coordinates and its square sum, ``3`` per argmin comparison and one
+        re-randomised product per candidate (a small margin on top)."""
+        return self.config.template.dim + 1 + 4 * candidates + 8
+
+    def refill(self, candidates: int) -> None:
+        """Offline step between queries (like :meth:`ServerA.refill`): B's randomness pool.
+
+        Why: every value B returns is a *fresh* encryption (B must not be able to strip A's
+        masks later, and A must not learn B's randomness), and one fresh Paillier randomiser
+        costs a fixed-base exponentiation (~1.3 ms at 3072 bits). A query needs ~160 of them;
+        precomputed between queries, each online encryption is one multiplication.
+        """
+        want = self.pool_demand(candidates)
+        if len(self.pool) < want:
+            self.pool.refill(want - len(self.pool))
+
     def norm_square(self, request: NormRequest) -> NormReply:
         return self.norms.norm_square(request)
 
