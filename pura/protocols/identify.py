@@ -54,6 +54,7 @@ from pura.protocols.messages import (
     ThresholdRequest,
 )
 from pura.protocols.norms import (
+    CheckedQuery,
     NormHelper,
     NormLayout,
     NormServerB,
@@ -349,21 +350,30 @@ class ServerA:
             raise EmbeddingRangeError(f"templates {bad} are not encodings of unit vectors")
         return prepare_templates(ok, self.share, self.engine)
 
+    def check_query(self, query: PaillierQuery) -> CheckedQuery:
+        """Admit a query (two rounds with B): its coordinates become B's checked re-encryption
+        and its norm the servers' own; raises :class:`EmbeddingRangeError` for anything that
+        is not the encoding of a unit vector.
+
+        Separate from :meth:`match` because it does not depend on the candidates: a server can
+        run it while preselection is still choosing them (B works while A scores blocks).
+        """
+        return admit_query(query.dims, self.config.norms, self.share, self.pool,
+                           self.channel, self.engine, self.rng)
+
     def match(
         self,
-        query: PaillierQuery,
+        query: PaillierQuery | CheckedQuery,
         candidates: Sequence[tuple[str, Candidate]],
         tau: int,
     ) -> MatchResult:
         """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?
 
-        The query is admitted first (two rounds with B): its coordinates become B's checked
-        re-encryption and its norm the servers' own; a query that is not the encoding of a unit
-        vector raises :class:`EmbeddingRangeError` — neither "match" nor "no match". Candidates
-        not yet admitted are admitted here (refused ones can never match).
+        A :class:`PaillierQuery` is admitted first (:meth:`check_query`); a query that is not
+        the encoding of a unit vector raises :class:`EmbeddingRangeError` — neither "match" nor
+        "no match". Candidates not yet admitted are admitted here (refused ones can never match).
         """
-        checked = admit_query(query.dims, self.config.norms, self.share, self.pool,
-                              self.channel, self.engine, self.rng)
+        checked = query if isinstance(query, CheckedQuery) else self.check_query(query)
         admitted = self._admitted([t for _, t in candidates])
         order = [(label, t) for (label, _), t in zip(candidates, admitted, strict=True)
                  if t is not None]
@@ -392,7 +402,7 @@ class ServerA:
 
     def verify(
         self,
-        query: PaillierQuery,
+        query: PaillierQuery | CheckedQuery,
         subject: str,
         templates: Sequence[Candidate],
         tau: int,

@@ -27,6 +27,7 @@ import random
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -585,9 +586,12 @@ class NodeA:
         head = unpack_blobs(query.ckks_head, what="query head",
                             max_items=self.params.encoding.head_dim)
         self._refresh_dirty(collection, self._gallery(collection))
-        with self.offline.online():
+        # The query's admission (two rounds, mostly B's work) does not depend on the
+        # candidates: it runs while A's preselection scores the blocks.
+        with self.offline.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
+            checked = pool.submit(self.server_a.check_query, parsed)
             candidates = self._candidates(collection, head)
-            result = self.server_a.match(parsed, candidates, coll.threshold)
+            result = self.server_a.match(checked.result(), candidates, coll.threshold)
         self.identifications += 1
         self.audit.append(principal=principal, action="identify", collection=collection,
                           outcome="match" if result.matched else "no-match",
