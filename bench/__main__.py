@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--shards", type=_ints, default=None, help="Ray shard counts, e.g. 1,2,4")
     r.add_argument("--lfw-probes", type=int, default=0, help="real LFW probes for accuracy")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--engine-workers", type=int, default=os.cpu_count() or 1,
+                   help="processes per server for Paillier work (default: all cores)")
     ld = sub.add_parser("load", help="N concurrent clients against running servers")
     ld.add_argument("--clients", type=int, default=4)
     ld.add_argument("--seconds", type=float, default=30.0)
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, baseline2_templates=args.baseline2_templates,
             baseline3_templates=args.baseline3_templates, shards=args.shards,
             lfw_probes=args.lfw_probes, plots=not args.no_plots,
+            engine_workers=args.engine_workers,
         )
         print(json.dumps({"ratios": result["ratios"], "pura_total_s": {
             n: r["pura"]["stages_median_s"]["total"] for n, r in result["sizes"].items()}},

@@ -9,7 +9,9 @@ it, minus gRPC and SQLite (the load benchmark measures those against real server
    machine's cores), affine mask, permutation;
 3. **preselection at B**: decrypt, rank, return ``view_k`` positions; A un-permutes to template
    ids and keeps ``top_k``;
-4. **exact stage**: blinded packed distances, secure argmin tournament and secure threshold
+4. **query admission** (``ServerA.check_query``: the servers' norm and unit-vector check, two
+   rounds with B), on a thread *concurrently with* stages 2–3, as ``NodeA.identify`` runs it;
+5. **exact stage**: blinded packed distances, secure argmin tournament and secure threshold
    comparison on the ``top_k`` candidates (``ServerA.match`` with B over a loopback channel that
    still serialises every message).
 
@@ -25,6 +27,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +39,7 @@ from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, quantize
 from pura.crypto.paillier import RandomnessPool
 from pura.crypto.params import ParameterSet
+from pura.engine.local import SERIAL, LocalEngine
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB
@@ -58,12 +62,19 @@ VIEW_K = 256
 
 @dataclass
 class StageTimes:
-    """Seconds per stage for one query, plus bytes and the answer."""
+    """Seconds per stage for one query, plus bytes and the answer.
+
+    ``admit_query`` runs concurrently with ``preselect_a`` + ``preselect_b`` (as in
+    ``NodeA.identify``), so the stages do not add up: ``server`` is the measured wall time from
+    the query's arrival at A to the answer, and ``total = client_encrypt + server``.
+    """
 
     client_encrypt: float = 0.0
     preselect_a: float = 0.0
     preselect_b: float = 0.0
+    admit_query: float = 0.0
     exact: float = 0.0
+    server: float = 0.0
     answer: int = -1
     query_bytes: int = 0
     a_b_bytes: int = 0
@@ -71,7 +82,7 @@ class StageTimes:
 
     @property
     def total(self) -> float:
-        return self.client_encrypt + self.preselect_a + self.preselect_b + self.exact
+        return self.client_encrypt + self.server
 
 
 @dataclass
@@ -83,6 +94,7 @@ class PuraSystem:
     ckks_secret: CKKSContext
     pca: PCARotation
     rng: random.Random
+    engine: LocalEngine = SERIAL
     ckks_public: CKKSContext = field(init=False)
     exact: ExactConfig = field(init=False)
     server_a: ServerA = field(init=False)
@@ -96,10 +108,11 @@ class PuraSystem:
         enc = self.params.encoding
         self.exact = ExactConfig.for_key(pk, enc.dim, enc.scale_bits)
         self.server_b = ServerB(self.keys.share_b, self.exact,
-                                RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))))
+                                RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))),
+                                engine=self.engine)
         self.channel = BytesChannel.loopback(self.server_b)
         self.server_a = ServerA(self.keys.share_a, self.exact, self.channel,
-                                rng=random.Random(self.rng.getrandbits(64)))
+                                engine=self.engine, rng=random.Random(self.rng.getrandbits(64)))
         self.client_pool = RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64)))
 
 
@@ -179,23 +192,35 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
-    """One identification through every stage; returns stage times and the gallery row (-1)."""
+    """One identification through every stage; returns stage times and the gallery row (-1).
+
+    As in ``NodeA.identify``, A starts the query's admission (two rounds, mostly B's work) on
+    a thread and runs preselection meanwhile; with a multi-process engine B's decryptions run
+    in worker processes, so the overlap is real even though A and B share this process.
+    """
     s = gallery.system
     times = StageTimes()
     (head, query), times.client_encrypt = _timed(lambda: encrypt_probe(s, probe))
     times.query_bytes = sum(len(h) for h in head) + len(query.to_bytes())
     total_slots = gallery.n_blocks * s.ckks_public.slot_count
-    (request, state), times.preselect_a = _timed(
-        lambda: gallery.preselect.request(head, min(VIEW_K, total_slots)))
-    wire = request.to_bytes()
-    response, times.preselect_b = _timed(
-        lambda: answer_preselect(s.ckks_secret, PreselectRequest.from_bytes(wire)).to_bytes())
-    chosen = PreselectServer.resolve(state, PreselectResponse.from_bytes(response))[:TOP_K]
-    chosen = _pad(gallery, chosen)
-    candidates = [(str(t), gallery.template(t)) for t in chosen]  # prepared offline (cached)
     rounds, sent, got = s.channel.stats.rounds, s.channel.stats.bytes_to_b, \
         s.channel.stats.bytes_from_b
-    result, times.exact = _timed(lambda: s.server_a.match(query, candidates, tau))
+    arrival = time.perf_counter()
+    with ThreadPoolExecutor(1) as admit:
+        checked = admit.submit(_timed, lambda: s.server_a.check_query(query))
+        (request, state), times.preselect_a = _timed(
+            lambda: gallery.preselect.request(head, min(VIEW_K, total_slots)))
+        wire = request.to_bytes()
+        response, times.preselect_b = _timed(
+            lambda: answer_preselect(s.ckks_secret, PreselectRequest.from_bytes(wire)).to_bytes())
+        chosen = PreselectServer.resolve(state, PreselectResponse.from_bytes(response))[:TOP_K]
+        chosen = _pad(gallery, chosen)
+        # The service prepares every stored template in the background (OfflineWork); here a
+        # template is encrypted and prepared on first use, which is not query time.
+        candidates, offline = _timed(lambda: [(str(t), gallery.template(t)) for t in chosen])
+        query_checked, times.admit_query = checked.result()
+    result, times.exact = _timed(lambda: s.server_a.match(query_checked, candidates, tau))
+    times.server = time.perf_counter() - arrival - offline
     times.a_b_rounds = s.channel.stats.rounds - rounds + 1
     times.a_b_bytes = (s.channel.stats.bytes_to_b - sent + s.channel.stats.bytes_from_b - got
                        + len(wire) + len(response))
@@ -212,7 +237,9 @@ def _pad(gallery: PuraGallery, chosen: list[int]) -> list[int]:
         return chosen
     taken = set(chosen)
     others = [t for t in range(len(gallery.vectors)) if t not in taken]
-    extra = gallery.system.rng.sample(others, min(len(others), TOP_K - len(chosen)))
+    # seeded by the preselection result, so warm_candidates prepares the same extras offline
+    rng = random.Random(",".join(map(str, chosen)))
+    extra = rng.sample(others, min(len(others), TOP_K - len(chosen)))
     return [*chosen, *extra]
 
 
@@ -223,7 +250,7 @@ def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:
     total_slots = gallery.n_blocks * s.ckks_public.slot_count
     request, state = gallery.preselect.request(head, min(VIEW_K, total_slots))
     response = answer_preselect(s.ckks_secret, request)
-    for t in PreselectServer.resolve(state, response)[:TOP_K]:
+    for t in _pad(gallery, PreselectServer.resolve(state, response)[:TOP_K]):
         gallery.template(t)
     s.server_a.refill(TOP_K)
     s.server_b.refill(TOP_K)

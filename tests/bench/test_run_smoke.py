@@ -11,13 +11,18 @@ from bench.__main__ import main
 def test_bench_run_tiny(tmp_path: Path, capsys: object) -> None:
     out = tmp_path / "results"
     code = main(["run", "--sizes", "40", "--out", str(out), "--preset", "fast",
-                 "--repetitions", "1", "--baseline3-templates", "2"])
+                 "--repetitions", "1", "--baseline3-templates", "2", "--engine-workers", "2"])
     assert code == 0
     result = json.loads((out / "results.json").read_text(encoding="utf-8"))
     pura = result["sizes"]["40"]["pura"]
     assert pura["answers_correct"] == pura["answers_checked"] == 3
     assert set(pura["stages_median_s"]) == {"client_encrypt", "preselect_a", "preselect_b",
-                                            "exact", "total"}
+                                            "admit_query", "exact", "server", "total"}
+    stages = pura["stages_median_s"]
+    # admission overlaps preselection, so the server's wall time is at most the stages' sum
+    assert stages["server"] <= (stages["preselect_a"] + stages["preselect_b"]
+                                + stages["admit_query"] + stages["exact"]) + 0.05
+    assert stages["server"] >= stages["exact"]
     assert pura["bytes_per_query_client_to_a"] > 0 and pura["a_b_rounds"] >= 3
     assert result["baseline2"]["verified_against_plaintext"] is True
     assert result["baseline3"]["verified_against_plaintext"] is True
