@@ -67,10 +67,17 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 #: Candidate counts studied (the exact stage's cost grows ~linearly in k).
-KS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 32)
+KS: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+#: Head sizes of the sensitivity sweep (CKKS scoring and query size grow linearly in it).
+HEAD_DIMS: tuple[int, ...] = (16, 24, 32, 48, 64)
 #: Gallery sizes drawn from people with ≥ 2 images; "all" sizes are added by :func:`load_lfw`.
 SUBSET_SIZE = 1000
-_CHUNK = 256  # probes per vectorised chunk: 256 × 8,192 float64 scores ≈ 16 MiB
+#: Score-matrix entries per vectorised chunk (2^22 float64 = 32 MiB per array).
+_CHUNK_ENTRIES = 1 << 22
+#: Head sizes of the synthetic extrapolation (fewer: each 100K gallery costs ~1 min).
+EXTRAPOLATION_HEAD_DIMS: tuple[int, ...] = (32, 48, 64)
+#: Gallery sizes of the synthetic extrapolation (real LFW gallery + synthetic strangers).
+EXTRAPOLATION_SIZES: tuple[int, ...] = (10_000, 100_000)
 
 
 def _log(message: str) -> None:
@@ -110,9 +117,16 @@ class ProbeBatch:
     view_rank: IntArray  # 1-based rank of the target among all slots (real + decoys)
     head_ties: IntArray  # other real heads with exactly the target's head score
     hits: dict[int, npt.NDArray[np.bool_]]
-    agree: dict[int, npt.NDArray[np.bool_]]
+    decided: dict[int, IntArray]  # the exact stage's answer on the candidates (-1 = no match)
     padded: dict[int, IntArray]  # random candidates A added (decoys crowded B's view)
     ordered: IntArray  # best max(ks) real candidates in preselection order (-1 = none)
+    tau: int  # the threshold the decisions used
+
+    @property
+    def wanted(self) -> IntArray:
+        """The plaintext full search's answer (gallery row, -1 = no match)."""
+        out: IntArray = np.where(self.nearest_d <= self.tau, self.nearest, -1)
+        return out
 
 
 def _check_shapes(gallery: FloatArray, decoys: FloatArray, probes: FloatArray, m: int) -> None:
@@ -200,13 +214,14 @@ def study_probes(
     q_gallery = quantize(gallery_rot, config.scale_bits)
     g_head = gallery_rot[:, :m]
     parts: list[dict[str, Any]] = []
-    for start in range(0, len(probes_rot), _CHUNK):
-        chunk = probes_rot[start:start + _CHUNK]
+    step = max(1, _CHUNK_ENTRIES // (len(gallery_rot) + len(decoy_heads)))
+    for start in range(0, len(probes_rot), step):
+        chunk = probes_rot[start:start + step]
         d = squared_distances(quantize(chunk, config.scale_bits), q_gallery)
         real = chunk[:, :m] @ g_head.T
         decoy = chunk[:, :m] @ decoy_heads.T
         parts.append(_study_chunk(d, real, decoy, config, rng))
-    return _merge(parts, config.ks)
+    return _merge(parts, config)
 
 
 def _study_chunk(
@@ -225,18 +240,17 @@ def _study_chunk(
         "ordered": ordered,
     }
     for k in config.ks:
-        hits, agree, padded = [], [], []
+        hits, decided, padded = [], [], []
         for j in rows:
             cand, pad = _candidate_set(ordered[j], k, d.shape[1], rng)
             hits.append(bool(np.any(cand == nearest[j])))
-            want = int(nearest[j]) if int(d[j, nearest[j]]) <= config.tau else -1
-            agree.append(_decide(d[j], cand, config.tau) == want)
+            decided.append(_decide(d[j], cand, config.tau))
             padded.append(pad)
-        out[f"hit{k}"], out[f"agree{k}"], out[f"pad{k}"] = hits, agree, padded
+        out[f"hit{k}"], out[f"dec{k}"], out[f"pad{k}"] = hits, decided, padded
     return out
 
 
-def _merge(parts: list[dict[str, Any]], ks: Sequence[int]) -> ProbeBatch:
+def _merge(parts: list[dict[str, Any]], config: StudyConfig) -> ProbeBatch:
     def cat(name: str, dtype: type) -> npt.NDArray[Any]:
         return np.concatenate([np.asarray(p[name], dtype=dtype) for p in parts])
 
@@ -244,10 +258,11 @@ def _merge(parts: list[dict[str, Any]], ks: Sequence[int]) -> ProbeBatch:
         nearest=cat("nearest", np.int64), nearest_d=cat("nearest_d", np.int64),
         head_rank=cat("head_rank", np.int64), view_rank=cat("view_rank", np.int64),
         head_ties=cat("head_ties", np.int64),
-        hits={k: cat(f"hit{k}", np.bool_) for k in ks},
-        agree={k: cat(f"agree{k}", np.bool_) for k in ks},
-        padded={k: cat(f"pad{k}", np.int64) for k in ks},
+        hits={k: cat(f"hit{k}", np.bool_) for k in config.ks},
+        decided={k: cat(f"dec{k}", np.int64) for k in config.ks},
+        padded={k: cat(f"pad{k}", np.int64) for k in config.ks},
         ordered=np.vstack([p["ordered"] for p in parts]),
+        tau=config.tau,
     )
 
 
@@ -256,14 +271,21 @@ def _rate(count: int, total: int) -> float | None:
 
 
 def summarise(
-    batch: ProbeBatch, config: StudyConfig, mated: npt.NDArray[np.bool_]
+    batch: ProbeBatch, config: StudyConfig, truth: IntArray
 ) -> dict[str, Any]:
-    """Per-k counts and rates: hits (all / within τ), decision agreement, padding."""
+    """Per-k counts and rates: hits (all / within τ), decision agreement, padding.
+
+    ``truth``: the probe's own gallery row (mated) or -1 (non-mated), for the plaintext
+    accuracy figures and the correct/incorrect split of the disagreements.
+    """
     within = batch.nearest_d <= config.tau
+    mated = truth >= 0
     n, n_in = len(within), int(within.sum())
+    want = batch.wanted
     per_k: dict[str, Any] = {}
     for k in config.ks:
-        hits, agree = batch.hits[k], batch.agree[k]
+        hits, got = batch.hits[k], batch.decided[k]
+        agree = got == want
         per_k[str(k)] = {
             "hit_all": int(hits.sum()), "hit_all_rate": _rate(int(hits.sum()), n),
             "hit_within": int(hits[within].sum()),
@@ -271,15 +293,27 @@ def summarise(
             "agree": int(agree.sum()), "agree_rate": _rate(int(agree.sum()), n),
             "disagree_mated": int((~agree & mated).sum()),
             "disagree_non_mated": int((~agree & ~mated).sum()),
+            "disagree_match_lost": int((~agree & (got == -1)).sum()),
+            "disagree_other_subject": int((~agree & (got >= 0)).sum()),
+            "disagree_correct_match_lost": int((~agree & mated & (want == truth)).sum()),
+            "mated_correct_match": int((mated & (got == truth)).sum()),
+            "non_mated_false_match": int((~mated & (got >= 0)).sum()),
             "probes_padded": int((batch.padded[k] > 0).sum()),
         }
     return {
         "probes": n, "mated": int(mated.sum()), "non_mated": int((~mated).sum()),
         "target_within_threshold": n_in,
+        "plaintext_full_search": {
+            "mated_correct_match": int((mated & (want == truth)).sum()),
+            "mated_nearest_is_mate": int((mated & (batch.nearest == truth)).sum()),
+            "non_mated_false_match": int((~mated & (want >= 0)).sum()),
+        },
         "head_rank_of_target": _rank_stats(batch.head_rank, within),
         "view_rank_max": int(batch.view_rank.max()),
         "probes_with_head_score_ties": int((batch.head_ties > 0).sum()),
         "per_k": per_k,
+        "smallest_k_full_agreement": smallest_full_agreement(
+            {"per_k": per_k, "probes": n}, config.ks),
     }
 
 
@@ -350,7 +384,7 @@ def verify_with_ckks(
         "probes": total, "blocks": len(blocks), "view_k": view_k, "ckks": ckks.name,
         "same_top_k_set": {str(k): same[k] for k in config.ks},
         "same_order_to_depth": same_order, "depth": int(expected.shape[1]),
-        "all_identical": all(v == total for v in same.values()) and same_order == total,
+        "all_sets_identical": all(v == total for v in same.values()),
     }
 
 
@@ -415,23 +449,27 @@ class Gallery:
     name: str
     vectors: FloatArray
     probes: FloatArray
-    mated: npt.NDArray[np.bool_]
+    truth: IntArray  # the probe's own gallery row, -1 for non-mated probes
 
 
-def galleries(data: LFWDescriptors, seed: int) -> list[Gallery]:
+def galleries(data: LFWDescriptors, seed: int, subset_size: int = SUBSET_SIZE) -> list[Gallery]:
     """The three galleries of the module docstring, each with its mated + non-mated probes."""
     n_multi = len(data.multi)
-    subset = np.sort(np.asarray(random.Random(seed).sample(range(n_multi), SUBSET_SIZE)))
+    if not 0 < subset_size <= n_multi:
+        raise ConfigError(f"subset_size must be in 1..{n_multi}, got {subset_size}")
+    subset = np.sort(np.asarray(random.Random(seed).sample(range(n_multi), subset_size)))
     keep = np.isin(data.mated_owner, subset)
+    sub_owner = np.searchsorted(subset, data.mated_owner[keep]).astype(np.int64)
     out = []
-    for name, vectors, mated in (
-        (str(SUBSET_SIZE), data.multi[subset], data.mated[keep]),
-        (str(n_multi), data.multi, data.mated),
-        (str(n_multi + len(data.singles)), np.vstack([data.multi, data.singles]), data.mated),
+    for name, vectors, mated, owner in (
+        (str(subset_size), data.multi[subset], data.mated[keep], sub_owner),
+        (str(n_multi), data.multi, data.mated, data.mated_owner),
+        (str(n_multi + len(data.singles)), np.vstack([data.multi, data.singles]), data.mated,
+         data.mated_owner),
     ):
         probes = np.vstack([mated, data.non_mated])
-        flags = np.arange(len(probes)) < len(mated)
-        out.append(Gallery(name, vectors, probes, flags))
+        truth = np.concatenate([owner, np.full(len(data.non_mated), -1, dtype=np.int64)])
+        out.append(Gallery(name, vectors, probes, truth))
     return out
 
 
@@ -453,6 +491,36 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sweep_table(result: dict[str, Any]) -> str:
+    """head_dim × gallery: smallest k with 100 % agreement (worst within-τ head rank)."""
+    sweep = result.get("head_dim_sweep", {})
+    sizes = list(result["galleries"])
+    lines = ["| head_dim | " + " | ".join(
+        f"N={s}: k for 100 % agree (max rank ≤τ), agree @k={result['product_top_k']}"
+        for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for m, row in sweep.items():
+        cells = [f"{c['smallest_k_full_agreement']} ({c['head_rank_within_threshold_max']}), "
+                 f"{_pct(c['agree_rate_at_product_top_k'])}" for c in (row[s] for s in sizes)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def extrapolation_table(result: dict[str, Any]) -> str:
+    """Synthetic sizes × head_dim: smallest k with 100 % agreement (worst within-τ rank)."""
+    ext = result.get("synthetic_extrapolation", {}).get("by_size_then_head_dim", {})
+    if not ext:
+        return "(no synthetic extrapolation)"
+    dims = list(next(iter(ext.values())))
+    lines = ["| synthetic N | " + " | ".join(
+        f"m={m}: k for 100 % (max rank ≤τ), agree @k={result['product_top_k']}" for m in dims)
+        + " |", "|---|" + "---|" * len(dims)]
+    for n, row in ext.items():
+        cells = [f"{c['smallest_k_full_agreement']} ({c['head_rank_within_threshold_max']}), "
+                 f"{_pct(c['agree_rate_at_product_top_k'])}" for c in (row[m] for m in dims)]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * rate:.2f}%"
 
@@ -460,9 +528,15 @@ def _pct(rate: float | None) -> str:
 def recommend(result: dict[str, Any]) -> int | None:
     """Smallest k whose decision agreement is 100 % on every gallery (None if no k is)."""
     for k in result["ks"]:
-        rows = [g["per_k"][str(k)] for g in result["galleries"].values()]
-        if all(r["agree"] == g["probes"] for r, g in zip(rows, result["galleries"].values(),
-                                                              strict=True)):
+        if all(g["per_k"][str(k)]["agree"] == g["probes"] for g in result["galleries"].values()):
+            return int(k)
+    return None
+
+
+def smallest_full_agreement(summary: dict[str, Any], ks: Sequence[int]) -> int | None:
+    """Smallest studied k with 100 % decision agreement in one gallery's summary."""
+    for k in ks:
+        if summary["per_k"][str(k)]["agree"] == summary["probes"]:
             return int(k)
     return None
 
@@ -501,6 +575,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 def run(
     out: Path, *, preset: str = "default", seed: int = 0, non_mated: int = 1000,
     probes_per_identity: int = 2, ckks_probes: int = 50,
+    head_dims: Sequence[int] = HEAD_DIMS, extrapolation_sizes: Sequence[int] = EXTRAPOLATION_SIZES,
 ) -> dict[str, Any]:
     """Whole study: load LFW, every gallery, the CKKS check, JSON + PNG in ``out``."""
     params = get_preset(preset)
@@ -518,9 +593,20 @@ def run(
     }
     rng = random.Random(seed)
     largest = None
-    for g in galleries(data, seed):  # the largest gallery comes last
+    gals = galleries(data, seed)
+    for g in gals:  # the largest gallery comes last
         result["galleries"][g.name], largest = _one_gallery(g, pca, config,
                                                             params.ckks.slot_count, rng)
+    result["head_dim_sweep"] = head_dim_sweep(gals, pca, config, params.ckks.slot_count,
+                                              head_dims, seed)
+    if extrapolation_sizes:
+        result["synthetic_extrapolation"] = {
+            "note": "largest real gallery + Gaussian strangers from the PCA face model; "
+                    "probes are the real ones; a lower bound on the k needed, not a measurement",
+            "by_size_then_head_dim": extrapolate(
+                gals[-1], pca, config, params.ckks.slot_count, extrapolation_sizes,
+                EXTRAPOLATION_HEAD_DIMS, seed),
+        }
     if largest is not None and ckks_probes > 0:
         result["ckks_check"] = _ckks_check(largest, config, params.ckks, ckks_probes, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -538,11 +624,79 @@ def _one_gallery(
     decoys = pca.sample_decoy_heads(n_decoys, config.head_dim, random.Random(rng.getrandbits(64)))
     gallery_rot, probes_rot = pca.apply(g.vectors), pca.apply(g.probes)
     batch = study_probes(gallery_rot, decoys, probes_rot, config, rng)
-    summary = summarise(batch, config, g.mated)
+    summary = summarise(batch, config, g.truth)
     summary.update({"gallery": len(g.vectors), "blocks": blocks, "decoy_slots": n_decoys,
                     "seconds": round(time.perf_counter() - t0, 2)})
     _log(f"N={g.name}: {summary['probes']} probes, {summary['seconds']} s")
     return summary, (gallery_rot, decoys, probes_rot, batch)
+
+
+def head_dim_sweep(
+    gals: Sequence[Gallery], pca: PCARotation, config: StudyConfig, slots: int,
+    head_dims: Sequence[int], seed: int,
+) -> dict[str, dict[str, Any]]:
+    """Sensitivity: how the needed k moves with ``head_dim`` (CKKS cost is linear in it)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in head_dims:
+        cfg = StudyConfig(m, config.scale_bits, config.tau, config.view_k, config.ks)
+        rng = random.Random(seed)
+        row: dict[str, Any] = {}
+        for g in gals:
+            summary, _ = _one_gallery(g, pca, cfg, slots, rng)
+            row[g.name] = _sweep_cell(summary)
+        out[str(m)] = row
+    return out
+
+
+def synthetic_strangers(pca: PCARotation, n: int, rng: random.Random) -> FloatArray:
+    """``n`` unit vectors (original space) drawn from the rotation's N(mean, cov) face model.
+
+    The same model the product uses for decoy heads, here in all 128 dimensions. Only for the
+    extrapolation beyond LFW's 5,749 people: a Gaussian has the real faces' second moments but
+    not their clusters (look-alikes), so the k it suggests is a lower bound, not a measurement.
+    """
+    gen = np.random.default_rng(rng.getrandbits(128))
+    rotated = gen.multivariate_normal(pca.mean, pca.cov, size=n, method="eigh")
+    rotated /= np.linalg.norm(rotated, axis=1, keepdims=True)
+    out: FloatArray = rotated @ pca.matrix  # R is orthogonal: x = Rᵀ x'
+    return out
+
+
+def extrapolate(
+    base: Gallery, pca: PCARotation, config: StudyConfig, slots: int, sizes: Sequence[int],
+    head_dims: Sequence[int], seed: int,
+) -> dict[str, dict[str, Any]]:
+    """The largest real gallery padded with synthetic strangers to each of ``sizes``."""
+    rng = random.Random(seed)
+    extra = max(sizes, default=len(base.vectors)) - len(base.vectors)
+    strangers = synthetic_strangers(pca, max(0, extra), rng)
+    out: dict[str, dict[str, Any]] = {}
+    for n in sizes:
+        if n <= len(base.vectors):
+            raise ConfigError(f"extrapolation size {n} is not above the real {len(base.vectors)}")
+        vectors = np.vstack([base.vectors, strangers[: n - len(base.vectors)]])
+        g = Gallery(str(n), vectors, base.probes, base.truth)
+        row: dict[str, Any] = {}
+        for m in head_dims:
+            cfg = StudyConfig(m, config.scale_bits, config.tau, config.view_k, config.ks)
+            summary, _ = _one_gallery(g, pca, cfg, slots, random.Random(rng.getrandbits(64)))
+            row[str(m)] = _sweep_cell(summary)
+        out[str(n)] = row
+    return out
+
+
+def _sweep_cell(summary: dict[str, Any]) -> dict[str, Any]:
+    ranks = summary["head_rank_of_target"]["within_threshold"]
+    return {
+        "head_rank_within_threshold_max": ranks["max"],
+        "head_rank_within_threshold_p99": ranks["p99"],
+        "agree_rate_at_product_top_k": summary["per_k"].get(str(DEFAULT_TOP_K), {}).get(
+            "agree_rate"),
+        "smallest_k_full_agreement": summary["smallest_k_full_agreement"],
+        "target_within_threshold": summary["target_within_threshold"],
+        "non_mated_false_match_plaintext":
+            summary["plaintext_full_search"]["non_mated_false_match"],
+    }
 
 
 def _ckks_check(
@@ -572,10 +726,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--non-mated", type=int, default=1000)
     parser.add_argument("--probes-per-identity", type=int, default=2)
     parser.add_argument("--ckks-probes", type=int, default=50)
+    parser.add_argument("--head-dims", type=int, nargs="*", default=list(HEAD_DIMS),
+                        help="head sizes of the sensitivity sweep (none: skip it)")
+    parser.add_argument("--extrapolate", type=int, nargs="*", default=list(EXTRAPOLATION_SIZES),
+                        help="synthetic gallery sizes beyond LFW (none: skip)")
     args = parser.parse_args(argv)
     result = run(args.out, preset=args.preset, seed=args.seed, non_mated=args.non_mated,
-                 probes_per_identity=args.probes_per_identity, ckks_probes=args.ckks_probes)
+                 probes_per_identity=args.probes_per_identity, ckks_probes=args.ckks_probes,
+                 head_dims=args.head_dims, extrapolation_sizes=args.extrapolate)
     print(markdown_table(result))
+    print()
+    print(sweep_table(result))
+    print()
+    print(extrapolation_table(result))
     print(f"\nrecommended top_k (smallest with 100 % decision agreement on every gallery): "
           f"{result['recommended_top_k']}; CKKS check: {result.get('ckks_check')}")
     return 0
