@@ -13,6 +13,7 @@ The default profile is the 128-bit one (Paillier 3072, CKKS 8192); ``fast`` (Pai
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 
 from pura.certs import make_demo_pki
-from pura.config import Limits, ServerConfig
+from pura.config import RAY_ADDRESS_ENV, Limits, ServerConfig, environment_ray_address
 from pura.crypto.params import get_preset
 from pura.errors import ConfigError, PuraError
 from pura.keys import generate_key_set
@@ -87,14 +88,25 @@ def serve(
     budget: Annotated[int, typer.Option(help="queries per principal per hour")] = 100,
     bulk_batch: Annotated[int, typer.Option(help="templates per BulkEnroll commit")] = 64,
     workers: Annotated[int, typer.Option(help="worker processes for Paillier loops")] = 1,
+    scoring_workers: Annotated[int, typer.Option(
+        help="A: local processes scoring CKKS preselection blocks (1 = in-process)")] = 1,
+    ray_address: Annotated[str | None, typer.Option(
+        help=f"A: Ray cluster holding the preselection shards ('auto', 'host:port' or "
+             f"'ray://host:port'); default: ${RAY_ADDRESS_ENV}, else no Ray")] = None,
+    ray_shards: Annotated[int | None, typer.Option(
+        help="A: shard actors on the Ray cluster (default: one per Ray node with CPUs)")] = None,
 ) -> None:
-    """Run server A or B until SIGTERM."""
+    """Run server A or B until SIGTERM.
+
+    Preselection scoring on A runs in-process by default; --scoring-workers spreads the CKKS
+    block products over local processes, --ray-address (or $PURA_RAY_ADDRESS) over Ray shard
+    actors that hold the blocks (public CKKS context only, never a secret key)."""
     from pura.service.run import serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         if config is not None:
-            cfg = ServerConfig.from_yaml(config)
+            cfg = ServerConfig.from_yaml(config, environ=os.environ)
         elif keys is None:
             raise ConfigError("--keys (or --config) is required")
         else:
@@ -102,6 +114,9 @@ def serve(
                 role=role, listen=listen, key_dir=keys, data_dir=data,
                 tls_dir=None if no_tls else tls, peer=peer,
                 forbidden_key_dirs=tuple(forbid or ()), dev=dev, engine_workers=workers,
+                scoring_workers=scoring_workers,
+                ray_address=ray_address or environment_ray_address(os.environ, role),
+                ray_shards=ray_shards,
                 limits=Limits(query_budget=budget, bulk_batch=bulk_batch),
             )
         serve_forever(cfg, ready_file=ready_file)

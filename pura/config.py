@@ -8,6 +8,8 @@ queries per principal per hour (the project bar for decision-oracle attacks, thr
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,33 @@ import yaml
 from pura.errors import ConfigError
 
 MiB = 1 << 20
+#: Environment variable naming the Ray cluster of server A's preselection shards; it overrides
+#: the YAML file (deploy/k8s sets it), an explicit ``--ray-address`` flag overrides it.
+RAY_ADDRESS_ENV = "PURA_RAY_ADDRESS"
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+
+
+def check_ray_address(address: str) -> str:
+    """Accept the address forms ``ray.init`` accepts for joining an existing cluster.
+
+    ``"auto"`` (a Ray node runs on this host), ``"host:port"`` (the head's GCS) or
+    ``"ray://host:port"`` (Ray Client, for an A that is not itself a Ray node). Anything else,
+    notably ``"local"`` (which would start a private runtime), is refused: one-machine
+    parallelism is ``scoring_workers``."""
+    if address == "auto":
+        return address
+    target = address.removeprefix("ray://")
+    match = _HOST_PORT.match(target)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise ConfigError(f"ray_address must be 'auto', 'host:port' or 'ray://host:port', "
+                          f"got {address!r}")
+    return address
+
+
+def environment_ray_address(environ: Mapping[str, str], role: str) -> str | None:
+    """``PURA_RAY_ADDRESS`` for a server of ``role``: None when unset, empty, or for B."""
+    address = environ.get(RAY_ADDRESS_ENV, "").strip()
+    return address if address and role == "a" else None
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,12 @@ class ServerConfig:
     engine_workers: int = 1
     #: Candidates passed from CKKS preselection to the exact stage.
     top_k: int = 8
+    #: Scoring section (server A): processes scoring CKKS preselection blocks; 1 = in-process.
+    scoring_workers: int = 1
+    #: Ray cluster holding preselection shards (A only): "auto", "host:port", "ray://host:port".
+    ray_address: str | None = None
+    #: Shard actors on that cluster; None = one per live Ray node that offers CPUs.
+    ray_shards: int | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -73,6 +108,39 @@ class ServerConfig:
             raise ConfigError("server A needs the address of server B (peer)")
         if self.tls_dir is None and not self.dev:
             raise ConfigError("TLS can only be disabled together with --dev")
+        self._check_scoring()
+
+    def _check_scoring(self) -> None:
+        """The scoring section: one way of parallelising preselection, on server A only.
+
+        Why refuse combinations instead of picking one: a deployment that asks for Ray and
+        silently scores locally (or the reverse) would look healthy and be mis-sized."""
+        if self.scoring_workers < 1:
+            raise ConfigError(f"scoring_workers must be ≥ 1, got {self.scoring_workers}")
+        if self.ray_shards is not None and self.ray_shards < 1:
+            raise ConfigError(f"ray_shards must be ≥ 1 (or unset: one per Ray node), "
+                              f"got {self.ray_shards}")
+        if self.ray_address is None:
+            if self.ray_shards is not None:
+                raise ConfigError("ray_shards is set but ray_address is not")
+            if self.role == "b" and self.scoring_workers > 1:
+                raise ConfigError("scoring_workers applies to server A (B scores no blocks)")
+            return
+        check_ray_address(self.ray_address)
+        if self.role == "b":
+            raise ConfigError("ray_address applies to server A (B scores no blocks)")
+        if self.scoring_workers > 1:
+            raise ConfigError(f"choose one scorer: ray_address={self.ray_address!r} and "
+                              f"scoring_workers={self.scoring_workers} are both set")
+
+    def with_environment(self, environ: Mapping[str, str]) -> ServerConfig:
+        """This configuration with ``PURA_RAY_ADDRESS`` applied (an empty value is unset).
+
+        The variable is how container deployments switch the shards on without editing the
+        mounted YAML; it replaces ``ray_address`` and is validated like it. Server B scores no
+        blocks and ignores it (one environment may serve both roles)."""
+        address = environment_ray_address(environ, self.role)
+        return self if address is None else replace(self, ray_address=address)
 
     @property
     def certificate(self) -> str:
@@ -82,7 +150,9 @@ class ServerConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_yaml(cls, path: Path) -> ServerConfig:
+    def from_yaml(cls, path: Path, environ: Mapping[str, str] | None = None) -> ServerConfig:
+        """The file's configuration; ``environ`` (e.g. ``os.environ``) may override
+        ``ray_address`` through ``PURA_RAY_ADDRESS`` (see :meth:`with_environment`)."""
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -99,10 +169,20 @@ class ServerConfig:
                 raw[key] = Path(raw[key])
         raw["forbidden_key_dirs"] = tuple(Path(p) for p in raw.get("forbidden_key_dirs", ()))
         raw["tokens"] = tuple(tuple(t) for t in raw.get("tokens", ()))
+        address = environment_ray_address(environ or {}, str(raw.get("role", "")))
+        if address is not None:
+            raw["ray_address"] = address
         try:
             return cls(limits=limits, **raw)
         except TypeError as exc:
             raise ConfigError(f"bad config {path}: {exc}") from exc
 
 
-__all__ = ["Limits", "MiB", "ServerConfig"]
+__all__ = [
+    "RAY_ADDRESS_ENV",
+    "Limits",
+    "MiB",
+    "ServerConfig",
+    "check_ray_address",
+    "environment_ray_address",
+]

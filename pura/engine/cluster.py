@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
 from pura.errors import ConfigError, NotFoundError
 from pura.gallery.packing import HeadBlock
+from pura.protocols.preselect import BlockKey, BlockScorer, shard_of
 
 #: Block id -> the block's ``head_dim`` serialized work-level ciphertexts.
 BlockBytes = Mapping[int, Sequence[bytes]]
@@ -54,33 +56,48 @@ class ShardActor:
     """State of one shard: a public CKKS context and the parsed ciphertexts of its blocks.
 
     Plain class so it can be unit-tested without Ray; :class:`ShardedScorer` wraps it with
-    ``ray.remote``.
+    ``ray.remote``. Blocks are keyed by ``(namespace, block id)``: one actor serves every
+    collection of a server A, and block ids restart at 0 in each collection.
     """
 
     def __init__(self, public_context: bytes) -> None:
         # expect_secret=False raises if someone ships B's secret context to a worker.
         self._ctx = CKKSContext.from_bytes(public_context, expect_secret=False)
-        self._blocks: dict[int, list[CKKSCiphertext]] = {}
+        self._blocks: dict[BlockKey, list[CKKSCiphertext]] = {}
+        self._versions: dict[BlockKey, int] = {}
 
-    def put_blocks(self, blocks: BlockBytes) -> int:
-        """Parse (validating key and parameters) and keep the given blocks; returns block count."""
+    def put_blocks(
+        self, blocks: BlockBytes, namespace: str = "", versions: Mapping[int, int] | None = None
+    ) -> int:
+        """Parse (validating key and parameters) and keep the given blocks; returns block count.
+
+        ``versions`` (block id -> version) is recorded so that :meth:`held` reports what the
+        actor really holds, not what the driver believes it sent."""
         for block_id, cts in blocks.items():
-            self._blocks[int(block_id)] = [self._ctx.ciphertext_from_bytes(b) for b in cts]
+            key = (namespace, int(block_id))
+            self._blocks[key] = [self._ctx.ciphertext_from_bytes(b) for b in cts]
+            self._versions[key] = -1 if versions is None else int(versions[block_id])
         return len(self._blocks)
 
-    def drop_block(self, block_id: int) -> bool:
-        """Forget one block (after a delete + refresh moved it); True if it was here."""
-        return self._blocks.pop(int(block_id), None) is not None
+    def drop_block(self, block_id: int, namespace: str = "") -> bool:
+        """Forget one block (after a delete + refresh emptied it); True if it was here."""
+        self._versions.pop((namespace, int(block_id)), None)
+        return self._blocks.pop((namespace, int(block_id)), None) is not None
 
-    def block_ids(self) -> list[int]:
-        return sorted(self._blocks)
+    def block_ids(self, namespace: str = "") -> list[int]:
+        return sorted(b for ns, b in self._blocks if ns == namespace)
+
+    def held(self, namespace: str = "") -> dict[int, int]:
+        """``{block id: version}`` of the blocks of ``namespace`` in this actor's memory."""
+        return {b: self._versions[(ns, b)] for ns, b in sorted(self._blocks) if ns == namespace}
 
     def node_ip(self) -> str:
         """The Ray node this actor runs on (to show shards really spread over nodes)."""
         return str(_ray().util.get_node_ip_address())
 
     def score_masked(
-        self, query: Sequence[bytes], jobs: Sequence[tuple[int, int]], a: int, c: float
+        self, query: Sequence[bytes], jobs: Sequence[tuple[int, int]], a: int, c: float,
+        namespace: str = "",
     ) -> list[bytes]:
         """Preselection's per-block work for ``jobs`` = (block id, rotation): score, rotate,
         affine mask ``a·S + c`` — exactly what :class:`pura.protocols.preselect.ScoringPool`'s
@@ -88,17 +105,17 @@ class ShardActor:
         q = [self._ctx.ciphertext_from_bytes(b) for b in query]
         out = []
         for block_id, rotation in jobs:
-            score = self._ctx.score_block(q, self._blocks[block_id])
+            score = self._ctx.score_block(q, self._blocks[(namespace, block_id)])
             masked = self._ctx.affine_mask(self._ctx.rotate(score, rotation), a, c)
             out.append(self._ctx.ciphertext_to_bytes(masked))
         return out
 
-    def score(self, query: Sequence[bytes]) -> dict[int, bytes]:
-        """``S_b`` for every block of this shard, serialized (score level)."""
+    def score(self, query: Sequence[bytes], namespace: str = "") -> dict[int, bytes]:
+        """``S_b`` for every block of this shard in ``namespace``, serialized (score level)."""
         q = [self._ctx.ciphertext_from_bytes(b) for b in query]
         return {
             block_id: self._ctx.ciphertext_to_bytes(self._ctx.score_block(q, cts))
-            for block_id, cts in sorted(self._blocks.items())
+            for (ns, block_id), cts in sorted(self._blocks.items()) if ns == namespace
         }
 
 
@@ -127,7 +144,12 @@ class ShardedScorer:
     ``address``: ``None`` starts (or reuses) a Ray runtime in this process; ``"auto"`` or
     ``"host:port"`` joins a running cluster; ``"ray://host:10001"`` uses Ray Client (a server A pod
     that is not itself a Ray node, as in the Kubernetes manifests). ``cpus_per_shard`` is the
-    scheduling weight of one actor (1: one shard per core).
+    scheduling weight of one actor (1: one shard per core). ``shutdown_on_close``: :meth:`close`
+    also disconnects this process from Ray if this scorer was the one that connected it.
+
+    Blocks are keyed by ``(namespace, block id)``; :meth:`view` gives one collection's
+    :class:`~pura.protocols.preselect.BlockScorer`. Methods are safe to call from several
+    threads (one lock guards the bookkeeping; calls of different namespaces run concurrently).
     """
 
     def __init__(
@@ -138,14 +160,15 @@ class ShardedScorer:
         address: str | None = None,
         cpus_per_shard: float = 1.0,
         spread: bool = True,
+        shutdown_on_close: bool = False,
     ) -> None:
         if n_shards < 1:
             raise ConfigError(f"n_shards must be at least 1, got {n_shards}")
         ray = _ray()
         self._ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+        self._started_runtime = _init_ray(address)
+        self._shutdown_on_close = shutdown_on_close
+        self._address = address
         self._ctx = context
         public = context.public().to_bytes() if context.is_private else context.to_bytes()
         remote_cls = ray.remote(num_cpus=cpus_per_shard)(ShardActor)
@@ -154,8 +177,44 @@ class ShardedScorer:
             remote_cls.options(scheduling_strategy=strategy).remote(public)
             for _ in range(n_shards)
         ]
-        self._owner: dict[int, int] = {}
-        self._versions: dict[int, int] = {}
+        self._owner: dict[BlockKey, int] = {}
+        self._versions: dict[BlockKey, int] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def connect(
+        cls, context: CKKSContext, address: str, shards: int = 0, *,
+        cpus_per_shard: float = 1.0, ready_timeout_s: float = 120.0,
+    ) -> ShardedScorer:
+        """What ``pura serve`` uses: join the cluster at ``address``, start ``shards`` actors
+        (0: one per live Ray node that offers CPUs) and wait until every actor runs.
+
+        Waiting here turns "the cluster cannot place the actors" (too few CPUs) into a start-up
+        ConfigError instead of a first identification that never returns."""
+        started = _init_ray(address)
+        ray = _ray()
+        if shards == 0:
+            shards = max(1, sum(1 for n in ray.nodes()
+                                if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
+        scorer = cls(context, shards, address=address, cpus_per_shard=cpus_per_shard,
+                     shutdown_on_close=started)
+        scorer._started_runtime = started
+        try:
+            scorer.wait_ready(ready_timeout_s)
+        except ConfigError:
+            scorer.close()
+            raise
+        return scorer
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until every shard actor answers; ConfigError after ``timeout_s``."""
+        ray = self._ray
+        try:
+            ray.get([a.block_ids.remote() for a in self._actors], timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            cpus = ray.cluster_resources().get("CPU", 0.0)
+            raise ConfigError(f"{self.n_shards} Ray shard actors did not start within "
+                              f"{timeout_s} s (cluster offers {cpus} CPUs)") from exc
 
     @property
     def n_shards(self) -> int:
@@ -168,43 +227,83 @@ class ShardedScorer:
         address = str(ray.get_runtime_context().gcs_address)
         return ClusterInfo(address=address, nodes=len(nodes), cpus=cpus, shards=self.n_shards)
 
-    def shard_of(self, block_id: int) -> int:
-        """Round robin by block id: deterministic, so a restarted A rebuilds the same layout."""
-        return block_id % self.n_shards
+    def describe(self) -> str:
+        """One line for logs; only calls Ray Client supports (no GCS address lookup)."""
+        ray = self._ray
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))
+        return (f"Ray shards: {self.n_shards} actors on {nodes} nodes ({cpus:g} CPUs), "
+                f"address {self._address or 'local runtime'}")
 
-    def load(self, blocks: BlockBytes) -> None:
+    def shard_of(self, block_id: int, namespace: str = "") -> int:
+        """Round robin by block id: deterministic, so a restarted A rebuilds the same layout."""
+        return shard_of(namespace, block_id, self.n_shards)
+
+    def load(
+        self, blocks: BlockBytes, namespace: str = "", versions: Mapping[int, int] | None = None
+    ) -> None:
         """Send each block to its shard (replacing an older version of the same block)."""
         per_shard: dict[int, dict[int, Sequence[bytes]]] = {}
-        for block_id, cts in blocks.items():
-            per_shard.setdefault(self.shard_of(block_id), {})[block_id] = cts
-            self._owner[block_id] = self.shard_of(block_id)
-        self._ray.get([self._actors[s].put_blocks.remote(b) for s, b in per_shard.items()])
+        with self._lock:
+            for block_id, cts in blocks.items():
+                shard = self.shard_of(block_id, namespace)
+                per_shard.setdefault(shard, {})[block_id] = cts
+                self._owner[(namespace, block_id)] = shard
+            self._ray.get([self._actors[s].put_blocks.remote(b, namespace, versions)
+                           for s, b in per_shard.items()])
 
-    def drop(self, block_ids: Iterable[int]) -> None:
+    def drop(self, block_ids: Iterable[int], namespace: str = "") -> None:
         refs = []
-        for block_id in block_ids:
-            shard = self._owner.pop(block_id, None)
-            self._versions.pop(block_id, None)
-            if shard is None:
-                raise NotFoundError(f"block {block_id} is not loaded on any shard")
-            refs.append(self._actors[shard].drop_block.remote(block_id))
-        self._ray.get(refs)
+        with self._lock:
+            for block_id in block_ids:
+                shard = self._owner.pop((namespace, block_id), None)
+                self._versions.pop((namespace, block_id), None)
+                if shard is None:
+                    raise NotFoundError(f"block {block_id} is not loaded on any shard")
+                refs.append(self._actors[shard].drop_block.remote(block_id, namespace))
+            self._ray.get(refs)
 
-    def block_ids(self) -> list[int]:
-        return sorted(self._owner)
+    def sync(self, blocks: Sequence[HeadBlock], namespace: str = "") -> None:
+        """Make the shards hold exactly ``blocks`` of ``namespace``, at their current versions."""
+        with self._lock:
+            self._ship_changed(blocks, namespace)
+            keep = {b.block_id for b in blocks}
+            gone = [b for ns, b in self._owner if ns == namespace and b not in keep]
+            if gone:
+                self.drop(gone, namespace)
+
+    def _ship_changed(self, blocks: Sequence[HeadBlock], namespace: str) -> None:
+        """Load the blocks whose version the shards do not hold yet (caller holds the lock)."""
+        changed = [b for b in blocks if self._versions.get((namespace, b.block_id)) != b.version]
+        if changed:
+            self.load({b.block_id: list(b.ciphertexts) for b in changed}, namespace,
+                      {b.block_id: b.version for b in changed})
+            self._versions.update({(namespace, b.block_id): b.version for b in changed})
+
+    def block_ids(self, namespace: str = "") -> list[int]:
+        """Blocks of ``namespace`` this driver has sent (its bookkeeping)."""
+        with self._lock:
+            return sorted(b for ns, b in self._owner if ns == namespace)
+
+    def held(self, namespace: str = "") -> dict[int, int]:
+        """``{block id: version}`` the actors really hold for ``namespace`` (asks every actor)."""
+        parts = self._ray.get([a.held.remote(namespace) for a in self._actors])
+        return {b: v for part in parts for b, v in part.items()}
 
     def placement(self) -> list[str]:
         """Node address of every shard actor, in shard order."""
         return [str(ip) for ip in self._ray.get([a.node_ip.remote() for a in self._actors])]
 
-    def score(self, query: Sequence[CKKSCiphertext]) -> dict[int, CKKSCiphertext]:
+    def score(
+        self, query: Sequence[CKKSCiphertext], namespace: str = ""
+    ) -> dict[int, CKKSCiphertext]:
         """Score every loaded block against the broadcast query; ``{block id: S_b}``.
 
         The query is put in the object store once and read by every shard (one transfer per
         node, not per actor).
         """
         ref = self._ray.put([self._ctx.ciphertext_to_bytes(q) for q in query])
-        parts = self._ray.get([actor.score.remote(ref) for actor in self._actors])
+        parts = self._ray.get([actor.score.remote(ref, namespace) for actor in self._actors])
         merged: dict[int, CKKSCiphertext] = {}
         for part in parts:
             for block_id, raw in part.items():
@@ -213,41 +312,46 @@ class ShardedScorer:
 
     def score_masked(
         self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
-        a: int, c: float,
+        a: int, c: float, namespace: str = "",
     ) -> list[bytes]:
         """Drop-in for ``ScoringPool.score``: ``PreselectServer(ctx, layout, pool=scorer.pool())``
         runs preselection with its blocks on the shards. A block is (re)sent to its shard only
-        when its version changed (a refresh), as in the process pool."""
-        changed = {b.block_id: list(b.ciphertexts) for b in blocks
-                   if self._versions.get(b.block_id) != b.version}
-        if changed:
-            self.load(changed)
-            self._versions.update({b.block_id: b.version for b in blocks})
+        when its version changed (a refresh not yet synced), as in the process pool."""
+        with self._lock:
+            self._ship_changed(blocks, namespace)
         plan: dict[int, list[tuple[int, int]]] = {}
         where: list[tuple[int, int]] = []
         for block, rotation in zip(blocks, rotations, strict=True):
-            shard = self.shard_of(block.block_id)
+            shard = self.shard_of(block.block_id, namespace)
             where.append((shard, len(plan.setdefault(shard, []))))
             plan[shard].append((block.block_id, rotation))
         ref = self._ray.put(list(query))
         shards = sorted(plan)
         replies = self._ray.get(
-            [self._actors[s].score_masked.remote(ref, plan[s], a, c) for s in shards])
+            [self._actors[s].score_masked.remote(ref, plan[s], a, c, namespace) for s in shards])
         by_shard = dict(zip(shards, replies, strict=True))
         return [by_shard[s][i] for s, i in where]
 
-    def pool(self) -> _PreselectPool:
+    def view(self, namespace: str) -> BlockScorer:
+        """The scorer of one collection's blocks, as :class:`PreselectServer` wants it."""
+        return _ShardView(self, namespace)
+
+    def pool(self) -> BlockScorer:
         """This scorer with the ``score(query, blocks, rotations, a, c)`` signature that
         :class:`pura.protocols.preselect.PreselectServer` expects of its ``pool``."""
-        return _PreselectPool(self)
+        return self.view("")
 
     def close(self) -> None:
-        """Kill this scorer's actors (the Ray runtime itself is left to its owner)."""
-        for actor in self._actors:
-            self._ray.kill(actor)
-        self._actors = []
-        self._owner = {}
-        self._versions = {}
+        """Kill this scorer's actors; with ``shutdown_on_close``, also leave the Ray runtime
+        this scorer connected (a runtime someone else started is left to its owner)."""
+        with self._lock:
+            for actor in self._actors:
+                self._ray.kill(actor)
+            self._actors = []
+            self._owner = {}
+            self._versions = {}
+            if self._shutdown_on_close and self._started_runtime and self._ray.is_initialized():
+                self._ray.shutdown()
 
     def __enter__(self) -> ShardedScorer:
         return self
@@ -260,19 +364,43 @@ class ShardedScorer:
 
 
 @dataclass(frozen=True)
-class _PreselectPool:
-    """Adapter: ``ShardedScorer`` seen as a preselection scoring pool."""
+class _ShardView:
+    """Adapter: one namespace of a ``ShardedScorer`` seen as a preselection scoring pool."""
 
     scorer: ShardedScorer
+    namespace: str
 
     def score(
         self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
         a: int, c: float,
     ) -> list[bytes]:
-        return self.scorer.score_masked(query, blocks, rotations, a, c)
+        return self.scorer.score_masked(query, blocks, rotations, a, c, self.namespace)
+
+    def sync(self, blocks: Sequence[HeadBlock]) -> None:
+        self.scorer.sync(blocks, self.namespace)
 
     def close(self) -> None:
-        """The scorer's owner closes it; closing the adapter is a no-op."""
+        """The scorer's owner closes it; closing a view is a no-op."""
+
+
+def _init_ray(address: str | None) -> bool:
+    """Connect this process to Ray unless it already is; True if this call connected it.
+
+    A process already connected (e.g. a test driver of :class:`LoopbackRayCluster`) is reused,
+    after checking that a ``host:port`` address names the cluster it is connected to."""
+    ray = _ray()
+    if ray.is_initialized():
+        current = str(ray.get_runtime_context().gcs_address)
+        if address and ":" in address and "://" not in address and address != current:
+            raise ConfigError(f"this process is already connected to Ray at {current}, "
+                              f"not {address}")
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to Ray at {address}: {exc}") from exc
+    return True
 
 
 _TOKEN_VAR = "RAY_AUTH_TOKEN"

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -138,22 +140,94 @@ def _score_one(
     return ctx.ciphertext_to_bytes(ctx.affine_mask(ctx.rotate(score, rotation), a, c))
 
 
+#: A block as a scorer keeps it: (namespace, block id). Block ids restart at 0 in every
+#: collection, so a scorer shared by several collections keys blocks by collection name too.
+BlockKey = tuple[str, int]
+
+
+def shard_of(namespace: str, block_id: int, shards: int) -> int:
+    """Deterministic placement of a block over ``shards`` workers (round robin by id).
+
+    The namespace offsets the round robin so that the first blocks of several collections do
+    not all land on worker 0; the empty namespace keeps ``block_id mod shards``.
+    """
+    return (block_id + zlib.crc32(namespace.encode())) % shards
+
+
+class BlockScorer(Protocol):
+    """What :class:`PreselectServer` needs from a parallel scorer of its blocks.
+
+    Implemented by :class:`ScoringPool` (local processes) and by the views of
+    :class:`pura.engine.cluster.ShardedScorer` (Ray actors). A scorer sees blocks and queries as
+    ciphertexts under the PUBLIC context only, and returns exactly the bytes
+    :func:`_score_one` would (CKKS evaluation is deterministic), so the protocol's bytes and
+    B's view do not depend on where the products ran.
+    """
+
+    def score(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float,
+    ) -> list[bytes]:
+        """Masked, rotated score ciphertexts of ``blocks``, in the same order."""
+        ...
+
+    def sync(self, blocks: Sequence[HeadBlock]) -> None:
+        """Hold exactly ``blocks`` (current versions): ship changed ones, drop the others.
+
+        Called after every block refresh so that shipping happens off the query path and a
+        deleted subject's block content does not linger on a worker."""
+        ...
+
+    def close(self) -> None:
+        """Release the workers this object owns (a view of a shared scorer owns none)."""
+        ...
+
+
+class ScoringBackend(Protocol):
+    """A scorer shared by several collections: one :class:`BlockScorer` view per namespace."""
+
+    def view(self, namespace: str) -> BlockScorer:
+        """The scorer for one collection's blocks."""
+        ...
+
+    def describe(self) -> str:
+        """One line for logs and status: what runs the block products."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
 def _worker_main(conn: Connection, ctx_bytes: bytes) -> None:
     """A scoring worker: holds its shard of parsed blocks across queries (spawned process)."""
     ctx = CKKSContext.from_bytes(ctx_bytes, expect_secret=False)
-    blocks: dict[int, list[CKKSCiphertext]] = {}
+    blocks: dict[BlockKey, list[CKKSCiphertext]] = {}
     while True:
         msg = conn.recv()
         if msg[0] == "stop":
             return
-        _, query, jobs, a, c, updates = msg
         try:
-            for block_id, raw in updates:
-                blocks[block_id] = [ctx.ciphertext_from_bytes(b) for b in raw]
+            if msg[0] == "sync":
+                _, updates, drops = msg
+                _apply(ctx, blocks, updates, drops)
+                conn.send(("ok", sorted(blocks)))
+                continue
+            _, query, jobs, a, c, updates = msg
+            _apply(ctx, blocks, updates, [])
             q = parse_query(ctx, query, len(query))
-            conn.send(("ok", [_score_one(ctx, q, blocks[bid], rot, a, c) for bid, rot in jobs]))
+            conn.send(("ok", [_score_one(ctx, q, blocks[key], rot, a, c) for key, rot in jobs]))
         except PuraError as exc:
             conn.send(("err", type(exc).__name__, str(exc)))
+
+
+def _apply(
+    ctx: CKKSContext, blocks: dict[BlockKey, list[CKKSCiphertext]],
+    updates: Sequence[tuple[BlockKey, Sequence[bytes]]], drops: Sequence[BlockKey],
+) -> None:
+    for key, raw in updates:
+        blocks[key] = [ctx.ciphertext_from_bytes(b) for b in raw]
+    for key in drops:
+        blocks.pop(key, None)
 
 
 class ScoringPool:
@@ -161,9 +235,12 @@ class ScoringPool:
 
     TenSEAL/SEAL holds the GIL, so parallelism needs processes. Shipping a block (``m`` × 235 KB)
     to a stateless worker for every query would cost more than scoring it, so block ``b`` lives
-    in worker ``b mod workers`` and is re-sent only when its version changes (a refresh). Per
-    query each worker receives the query ciphertexts and its (block, rotation) jobs. Workers get
-    the *public* context only.
+    in worker ``b mod workers`` and is re-sent only when its version changes (a refresh), either
+    by :meth:`sync` right after the refresh or, failing that, with the next query. Per query each
+    worker receives the query ciphertexts and its (block, rotation) jobs. Workers get the
+    *public* context only. The pool itself is the scorer of namespace ``""``; :meth:`view` gives
+    other namespaces (collections) their own block ids over the same processes. One lock
+    serialises calls: the workers' pipes carry one conversation at a time.
     """
 
     def __init__(self, ctx: CKKSContext, workers: int = 2) -> None:
@@ -172,10 +249,18 @@ class ScoringPool:
         self.workers = workers
         self._ctx_bytes = ctx.public().to_bytes()
         self._procs: list[tuple[BaseProcess, Connection]] = []
-        self._known: list[dict[int, int]] = [{} for _ in range(workers)]
+        self._known: list[dict[BlockKey, int]] = [{} for _ in range(workers)]
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ScoringPool(workers={self.workers}, started={bool(self._procs)})"
+
+    def describe(self) -> str:
+        return f"local scoring pool, {self.workers} worker processes"
+
+    def view(self, namespace: str) -> BlockScorer:
+        """This pool as the scorer of one collection's blocks (closing the view is a no-op)."""
+        return _PoolView(self, namespace)
 
     def _start(self) -> None:
         mp = get_context("spawn")  # not fork: the parent may run gRPC/Ray threads
@@ -190,48 +275,129 @@ class ScoringPool:
         a: int, c: float,
     ) -> list[bytes]:
         """Masked, rotated score ciphertexts of ``blocks`` (same order), computed in parallel."""
-        if not self._procs:
-            self._start()
-        plan: list[list[tuple[int, int]]] = [[] for _ in range(self.workers)]
-        updates: list[list[tuple[int, list[bytes]]]] = [[] for _ in range(self.workers)]
-        where: list[tuple[int, int]] = []
-        for block, rotation in zip(blocks, rotations, strict=True):
-            w = block.block_id % self.workers
-            if self._known[w].get(block.block_id) != block.version:
-                updates[w].append((block.block_id, list(block.ciphertexts)))
-                self._known[w][block.block_id] = block.version
-            where.append((w, len(plan[w])))
-            plan[w].append((block.block_id, rotation))
-        busy = [w for w in range(self.workers) if plan[w]]
-        for w in busy:
-            self._procs[w][1].send(("score", list(query), plan[w], a, c, updates[w]))
-        results: dict[int, list[bytes]] = {}
-        for w in busy:
-            results[w] = self._receive(w)
-        return [results[w][i] for w, i in where]
+        return self.score_in("", query, blocks, rotations, a, c)
 
-    def _receive(self, w: int) -> list[bytes]:
-        reply: Any = self._procs[w][1].recv()
+    def score_in(
+        self, namespace: str, query: Sequence[bytes], blocks: Sequence[HeadBlock],
+        rotations: Sequence[int], a: int, c: float,
+    ) -> list[bytes]:
+        """:meth:`score` for the blocks of ``namespace``."""
+        with self._lock:
+            if not self._procs:
+                self._start()
+            plan: list[list[tuple[BlockKey, int]]] = [[] for _ in range(self.workers)]
+            updates = self._updates(namespace, blocks)
+            where: list[tuple[int, int]] = []
+            for block, rotation in zip(blocks, rotations, strict=True):
+                w = shard_of(namespace, block.block_id, self.workers)
+                where.append((w, len(plan[w])))
+                plan[w].append(((namespace, block.block_id), rotation))
+            busy = [w for w in range(self.workers) if plan[w]]
+            for w in busy:
+                self._procs[w][1].send(("score", list(query), plan[w], a, c, updates[w]))
+            results = self._gather(busy)
+            return [results[w][i] for w, i in where]
+
+    def _updates(
+        self, namespace: str, blocks: Sequence[HeadBlock]
+    ) -> list[list[tuple[BlockKey, list[bytes]]]]:
+        """Per worker: the blocks whose version it does not hold yet (marked as held)."""
+        updates: list[list[tuple[BlockKey, list[bytes]]]] = [[] for _ in range(self.workers)]
+        for block in blocks:
+            w = shard_of(namespace, block.block_id, self.workers)
+            key = (namespace, block.block_id)
+            if self._known[w].get(key) != block.version:
+                updates[w].append((key, list(block.ciphertexts)))
+                self._known[w][key] = block.version
+        return updates
+
+    def sync(self, blocks: Sequence[HeadBlock]) -> None:
+        self.sync_in("", blocks)
+
+    def sync_in(self, namespace: str, blocks: Sequence[HeadBlock]) -> None:
+        """:meth:`BlockScorer.sync` for the blocks of ``namespace``."""
+        with self._lock:
+            updates = self._updates(namespace, blocks)
+            keep = {(namespace, b.block_id) for b in blocks}
+            drops: list[list[BlockKey]] = [
+                [k for k in known if k[0] == namespace and k not in keep] for known in self._known
+            ]
+            busy = [w for w in range(self.workers) if updates[w] or drops[w]]
+            if busy and not self._procs:
+                self._start()
+            for w in busy:
+                for key in drops[w]:
+                    del self._known[w][key]
+                self._procs[w][1].send(("sync", updates[w], drops[w]))
+            self._gather(busy)
+
+    def held(self, namespace: str = "") -> dict[int, int]:
+        """``{block id: version}`` the workers hold for ``namespace`` (as sent to them)."""
+        with self._lock:
+            return {k[1]: v for known in self._known for k, v in known.items()
+                    if k[0] == namespace}
+
+    def _gather(self, busy: Sequence[int]) -> dict[int, list[Any]]:
+        """Every busy worker's reply; the first error is raised only after all replies are
+        read, so no stale reply stays in a pipe to answer the next request."""
+        results: dict[int, list[Any]] = {}
+        failure: PuraError | None = None
+        for w in busy:
+            try:
+                results[w] = self._receive(w)
+            except PuraError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
+
+    def _receive(self, w: int) -> list[Any]:
+        try:
+            reply: Any = self._procs[w][1].recv()
+        except (EOFError, OSError) as exc:
+            self._known[w].clear()
+            raise ProtocolError(f"scoring worker {w} is gone: {type(exc).__name__}") from exc
         if reply[0] == "ok":
-            out: list[bytes] = reply[1]
+            out: list[Any] = reply[1]
             return out
         self._known[w].clear()  # worker state is uncertain after an error: resend next time
         cls = getattr(errors, reply[1], ProtocolError)
         raise cls(reply[2])
 
     def close(self) -> None:
-        for proc, conn in self._procs:
-            with contextlib.suppress(OSError, EOFError):
-                conn.send(("stop",))
-            proc.join(timeout=5)
-        self._procs = []
-        self._known = [{} for _ in range(self.workers)]
+        with self._lock:
+            for proc, conn in self._procs:
+                with contextlib.suppress(OSError, EOFError):
+                    conn.send(("stop",))
+                proc.join(timeout=5)
+            self._procs = []
+            self._known = [{} for _ in range(self.workers)]
 
     def __enter__(self) -> ScoringPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class _PoolView:
+    """One namespace (collection) of a shared :class:`ScoringPool`."""
+
+    pool: ScoringPool
+    namespace: str
+
+    def score(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float,
+    ) -> list[bytes]:
+        return self.pool.score_in(self.namespace, query, blocks, rotations, a, c)
+
+    def sync(self, blocks: Sequence[HeadBlock]) -> None:
+        self.pool.sync_in(self.namespace, blocks)
+
+    def close(self) -> None:
+        """The pool's owner closes the processes; a view owns nothing."""
 
 
 class PreselectServer:
@@ -246,7 +412,7 @@ class PreselectServer:
         ctx: CKKSContext,
         layout: BlockLayout,
         rng: random.Random | None = None,
-        pool: ScoringPool | None = None,
+        pool: BlockScorer | None = None,
     ) -> None:
         self.ctx = ctx
         self.layout = layout
@@ -264,6 +430,14 @@ class PreselectServer:
         cts = [self.ctx.ciphertext_from_bytes(raw) for raw in block.ciphertexts]
         self._cache[block.block_id] = (block.version, cts)
         return cts
+
+    def sync_pool(self) -> None:
+        """Bring the pool's copy of the blocks up to date with the layout (after a refresh).
+
+        Only searchable blocks are held remotely: a block whose last template was deleted is
+        dropped from the workers, so they hold exactly what a query would score."""
+        if self.pool is not None:
+            self.pool.sync(self.layout.searchable_blocks())
 
     def draw_mask(self) -> tuple[int, float]:
         """Per-query ``(a, c)``: ``a`` uniform in ``[2^(bits−1), 2^bits)``, ``c`` uniform."""
@@ -354,12 +528,16 @@ def preselect(
 
 
 __all__ = [
+    "BlockKey",
+    "BlockScorer",
     "PreselectRequest",
     "PreselectResponse",
     "PreselectServer",
     "PreselectState",
+    "ScoringBackend",
     "ScoringPool",
     "answer_preselect",
     "parse_query",
     "preselect",
+    "shard_of",
 ]

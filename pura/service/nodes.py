@@ -65,6 +65,7 @@ from pura.protocols.preselect import (
     PreselectRequest,
     PreselectResponse,
     PreselectServer,
+    ScoringBackend,
     answer_preselect,
     parse_query,
 )
@@ -160,8 +161,9 @@ class Receipt:
 @dataclass
 class _Gallery:
     """In-memory head blocks of one collection (derived from the store), the preselection
-    server over them (it caches parsed block ciphertexts per block version) and the lock that
-    serialises enrolment, deletion and refresh of this collection."""
+    server over them (it caches parsed block ciphertexts per block version, and may hand the
+    products to a scorer that keeps its own copy of the blocks) and the lock that serialises
+    enrolment, deletion, refresh and scoring of this collection."""
 
     layout: BlockLayout
     preselect: PreselectServer
@@ -170,6 +172,15 @@ class _Gallery:
     @property
     def blocks(self) -> dict[int, HeadBlock]:
         return self.layout.blocks
+
+    def sync_scorer(self) -> None:
+        """Make the scorer's copy (process pool or Ray shards) equal the searchable blocks.
+
+        Called under :attr:`lock` after every change of the blocks (load, reconcile, refresh),
+        so shipping happens off the query path, a sharded preselection scores exactly the
+        blocks A holds, and a block emptied by a deletion leaves the workers."""
+        with self.lock:
+            self.preselect.sync_pool()
 
 
 class OfflineWork:
@@ -273,6 +284,7 @@ class NodeA:
         view_k: int = DEFAULT_VIEW_K,
         engine: LocalEngine = SERIAL,
         rng: random.Random | None = None,
+        scorer: ScoringBackend | None = None,
     ) -> None:
         self.keys = keys
         self.params: ParameterSet = keys.public.parameters
@@ -293,13 +305,31 @@ class NodeA:
         self._galleries_lock = threading.Lock()
         self.identifications = 0
         self.offline = OfflineWork(self.server_a, top_k)
+        #: Where preselection's block products run (None: in this process). Shared by every
+        #: collection; each gets its own namespace of blocks in it.
+        self.scorer = scorer
 
     def __repr__(self) -> str:
         return f"NodeA(key_id={self.keys.public.key_id})"
 
+    def scorer_description(self) -> str:
+        """One line for logs and status: which scorer runs preselection's block products."""
+        return "in-process" if self.scorer is None else self.scorer.describe()
+
     # --- collections -----------------------------------------------------------------------
 
-    def create_collection(self, name: str, *, threshold: int = 0) -> Collection:
+    def create_collection(
+        self, name: str, *, threshold: int = 0, block_size: int = 0
+    ) -> Collection:
+        """A new collection. ``block_size``: templates per CKKS block (default: every slot).
+
+        Why smaller blocks can be wanted: preselection parallelises over blocks, so a gallery
+        that fits in one block gains nothing from a scoring pool or Ray shards; fewer templates
+        per block spread it over several, at the price of more score ciphertexts per query
+        (B's view has a fixed number of positions per block, most of them decoys)."""
+        if not 0 <= block_size <= self.ctx.slot_count:
+            raise ParameterError(f"block_size must be in 1..{self.ctx.slot_count}, "
+                                 f"got {block_size}")
         tau = threshold or threshold_units(DEFAULT_THRESHOLD_SQ, self.params.encoding.scale_bits)
         return self.store.create_collection(
             name,
@@ -307,7 +337,7 @@ class NodeA:
             key_id=self.keys.public.key_id,
             model_id=self.params.encoding.model_id,
             threshold=tau,
-            block_size=self.ctx.slot_count,
+            block_size=block_size or self.ctx.slot_count,
         )
 
     def collection(self, name: str, *, parameter_set_id: str = "", key_id: str = "") -> Collection:
@@ -331,9 +361,11 @@ class NodeA:
             gallery = self._galleries.get(name)
             if gallery is None:
                 layout = BlockLayout(self.ctx, self.params.encoding.head_dim, self._decoys)
-                gallery = _Gallery(layout, PreselectServer(self.ctx, layout, self.rng))
+                pool = None if self.scorer is None else self.scorer.view(name)
+                gallery = _Gallery(layout, PreselectServer(self.ctx, layout, self.rng, pool))
                 self._galleries[name] = gallery
                 self._load(name, gallery)
+                gallery.sync_scorer()
             return gallery
 
     # --- block persistence and reconciliation ----------------------------------------------
@@ -390,11 +422,14 @@ class NodeA:
         """Refresh every block that has pending writes or slots to erase; returns the count."""
         done = 0
         with gallery.lock:
-            for block_id in sorted(gallery.blocks):
-                block = gallery.blocks[block_id]
-                if block.needs_refresh:
-                    self._refresh_one(name, block)
-                    done += 1
+            try:
+                for block_id in sorted(gallery.blocks):
+                    block = gallery.blocks[block_id]
+                    if block.needs_refresh:
+                        self._refresh_one(name, block)
+                        done += 1
+            finally:  # blocks refreshed before a failure are published to the scorer too
+                gallery.sync_scorer()
         return done
 
     def _refresh_one(self, name: str, block: HeadBlock) -> None:

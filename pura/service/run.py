@@ -2,8 +2,10 @@
 
 Start-up order matters for safety: A loads its keys (refusing if it can read B's secrets), opens
 the store and the audit log, connects to B over mTLS and checks that B holds the *same* key and
-parameter set before serving anything, then reconciles and refreshes the gallery blocks (crash
-recovery) and only then reports SERVING on the health service.
+parameter set before serving anything, starts the preselection scorer the configuration asks
+for (in-process, a local process pool, or Ray shard actors), then reconciles and refreshes the
+gallery blocks (crash recovery; the scorer receives the blocks here) and only then reports
+SERVING on the health service.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from pathlib import Path
 
 from pura.audit_log import AuditLog
 from pura.config import ServerConfig
+from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.engine.local import LocalEngine
 from pura.errors import ConfigError
 from pura.gallery.store import GalleryStore
 from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
+from pura.protocols.preselect import ScoringBackend, ScoringPool
 from pura.service import servicers
 from pura.service.interceptors import Authenticator, QueryBudget, TokenTable
 from pura.service.nodes import NodeA, NodeB
@@ -78,6 +82,22 @@ def _connect_b(config: ServerConfig, identity: HelperIdentity, wait_s: float) ->
             time.sleep(0.5)
 
 
+def build_scorer(config: ServerConfig, context: CKKSContext) -> ScoringBackend | None:
+    """The preselection scorer ``config`` asks for; None = score in A's own process.
+
+    Ray is imported only here, and only when ``ray_address`` is set. The scorer receives the
+    PUBLIC CKKS context (``context.public()``): shard actors and pool workers can score
+    ciphertexts but decrypt nothing, and ShardActor refuses a secret context outright."""
+    public = context.public() if context.is_private else context
+    if config.ray_address is not None:
+        from pura.engine.cluster import ShardedScorer
+
+        return ShardedScorer.connect(public, config.ray_address, config.ray_shards or 0)
+    if config.scoring_workers > 1:
+        return ScoringPool(public, workers=config.scoring_workers)
+    return None
+
+
 @dataclass
 class ServerAHandle:
     """A running server A and its core (tests reach into the node)."""
@@ -88,6 +108,8 @@ class ServerAHandle:
     def stop(self) -> None:
         self.running.stop(None)
         self.node.offline.stop()
+        if self.node.scorer is not None:
+            self.node.scorer.close()
         self.node.store.close()
 
 
@@ -99,8 +121,22 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
     audit = AuditLog(config.data_dir / "audit.jsonl")
     helper = _connect_b(config, HelperIdentity(params.id, keys.public.key_id), wait_for_b_s)
     pca = load_pca(config.key_dir, params.encoding.model_id)
-    node = NodeA(keys, store, audit, helper.call, pca,
-                 top_k=config.top_k, engine=LocalEngine(config.engine_workers))
+    scorer = build_scorer(config, keys.public.ckks)
+    node = NodeA(keys, store, audit, helper.call, pca, top_k=config.top_k,
+                 engine=LocalEngine(config.engine_workers), scorer=scorer)
+    log.info("preselection scoring: %s", node.scorer_description())
+    try:
+        running = _serve_a(config, node)
+    except BaseException:
+        node.offline.stop()
+        if scorer is not None:
+            scorer.close()
+        raise
+    return ServerAHandle(running, node)
+
+
+def _serve_a(config: ServerConfig, node: NodeA) -> RunningServer:
+    """Recover the gallery (the scorer receives its blocks here), then open the RPC port."""
     refreshed = node.recover()
     if refreshed:
         log.info("recovery refreshed %d blocks", refreshed)
@@ -109,13 +145,12 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
                          failed_per_target=limits.failed_per_target)
     client = servicers.PuraServicer(node, limits, budget)
     admin = servicers.AdminServicer(node)
-    running = start_server(
+    return start_server(
         listen=config.listen, registrars=servicers.registrars(client, admin),
         service_names=servicers.SERVICE_NAMES, limits=limits,
         authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
         require_client_cert=not config.tokens,
     )
-    return ServerAHandle(running, node)
 
 
 def serve_forever(config: ServerConfig, *, ready_file: Path | None = None) -> None:
@@ -138,4 +173,4 @@ def serve_forever(config: ServerConfig, *, ready_file: Path | None = None) -> No
     closer()
 
 
-__all__ = ["ServerAHandle", "load_pca", "serve_forever", "start_a", "start_b"]
+__all__ = ["ServerAHandle", "build_scorer", "load_pca", "serve_forever", "start_a", "start_b"]
