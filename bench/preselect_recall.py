@@ -494,6 +494,8 @@ def markdown_table(result: dict[str, Any]) -> str:
 def sweep_table(result: dict[str, Any]) -> str:
     """head_dim × gallery: smallest k with 100 % agreement (worst within-τ head rank)."""
     sweep = result.get("head_dim_sweep", {})
+    if not sweep:
+        return "(no head_dim sweep)"
     sizes = list(result["galleries"])
     lines = ["| head_dim | " + " | ".join(
         f"N={s}: k for 100 % agree (max rank ≤τ), agree @k={result['product_top_k']}"
@@ -576,17 +578,24 @@ def run(
     out: Path, *, preset: str = "default", seed: int = 0, non_mated: int = 1000,
     probes_per_identity: int = 2, ckks_probes: int = 50,
     head_dims: Sequence[int] = HEAD_DIMS, extrapolation_sizes: Sequence[int] = EXTRAPOLATION_SIZES,
+    head_dim: int | None = None,
 ) -> dict[str, Any]:
-    """Whole study: load LFW, every gallery, the CKKS check, JSON + PNG in ``out``."""
+    """Whole study: load LFW, every gallery, the CKKS check, JSON + PNG in ``out``.
+
+    ``head_dim`` overrides the preset's (to study, CKKS check included, a candidate setting).
+    """
     params = get_preset(preset)
     enc = params.encoding
-    config = StudyConfig(enc.head_dim, enc.scale_bits,
-                         threshold_units(DEFAULT_THRESHOLD_SQ, enc.scale_bits))
+    m = enc.head_dim if head_dim is None else head_dim
+    if not 0 < m <= enc.dim:
+        raise ConfigError(f"head_dim must be in 1..{enc.dim}, got {m}")
+    config = StudyConfig(m, enc.scale_bits, threshold_units(DEFAULT_THRESHOLD_SQ, enc.scale_bits))
     pca = load_shipped_pca(enc.model_id)
     data = load_lfw(non_mated, probes_per_identity, seed)
     result: dict[str, Any] = {
         "machine": machine_info(), "model_id": data.model_id, "preset": preset,
-        "head_dim": enc.head_dim, "dim": enc.dim, "scale_bits": enc.scale_bits,
+        "head_dim": m, "preset_head_dim": enc.head_dim, "dim": enc.dim,
+        "scale_bits": enc.scale_bits,
         "threshold_sq_distance": DEFAULT_THRESHOLD_SQ, "threshold_units": config.tau,
         "view_k": config.view_k, "product_top_k": DEFAULT_TOP_K, "ks": list(config.ks),
         "slot_count": params.ckks.slot_count, "seed": seed, "galleries": {},
@@ -726,6 +735,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--non-mated", type=int, default=1000)
     parser.add_argument("--probes-per-identity", type=int, default=2)
     parser.add_argument("--ckks-probes", type=int, default=50)
+    parser.add_argument("--head-dim", type=int, default=None,
+                        help="study this head size instead of the preset's")
     parser.add_argument("--head-dims", type=int, nargs="*", default=list(HEAD_DIMS),
                         help="head sizes of the sensitivity sweep (none: skip it)")
     parser.add_argument("--extrapolate", type=int, nargs="*", default=list(EXTRAPOLATION_SIZES),
@@ -733,7 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args.out, preset=args.preset, seed=args.seed, non_mated=args.non_mated,
                  probes_per_identity=args.probes_per_identity, ckks_probes=args.ckks_probes,
-                 head_dims=args.head_dims, extrapolation_sizes=args.extrapolate)
+                 head_dims=args.head_dims, extrapolation_sizes=args.extrapolate,
+                 head_dim=args.head_dim)
     print(markdown_table(result))
     print()
     print(sweep_table(result))
