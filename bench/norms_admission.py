@@ -61,10 +61,10 @@ def main(profile: str = "fast", k: int = 8, repeats: int = 5) -> dict[str, objec
     for _ in range(repeats):
         query = encrypt_query(vector(), config.template, pk, client)
         a.refill(k)
-        b.pool.refill(DIM + 8 * k + 16)
+        b.refill(k)
         before = (channel.stats.bytes_to_b, channel.stats.bytes_from_b)
         t0 = time.perf_counter()
-        admit_query(query.dims, config.norms, s1, a.pool, channel, a.engine, a.rng)
+        admit_query(query.packed, config.norms, s1, a.pool, channel, a.engine, a.rng)
         admit_s.append(time.perf_counter() - t0)
         moved = (channel.stats.bytes_to_b - before[0], channel.stats.bytes_from_b - before[1])
         a.refill(k)

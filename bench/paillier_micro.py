@@ -24,9 +24,10 @@ from pura.crypto.paillier import (
 )
 from pura.crypto.params import PAILLIER_2048_FAST, PAILLIER_3072, PaillierParams
 from pura.engine.local import LocalEngine
-from pura.protocols.enroll import encrypt_query, encrypt_template
+from pura.protocols.enroll import encrypt_template
 from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB
-from pura.protocols.messages import PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate, PaillierTemplate
+from pura.protocols.norms import CheckedQuery
 from pura.protocols.secure_distance import (
     PreparedTemplate,
     finish_distance,
@@ -73,12 +74,16 @@ def bench_preset(name: str, params: PaillierParams, reps: int, engine: LocalEngi
     config = ExactConfig.for_key(pk, 128, 11)
     layout = config.template
     vec = [[rng.randint(-2048, 2048) for _ in range(128)] for _ in range(17)]
-    query = encrypt_query(vec[0], layout, pk, pool)
+    # the query as admission leaves it (B-made per-dimension [u_i] + the servers' norm)
+    query = CheckedQuery(tuple(pk.encrypt(v, pool) for v in vec[0]),
+                         pk.encrypt(sum(v * v for v in vec[0]), pool))
     template_bytes = (layout.cts_per_template + 1) * pk.ciphertext_bytes
     print(f"  template: {layout.cts_per_template} ciphertexts of {layout.slots_per_ct} "
           f"x {layout.slot_bits}-bit slots + norm = {template_bytes} B; "
-          f"query: {129 * pk.ciphertext_bytes} B")
-    temps = prepare_templates([encrypt_template(v, layout, pk, pool) for v in vec[1:]], s1, engine)
+          f"query upload: {layout.cts_per_template * pk.ciphertext_bytes} B")
+    admitted = [AdmittedTemplate(encrypt_template(v, layout, pk, pool).packed,
+                                 pk.encrypt(sum(x * x for x in v), pool)) for v in vec[1:]]
+    temps = prepare_templates(admitted, s1, engine)
     for k in (4, 8, 16):
         a_before, b_time, a_after = [], [], []
         for _ in range(max(1, reps // 2)):

@@ -56,7 +56,7 @@ from pura.protocols.secure_distance import PreparedTemplate
 FloatArray = npt.NDArray[np.float64]
 
 #: Same defaults as the service (pura.service.nodes): candidates to the exact stage, B's view.
-TOP_K = 8
+TOP_K = 6
 VIEW_K = 256
 
 

@@ -53,7 +53,7 @@ class Limits:
     """Resource limits of one server."""
 
     #: Largest single gRPC message accepted. Queries at the 128-bit profile (32 CKKS
-    #: ciphertexts of N = 8192 + 129 Paillier ciphertexts) are ~10 MB, so 4 MB is too small.
+    #: ciphertexts of N = 8192 + 3 packed Paillier ciphertexts) are ~10 MB, so 4 MB is too small.
     max_message_bytes: int = 64 * MiB
     #: Largest reassembled chunked payload (helper steps, public keys).
     max_payload_bytes: int = 1024 * MiB
@@ -91,8 +91,9 @@ class ServerConfig:
     dev: bool = False
     #: Worker processes for the heavy Paillier loops (gmpy2 holds the GIL); 1 = in-process.
     engine_workers: int = 1
-    #: Candidates passed from CKKS preselection to the exact stage.
-    top_k: int = 8
+    #: Candidates passed from CKKS preselection to the exact stage (pura.service.nodes
+    #: DEFAULT_TOP_K: the measured need with the 64-d head, plus a margin).
+    top_k: int = 6
     #: Scoring section (server A): processes scoring CKKS preselection blocks; 1 = in-process.
     scoring_workers: int = 1
     #: Ray cluster holding preselection shards (A only): "auto", "host:port", "ray://host:port".

@@ -4,7 +4,7 @@ Pipeline (docs/architecture.md "Vectors and encodings"): L2-normalise, rotate wi
 PCA (distances preserved exactly), then
 
 * exact part: quantise every rotated coordinate to ``s`` fixed-point bits and encrypt under the
-  threshold Paillier public key (packed for templates, per dimension for queries);
+  threshold Paillier public key (packed, for templates and queries alike);
 * preselection part: the first ``m`` rotated coordinates under the public CKKS context (one
   ciphertext holding the head for templates; ``m`` broadcast ciphertexts for queries).
 

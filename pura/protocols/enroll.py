@@ -12,7 +12,11 @@ every slot before B decrypts. The slot then holds ``q_i + 2^s + r_i < 2^(s+1) + 
 2^(s+2+κ)``: no carry into the next slot (exactness), and ``q_i + 2^s ∈ [0, 2^(s+1)]`` is hidden
 within statistical distance ``2^(s+1) / 2^(s+1+κ) = 2^-κ`` per slot.
 
-Query: ``[q(x)_i]`` per dimension (signed, unpacked), and again no norm.
+Query: packed exactly like a template (``[q(x) + 2^s]``, ``cts_per_template`` ciphertexts), and
+again no norm. The servers never compute with a client's query ciphertexts directly: admission
+(:func:`pura.protocols.norms.admit_query`) has B decode the masked packing, range-check it and
+re-encrypt every coordinate, so a per-dimension upload (129 ciphertexts, and 128 slot shifts at A
+to pack it for the admission round) bought nothing but bytes and A's CPU time.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pura.crypto.paillier import PackedLayout, PublicKey, RandomnessPool
+from pura.crypto.paillier import Ciphertext, PackedLayout, PublicKey, RandomnessPool
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.errors import DimensionError, KeyMismatchError, PackingOverflowError, ParameterError
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
@@ -100,35 +104,43 @@ def encrypt_template(
     values: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
 ) -> PaillierTemplate:
     """Client side of enrolment: packed ``[q(y) + 2^s]`` (the servers compute the norm)."""
+    return PaillierTemplate(_pack_encrypt(values, layout, key, pool))
+
+
+def _pack_encrypt(
+    values: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
+) -> tuple[Ciphertext, ...]:
     layout.check_vector(values)
     layout.check_key(key)
     s = layout.slots_per_ct
     ints = [int(v) for v in values]
-    return PaillierTemplate(tuple(
+    return tuple(
         key.encrypt(layout.packed.pack(ints[i:i + s]), pool) for i in range(0, layout.dim, s)
-    ))
+    )
 
 
 def encrypt_query(
     values: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
 ) -> PaillierQuery:
-    """Client side of a query: ``[q(x)_i]`` per dimension (the servers compute the norm)."""
-    layout.check_vector(values)
-    return PaillierQuery(tuple(key.encrypt(int(v), pool) for v in values))
+    """Client side of a query: packed ``[q(x) + 2^s]`` like a template (the servers compute
+    the norm and re-encrypt every coordinate at admission)."""
+    return PaillierQuery(_pack_encrypt(values, layout, key, pool))
 
 
 def check_template(
-    template: PaillierTemplate | AdmittedTemplate, layout: TemplateLayout, key: PublicKey
+    template: PaillierTemplate | AdmittedTemplate | PaillierQuery, layout: TemplateLayout,
+    key: PublicKey,
 ) -> None:
-    """A's admission check of a template's *shape* (its values are encrypted)."""
+    """A's admission check of a template's or query's *shape* (its values are encrypted)."""
+    what = "query" if isinstance(template, PaillierQuery) else "template"
     if len(template.packed) != layout.cts_per_template:
         raise DimensionError(
-            f"template has {len(template.packed)} packed ciphertexts, "
+            f"{what} has {len(template.packed)} packed ciphertexts, "
             f"layout wants {layout.cts_per_template}"
         )
     norm = [template.norm] if isinstance(template, AdmittedTemplate) else []
     if any(c.key != key for c in (*template.packed, *norm)):
-        raise KeyMismatchError("template was encrypted under another key")
+        raise KeyMismatchError(f"{what} was encrypted under another key")
 
 
 __all__ = ["TemplateLayout", "check_template", "encrypt_query", "encrypt_template"]

@@ -5,9 +5,10 @@ Composition (docs/architecture.md steps 2–5) for one query and k candidate tem
     A ⇄ B  norm_square          one round: B-made [u_i] and the servers' [‖u‖²]    (norms)
     A ⇄ B  norm_check           one round: ‖u‖² within the unit-vector bounds, else
                                 EmbeddingRangeError (neither "match" nor "no match")
-    A: shuffle candidates (fresh random order; the index B's tournament sees means nothing)
+    A: shuffle candidates (fresh random order; the positions B's argmin sees mean nothing)
     A ⇄ B  blinded_product      one round: [D_j] for all k               (secure_distance)
-    A ⇄ B  compare_select       ⌈log₂ k⌉ rounds: [D_min], [i_min]          (secure_min)
+    A ⇄ B  argmin               one round for k ≤ 16: [D_min], [i_min]   (secure_min, all pairs)
+           (compare_select      ⌈log₂ k⌉ rounds, the SOCI tournament, for larger k)
     A ⇄ B  threshold_decide     one round: decision bit; index opened only on match
     A: position → label (template id / subject id). The client is told "match <label>" or
        "no match", never a score.
@@ -33,13 +34,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pura.crypto.paillier import KeyShare, PartialPool, PublicKey, RandomnessPool
+from pura.crypto.paillier import Ciphertext, KeyShare, PartialPool, PublicKey, RandomnessPool
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import EmbeddingRangeError, ParameterError, ProtocolError
-from pura.protocols.enroll import TemplateLayout
+from pura.protocols.enroll import TemplateLayout, check_template
 from pura.protocols.messages import (
     AdmittedTemplate,
+    ArgminReply,
+    ArgminRequest,
     BlindedProductReply,
     BlindedProductRequest,
     CompareReply,
@@ -71,8 +74,11 @@ from pura.protocols.secure_distance import (
 from pura.protocols.secure_min import (
     CompareLayout,
     finish_threshold,
+    helper_argmin,
     helper_compare,
     helper_threshold,
+    one_round_argmin,
+    prefer_one_round,
     secure_argmin,
     start_threshold,
 )
@@ -82,7 +88,9 @@ STEP_COMPARE = "paillier.compare_select"
 STEP_THRESHOLD = "paillier.threshold"
 STEP_NORM_SQUARE = "paillier.norm_square"
 STEP_NORM_CHECK = "paillier.norm_check"
-STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK)
+STEP_ARGMIN = "paillier.argmin"
+STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
+         STEP_ARGMIN)
 
 #: Templates admitted per pair of norm rounds: B answers ``d + 2`` ciphertexts per template
 #: (~100 kB at 3072 bits), so a batch stays a few MB on the wire.
@@ -103,6 +111,8 @@ class HelperChannel(NormHelper, Protocol):
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply: ...
 
     def compare_select(self, request: CompareRequest) -> CompareReply: ...
+
+    def argmin(self, request: ArgminRequest) -> ArgminReply: ...
 
     def threshold_decide(self, request: ThresholdRequest) -> ThresholdReply: ...
 
@@ -188,6 +198,9 @@ class ServerB:
     def compare_select(self, request: CompareRequest) -> CompareReply:
         return helper_compare(request, self.config.compare, self.share, self.pool, self.engine)
 
+    def argmin(self, request: ArgminRequest) -> ArgminReply:
+        return helper_argmin(request, self.config.compare, self.share, self.pool, self.engine)
+
     def threshold_decide(self, request: ThresholdRequest) -> ThresholdReply:
         return helper_threshold(request, self.config.compare, self.share)
 
@@ -199,6 +212,7 @@ class ServerB:
                 BlindedProductRequest.from_bytes(key, b)).to_bytes(),
             STEP_COMPARE: lambda b: self.compare_select(
                 CompareRequest.from_bytes(key, b)).to_bytes(),
+            STEP_ARGMIN: lambda b: self.argmin(ArgminRequest.from_bytes(key, b)).to_bytes(),
             STEP_THRESHOLD: lambda b: self.threshold_decide(
                 ThresholdRequest.from_bytes(key, b)).to_bytes(),
             STEP_NORM_SQUARE: lambda b: self.norm_square(
@@ -250,6 +264,9 @@ class BytesChannel:
 
     def compare_select(self, request: CompareRequest) -> CompareReply:
         return CompareReply.from_bytes(self.key, self._exchange(STEP_COMPARE, request.to_bytes()))
+
+    def argmin(self, request: ArgminRequest) -> ArgminReply:
+        return ArgminReply.from_bytes(self.key, self._exchange(STEP_ARGMIN, request.to_bytes()))
 
     def threshold_decide(self, request: ThresholdRequest) -> ThresholdReply:
         raw = self._exchange(STEP_THRESHOLD, request.to_bytes())
@@ -358,7 +375,8 @@ class ServerA:
         Separate from :meth:`match` because it does not depend on the candidates: a server can
         run it while preselection is still choosing them (B works while A scores blocks).
         """
-        return admit_query(query.dims, self.config.norms, self.share, self.pool,
+        check_template(query, self.config.template, self.key)
+        return admit_query(query.packed, self.config.norms, self.share, self.pool,
                            self.channel, self.engine, self.rng)
 
     def match(
@@ -385,11 +403,7 @@ class ServerA:
             self.rng,
         )
         distances = finish_distance(state, self.channel.blinded_product(request))
-        entries = [(d, self.key.encrypt(j, self.pool)) for j, d in enumerate(distances)]
-        d_min, i_min = secure_argmin(
-            entries, self.config.compare, self.share, self.pool, self.channel.compare_select,
-            self.engine, self.rng,
-        )
+        d_min, i_min = self._argmin(distances)
         t_state, t_request = start_threshold(
             d_min, i_min, tau, self.config.compare, self.share, self.pool, self.rng
         )
@@ -399,6 +413,16 @@ class ServerA:
         if decision.index is None or not 0 <= decision.index < len(order):
             raise ProtocolError("opened index lies outside the candidate list")
         return MatchResult(True, order[decision.index][0])
+
+    def _argmin(self, distances: Sequence[Ciphertext]) -> tuple[Ciphertext, Ciphertext]:
+        """``([D_min], [I_min])``: one round for small k, the tournament above ~16 candidates."""
+        layout = self.config.compare
+        if prefer_one_round(layout, len(distances)):
+            return one_round_argmin(distances, layout, self.share, self.pool,
+                                    self.channel.argmin, self.engine, self.rng)
+        entries = [(d, self.key.encrypt(j, self.pool)) for j, d in enumerate(distances)]
+        return secure_argmin(entries, layout, self.share, self.pool, self.channel.compare_select,
+                             self.engine, self.rng)
 
     def verify(
         self,
@@ -414,6 +438,7 @@ class ServerA:
 __all__ = [
     "ADMIT_BATCH",
     "STEPS",
+    "STEP_ARGMIN",
     "STEP_BLINDED_PRODUCT",
     "STEP_COMPARE",
     "STEP_NORM_CHECK",

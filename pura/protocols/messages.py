@@ -121,27 +121,28 @@ def _key_of(items: Sequence[Ciphertext]) -> PublicKey:
 
 @dataclass(frozen=True)
 class PaillierQuery:
-    """The Paillier part of a query: ``[q(x)_i]`` for every dimension, nothing else.
+    """The Paillier part of a query: packed ``[q(x) + 2^s]`` like a template, nothing else.
 
     There is deliberately no squared-norm field: a client-supplied ``[‖q(x)‖²]`` let a client
     shift every distance (docs/security.md, "Exact distance"). A and B compute the norm of the
-    vector they decode (:func:`pura.protocols.norms.admit_query`).
+    vector they decode (:func:`pura.protocols.norms.admit_query`), and B re-encrypts every
+    coordinate it decoded, so nothing the client encrypted is used as it was sent.
     """
 
     KIND: ClassVar[int] = 1
-    dims: tuple[Ciphertext, ...]
+    packed: tuple[Ciphertext, ...]
 
     def to_bytes(self) -> bytes:
-        return _Writer(self.KIND, _key_of(self.dims)).cts(self.dims).done()
+        return _Writer(self.KIND, _key_of(self.packed)).cts(self.packed).done()
 
     @classmethod
     def from_bytes(cls, key: PublicKey, data: bytes) -> PaillierQuery:
         r = _Reader(data, cls.KIND, key, "PaillierQuery")
-        dims = r.cts()
+        packed = r.cts()
         r.end()
-        if not dims:
-            raise ProtocolError("PaillierQuery needs ≥ 1 dimension")
-        return cls(dims)
+        if not packed:
+            raise ProtocolError("PaillierQuery needs ≥ 1 packed ciphertext")
+        return cls(packed)
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,36 @@ class CompareReply:
 
 
 @dataclass(frozen=True)
+class ArgminRequest(_PackedComparisons):
+    """A → B: the one-round argmin of ``n_comparisons`` = k candidates: ``k(k−1)/2`` pairwise
+    blinded differences, then ``k`` masked distances, packed (:mod:`pura.protocols.secure_min`)."""
+
+    KIND: ClassVar[int] = 20
+
+
+@dataclass(frozen=True)
+class ArgminReply:
+    """B → A: fresh one-hot ``[e_j]`` of the winner and fresh ``[y_{j*}]`` (its masked distance)."""
+
+    KIND: ClassVar[int] = 21
+    onehot: tuple[Ciphertext, ...]
+    masked_min: Ciphertext
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.masked_min.key)
+        return w.cts(self.onehot).cts([self.masked_min]).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> ArgminReply:
+        r = _Reader(data, cls.KIND, key, "ArgminReply")
+        onehot, masked = r.cts(), r.cts()
+        r.end()
+        if len(masked) != 1 or not onehot:
+            raise ProtocolError("ArgminReply needs ≥ 1 indicator and one masked minimum")
+        return cls(onehot, masked[0])
+
+
+@dataclass(frozen=True)
 class ThresholdRequest:
     """A → B: blinded ``τ − D_min`` comparison and the two index ciphertexts B chooses between."""
 
@@ -462,6 +493,8 @@ __all__ = [
     "MAX_ITEMS",
     "VERSION",
     "AdmittedTemplate",
+    "ArgminReply",
+    "ArgminRequest",
     "BlindedProductReply",
     "BlindedProductRequest",
     "CompareReply",

@@ -12,8 +12,8 @@ encoding of a unit vector. Nothing a client uploads besides the coordinates is t
 Round 1 — blinded square sum (:func:`start_norms` / :func:`helper_norms` / :func:`finish_norms`),
 for one query or a batch of templates, one A → B → A round::
 
-    A: the vector as packed slots holding value + 2^s (a template is stored that way; a query's
-       per-dimension [x_i] are packed by Horner shifts), plus a fresh packed mask r
+    A: the vector as packed slots holding value + 2^s (templates and queries are uploaded that
+       way), plus a fresh packed mask r
        (r_i uniform < 2^(s+1+κ)); A partially decrypts                       → NormRequest
     B: combines; v_i = value_i + c_i with c_i = 2^s + r_i. B range-checks every slot
        (v_i < 2^(s+1+κ) + 2^(s+1), nothing above the last used slot) and answers, per valid
@@ -219,26 +219,6 @@ class NormHelper(Protocol):
 # --------------------------------------------------------------------------------------------
 
 
-def pack_query(dims: Sequence[Ciphertext], layout: TemplateLayout) -> list[Ciphertext]:
-    """A query's per-dimension ``[x_i]`` packed like a template: slots hold ``x_i + 2^s``.
-
-    Horner over slot shifts (``slot_bits`` squarings per coordinate). No range assumption is
-    made about the client's ``x_i``: whatever they are, B's slot check and the re-encryption in
-    :func:`finish_norms` define the query from here on.
-    """
-    if len(dims) != layout.dim:
-        raise ProtocolError(f"query has {len(dims)} dimensions, expected {layout.dim}")
-    s = layout.slots_per_ct
-    out = []
-    for start in range(0, layout.dim, s):
-        group = dims[start:start + s]
-        acc = group[-1]
-        for ct in reversed(group[:-1]):
-            acc = acc.shift_slots(layout.slot_bits) + ct
-        out.append(acc.add_plain(layout.packed.pack_raw([layout.bound] * len(group))))
-    return out
-
-
 @dataclass
 class NormState:
     """A's secret state of round 1: the masks (never sent, hidden from ``repr``)."""
@@ -266,8 +246,8 @@ def start_norms(
 ) -> tuple[NormState, NormRequest]:
     """A: mask every slot of every packed vector and partially decrypt (see module docstring).
 
-    ``vectors``: each one the ``cts_per_template`` packed ciphertexts of a template, or
-    :func:`pack_query` of a query. ``rng`` draws the masks (OS CSPRNG unless a test seeds it).
+    ``vectors``: each one the ``cts_per_template`` packed ciphertexts of a template or query.
+    ``rng`` draws the masks (OS CSPRNG unless a test seeds it).
     """
     t = layout.template
     key = share_a.public_key
@@ -540,7 +520,7 @@ def _run_rounds(
 
 
 def admit_query(
-    dims: Sequence[Ciphertext],
+    packed: Sequence[Ciphertext],
     layout: NormLayout,
     share_a: KeyShare,
     pool: RandomnessPool,
@@ -552,8 +532,11 @@ def admit_query(
 
     The returned query replaces the client's: its coordinates are B's re-encryption of what B
     decoded and checked, and its norm is computed by the servers (nothing uploaded is trusted).
+    ``packed``: the client's ``[q(x) + 2^s]`` (:class:`~pura.protocols.messages.PaillierQuery`).
+    No range assumption is made about what the client encrypted: B's slot check and the
+    re-encryption in :func:`finish_norms` define the query from here on.
     """
-    (result,) = _run_rounds([pack_query(dims, layout.template)], layout, share_a, pool, helper,
+    (result,) = _run_rounds([packed], layout, share_a, pool, helper,
                             repack=False, engine=engine, rng=rng)
     if isinstance(result, EmbeddingRangeError):
         raise EmbeddingRangeError("query " + str(result))
@@ -628,7 +611,6 @@ __all__ = [
     "finish_norms",
     "helper_norm_check",
     "helper_norms",
-    "pack_query",
     "start_norm_check",
     "start_norms",
     "weighted_sums",

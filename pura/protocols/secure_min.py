@@ -49,6 +49,8 @@ from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import PackingOverflowError, ParameterError, ProtocolError
 from pura.protocols.messages import (
+    ArgminReply,
+    ArgminRequest,
     CompareReply,
     CompareRequest,
     ThresholdReply,
@@ -293,6 +295,129 @@ def secure_argmin(
 
 
 # --------------------------------------------------------------------------------------------
+# One-round argmin (all pairs, unflipped, under A's shuffle)
+# --------------------------------------------------------------------------------------------
+
+
+def pairs(k: int) -> list[tuple[int, int]]:
+    """``(a, b)`` with ``a < b`` in the order both servers pack them."""
+    return [(a, b) for a in range(k) for b in range(a + 1, k)]
+
+
+def one_round_cts(layout: CompareLayout, k: int) -> int:
+    """Packed ciphertexts of a one-round argmin over ``k`` candidates."""
+    return -(-(len(pairs(k)) + k) // layout.slots_per_ct)
+
+
+def prefer_one_round(layout: CompareLayout, k: int) -> bool:
+    """One joint decryption per ciphertext in one round beats one per tournament round only
+    while the ``k(k−1)/2`` comparisons fit in at most ``⌈log₂ k⌉`` ciphertexts (k ≤ 16 at
+    3072 bits); above that the tournament moves fewer bits."""
+    return k > 1 and one_round_cts(layout, k) <= (k - 1).bit_length()
+
+
+@dataclass
+class ArgminState:
+    """A's secret masks ``ρ_j`` of the one-round argmin."""
+
+    rho: list[int]
+
+    def __repr__(self) -> str:
+        return f"ArgminState(k={len(self.rho)})"
+
+
+def start_argmin(
+    distances: Sequence[Ciphertext],
+    layout: CompareLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> tuple[ArgminState, ArgminRequest]:
+    """A: every pair's blinded ``e = 2(D_a − D_b) − 1`` (no flip bit) and every masked
+    ``y_j = D_j + ρ_j``, packed and partially decrypted.
+
+    Why no flip bits here, unlike the tournament: A has already put the candidates in a fresh
+    secret random order, so the ranking B learns is a uniformly random permutation of
+    positions that mean nothing to B. What B learns beyond the tournament is the sign of each
+    pairwise gap among those anonymous positions; the gaps' magnitudes (±1 bit, SOCI's
+    leakage) it learnt before too. Nothing here involves τ, so B still learns nothing about
+    the decision (docs/security.md, "Secure minimum").
+    """
+    k = len(distances)
+    if not 0 < k <= 1 << 8:
+        raise ProtocolError(f"one-round argmin takes 1..256 candidates, got {k}")
+    rng = rng if rng is not None else pool.rng
+    raw: list[Ciphertext] = []
+    for a, b in pairs(k):
+        _, r1, r2 = layout.blinds(rng)
+        raw.append(_blinded(((distances[a] - distances[b]) * 2).add_plain(-1), 0, r1, r2))
+    rho = [rng.getrandbits(layout.mask_bits - 1) for _ in range(k)]  # y_j < 2^(ℓ+κ+1)
+    offsets = [layout.w_offset] * len(raw) + rho
+    packed, partials = _pack_and_open([*raw, *distances], offsets, layout, share_a, pool,
+                                      engine)
+    return ArgminState(rho), ArgminRequest(layout.slot_bits, k, tuple(packed), tuple(partials))
+
+
+def helper_argmin(
+    request: ArgminRequest,
+    layout: CompareLayout,
+    share_b: KeyShare,
+    pool: RandomnessPool,
+    engine: LocalEngine = SERIAL,
+) -> ArgminReply:
+    """B: the position that wins every comparison; fresh one-hot ``[e_j]`` and ``[y_{j*}]``.
+
+    A comparison (a, b) is won by b exactly when ``w > 0`` (``D_b < D_a``); ties go to the
+    lower position, so honest requests always have exactly one undefeated position. Anything
+    else (a malformed or inconsistent request) is refused rather than guessed at.
+    """
+    k = request.n_comparisons
+    if request.slot_bits != layout.slot_bits or not 0 < k <= 1 << 8:
+        raise ProtocolError("argmin request does not match B's comparison layout")
+    key = share_b.public_key
+    n_pairs = len(pairs(k))
+    contents = _open_slots(request.packed, request.partials, n_pairs + k, layout, share_b,
+                           engine)
+    lost = [False] * k
+    for (a, b), w in zip(pairs(k), contents[:n_pairs], strict=True):
+        lost[a if _sign_bit(w, layout) else b] = True
+    winners = [j for j in range(k) if not lost[j]]
+    if len(winners) != 1:
+        raise ProtocolError("argmin request is not a consistent set of comparisons")
+    (win,) = winners
+    onehot = tuple(key.encrypt(int(j == win), pool) for j in range(k))
+    return ArgminReply(onehot, key.encrypt(contents[n_pairs + win], pool))
+
+
+def finish_argmin(state: ArgminState, reply: ArgminReply) -> Entry:
+    """A: ``[D_min] = [y_{j*}] − Σ_j ρ_j·[e_j]`` and ``[I_min] = Σ_j j·[e_j]``."""
+    k = len(state.rho)
+    if len(reply.onehot) != k:
+        raise ProtocolError(f"argmin reply has {len(reply.onehot)} indicators, expected {k}")
+    d_min, i_min = reply.masked_min, reply.onehot[0] * 0
+    for j, (e, rho) in enumerate(zip(reply.onehot, state.rho, strict=True)):
+        d_min = d_min - e * rho
+        if j:
+            i_min = i_min + e * j
+    return d_min, i_min
+
+
+def one_round_argmin(
+    distances: Sequence[Ciphertext],
+    layout: CompareLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    ask_b: Callable[[ArgminRequest], ArgminReply],
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> Entry:
+    """``([D_min], [I_min])`` in one round with ``ask_b`` as B (e.g. ``HelperChannel.argmin``)."""
+    state, request = start_argmin(distances, layout, share_a, pool, engine, rng)
+    return finish_argmin(state, ask_b(request))
+
+
+# --------------------------------------------------------------------------------------------
 # Threshold
 # --------------------------------------------------------------------------------------------
 
@@ -359,13 +484,21 @@ def finish_threshold(state: ThresholdState, reply: ThresholdReply, share_a: KeyS
 
 __all__ = [
     "ArgminA",
+    "ArgminState",
     "CompareLayout",
     "Decision",
     "Entry",
     "ThresholdState",
+    "finish_argmin",
     "finish_threshold",
+    "helper_argmin",
     "helper_compare",
     "helper_threshold",
+    "one_round_argmin",
+    "one_round_cts",
+    "pairs",
+    "prefer_one_round",
     "secure_argmin",
+    "start_argmin",
     "start_threshold",
 ]

@@ -27,6 +27,7 @@ from pura.protocols.identify import (
 )
 from pura.protocols.messages import AdmittedTemplate
 from pura.protocols.secure_distance import PreparedTemplate
+from pura.protocols.secure_min import prefer_one_round
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
 S = 11
@@ -90,9 +91,9 @@ def test_identify_random_vectors_equals_plaintext(paillier_fast_keys: Keys) -> N
         want = _plain_answer(near, gallery, tau)
         assert got == MatchResult(want is not None, want)
         assert (want is not None) == (trial < 2)
-    # admission of the gallery (2) + per query: query admission (2), distance,
-    # ⌈log2 6⌉ = 3 argmin rounds and the threshold
-    assert channel.stats.rounds == 2 + 4 * 7
+    # admission of the gallery (2) + per query: query admission (2), distance, the one-round
+    # argmin (6 candidates: 15 pairs + 6 values in one ciphertext) and the threshold
+    assert channel.stats.rounds == 2 + 4 * 5
     assert channel.stats.bytes_to_b > 0 and channel.stats.bytes_from_b > 0
 
 
@@ -195,9 +196,11 @@ def _run_lfw(keys: Keys, s: object, probe_idx: Sequence[int], seed: int) -> tupl
         got = a.match(query, [(labels[int(j)], stored[int(j)]) for j in cands[i]], tau)
         assert got == want, f"probe {i}: encrypted {got} != plaintext {want}"
         matches += got.matched
-    # per query: admission (2), distance, argmin, threshold; per template: admission (2)
-    assert channel.stats.rounds == \
-        len(probe_idx) * (4 + (K_CANDIDATES - 1).bit_length()) + 2 * len(stored)
+    # per query: admission (2), distance, argmin (one round, or the tournament's ⌈log₂ k⌉),
+    # threshold; per template: admission (2)
+    argmin = 1 if prefer_one_round(a.config.compare, K_CANDIDATES) \
+        else (K_CANDIDATES - 1).bit_length()
+    assert channel.stats.rounds == len(probe_idx) * (4 + argmin) + 2 * len(stored)
     return matches, len(probe_idx)
 
 

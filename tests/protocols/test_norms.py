@@ -33,7 +33,6 @@ from pura.protocols.norms import (
     finish_norms,
     helper_norm_check,
     helper_norms,
-    pack_query,
     start_norm_check,
     start_norms,
 )
@@ -137,7 +136,7 @@ def test_admit_query_equals_plaintext_and_hides_b_randomness(paillier_fast_keys:
     layout, pool, helper = _setup(paillier_fast_keys, 1)
     x = _unit_q(np.random.default_rng(1))
     q = encrypt_query(x, layout.template, pk, pool)
-    got = admit_query(q.dims, layout, s1, pool, helper, rng=random.Random(2))
+    got = admit_query(q.packed, layout, s1, pool, helper, rng=random.Random(2))
     assert decrypt_with_shares(s1, s2, got.norm) == sum(v * v for v in x)
     assert [decrypt_with_shares(s1, s2, c, signed=True) for c in got.dims] == x
     # A's [u_i] are not B's [v_i] shifted by a public constant: B could otherwise divide out
@@ -146,7 +145,7 @@ def test_admit_query_equals_plaintext_and_hides_b_randomness(paillier_fast_keys:
     for u_ct, v_ct in zip(got.dims[:4], reply.dims[:4], strict=True):
         c_i = decrypt_with_shares(s1, s2, v_ct) - decrypt_with_shares(s1, s2, u_ct, signed=True)
         assert u_ct != v_ct.add_plain(-c_i)
-    assert got.dims[0] != q.dims[0]
+    assert len(q.packed) == layout.template.cts_per_template < len(got.dims)
     assert "dims=40" in repr(got)
 
 
@@ -186,12 +185,26 @@ def test_query_coordinates_outside_the_slot_range_are_rejected(paillier_fast_key
     layout, pool, helper = _setup(paillier_fast_keys, 6)
     t = layout.template
     x = _unit_q(np.random.default_rng(6))
-    for pos, value in ((3, (1 << t.mask_bits) + 2 * t.bound), (DIM - 1, -(1 << 60)),
-                       (0, pk.n // 2 - 1)):
-        bad = [pk.encrypt(v, pool) for v in x]
-        bad[pos] = pk.encrypt(value, pool)
+    honest = [v + t.bound for v in x]
+    s, last = t.slots_per_ct, t.cts_per_template - 1
+
+    def packed(contents: list[int]) -> list[int]:
+        return [t.packed.pack_raw(contents[i:i + s]) for i in range(0, t.dim, s)]
+
+    too_big = list(honest)
+    too_big[3] = (1 << t.mask_bits) + 2 * t.bound  # a slot no honest client can fill
+    beyond = packed(honest)
+    beyond[last] += 1 << (t.slot_bits * (t.dim - last * s))  # a value above the last used slot
+    for plaintexts in (packed(too_big), beyond):
+        bad = [pk.encrypt(p, pool) for p in plaintexts]
         with pytest.raises(EmbeddingRangeError, match=r"^query .*coordinate"):
             admit_query(bad, layout, s1, pool, helper)
+    # N − 1 ("−1") wraps to mask − 1 once A adds its mask: in range slot by slot, but the
+    # decoded vector is far from unit length, so the norm check refuses it
+    wrapped = [pk.encrypt(p, pool) for p in packed(honest)]
+    wrapped[0] = pk.encrypt(-1, pool)
+    with pytest.raises(EmbeddingRangeError, match=r"^query .*squared norm"):
+        admit_query(wrapped, layout, s1, pool, helper)
 
 
 def test_query_norm_outside_bounds_is_rejected(paillier_fast_keys: Keys) -> None:
@@ -201,7 +214,7 @@ def test_query_norm_outside_bounds_is_rejected(paillier_fast_keys: Keys) -> None
     for scaled in ([v // 2 for v in x], [0] * DIM, [1 << S] * DIM):
         q = encrypt_query(scaled, layout.template, pk, pool)
         with pytest.raises(EmbeddingRangeError, match="squared norm lies outside"):
-            admit_query(q.dims, layout, s1, pool, helper)
+            admit_query(q.packed, layout, s1, pool, helper)
 
 
 @PROPS
@@ -239,8 +252,7 @@ def test_messages_round_trip_and_reject_garbage(paillier_fast_keys: Keys) -> Non
     pk, s1, s2 = paillier_fast_keys
     layout, pool, helper = _setup(paillier_fast_keys, 9)
     x = _unit_q(np.random.default_rng(9))
-    state, req = start_norms([pack_query(encrypt_query(x, layout.template, pk, pool).dims,
-                                         layout.template)],
+    state, req = start_norms([encrypt_query(x, layout.template, pk, pool).packed],
                              layout, s1, pool, repack=False, rng=random.Random(9))
     assert NormRequest.from_bytes(pk, req.to_bytes()) == req
     reply = helper_norms(req, layout, s2, pool)
@@ -301,8 +313,6 @@ def test_b_and_a_refuse_malformed_rounds(paillier_fast_keys: Keys) -> None:
         start_norms([packed[:-1]], layout, s1, pool, repack=True)
     with pytest.raises(ProtocolError):
         start_norms([], layout, s1, pool, repack=True)
-    with pytest.raises(ProtocolError):
-        pack_query(list(packed), t)
     c_state, c_req = start_norm_check([pk.encrypt(5, pool)] * 2, layout, s1, pool)
     with pytest.raises(ProtocolError):
         helper_norm_check(replace(c_req, n_comparisons=3), layout, s2)

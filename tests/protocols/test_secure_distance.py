@@ -33,7 +33,8 @@ Keys = tuple[PublicKey, KeyShare, KeyShare]
 def _query(x: list[int], layout: TemplateLayout, pk: PublicKey,
            pool: RandomnessPool) -> CheckedQuery:
     """A query as admission leaves it; the norm is given here (admission: test_norms.py)."""
-    return CheckedQuery(encrypt_query(x, layout, pk, pool).dims,
+    layout.check_vector(x)
+    return CheckedQuery(tuple(pk.encrypt(v, pool) for v in x),
                         pk.encrypt(sum(v * v for v in x), pool))
 
 

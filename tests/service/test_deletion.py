@@ -46,7 +46,8 @@ def test_delete_leaves_no_copy(deployment: Deployment, tmp_path: Path) -> None:
         store = handle.node.store
         [record] = store.templates_of_subject("lfw", victim)
         [kept] = store.templates_of_subject("lfw", faces.gallery_labels[0])
-        head = deployment.pca.apply(l2_normalize(faces.gallery[1]))[:32]
+        m = handle.node.params.encoding.head_dim
+        head = deployment.pca.apply(l2_normalize(faces.gallery[1]))[:m]
         before = _slot_values(deployment, store.blocks("lfw")[0].data, record.slot)
         assert np.max(np.abs(before - head)) < 1e-3  # the head really is in the block
 

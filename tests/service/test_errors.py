@@ -17,6 +17,7 @@ import pytest
 from pura_client.encryptor import EncryptedParts
 
 from pura.errors import BudgetExhaustedError
+from pura.protocols.messages import PaillierQuery
 from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura.service.server import secure_channel
 
@@ -140,6 +141,13 @@ def test_wrong_dimension_is_invalid_argument(
     request = pura_pb2.IdentifyRequest(ref=_ref(deployment), query=_query(parts[1], dim=127))
     code, msg = _code(lambda: stubs("identifier").Identify(request))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "dimension" in msg
+    # the declared dimension is right but the packed query is a ciphertext short
+    key = deployment.a.node.keys.public.paillier
+    packed = PaillierQuery.from_bytes(key, parts[1].paillier).packed
+    short = EncryptedParts(PaillierQuery(packed[:-1]).to_bytes(), parts[1].ckks_head)
+    request = pura_pb2.IdentifyRequest(ref=_ref(deployment), query=_query(short))
+    code, msg = _code(lambda: stubs("identifier").Identify(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "packed ciphertexts" in msg
     template = common_pb2.EncryptedTemplate(
         model_id="dlib_face_recognition_resnet_model_v1", dim=512,
         paillier=parts[0].paillier, ckks_head=parts[0].ckks_head)

@@ -67,7 +67,7 @@ from pura_client.audit.metrics import FloatArray
 STEP_PRESELECT = "ckks.preselect"
 #: Same defaults as server A (pura.service.nodes): B returns the best ``VIEW_K`` positions of its
 #: view, A keeps the first ``TOP_K`` that hold real templates (decoy slots are dropped).
-TOP_K = 8
+TOP_K = 6
 VIEW_K = 256
 STEP_REFRESH = "ckks.refresh"
 
