@@ -263,12 +263,23 @@ class ScoringPool:
         return _PoolView(self, namespace)
 
     def _start(self) -> None:
+        """Start missing workers, and replace dead ones (their blocks are re-sent: a crashed
+        worker fails the query it was scoring, not every later one)."""
+        if not self._procs:
+            self._procs = [self._spawn() for _ in range(self.workers)]
+        for w, (proc, conn) in enumerate(self._procs):
+            if not proc.is_alive():
+                conn.close()
+                self._procs[w] = self._spawn()
+                self._known[w].clear()
+
+    def _spawn(self) -> tuple[BaseProcess, Connection]:
         mp = get_context("spawn")  # not fork: the parent may run gRPC/Ray threads
-        for _ in range(self.workers):
-            parent, child = mp.Pipe()
-            proc = mp.Process(target=_worker_main, args=(child, self._ctx_bytes), daemon=True)
-            proc.start()
-            self._procs.append((proc, parent))
+        parent, child = mp.Pipe()
+        proc = mp.Process(target=_worker_main, args=(child, self._ctx_bytes), daemon=True)
+        proc.start()
+        child.close()  # only the worker holds its end: a dead worker reads as EOF, no hang
+        return proc, parent
 
     def score(
         self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
@@ -283,8 +294,7 @@ class ScoringPool:
     ) -> list[bytes]:
         """:meth:`score` for the blocks of ``namespace``."""
         with self._lock:
-            if not self._procs:
-                self._start()
+            self._start()
             plan: list[list[tuple[BlockKey, int]]] = [[] for _ in range(self.workers)]
             updates = self._updates(namespace, blocks)
             where: list[tuple[int, int]] = []
@@ -293,9 +303,8 @@ class ScoringPool:
                 where.append((w, len(plan[w])))
                 plan[w].append(((namespace, block.block_id), rotation))
             busy = [w for w in range(self.workers) if plan[w]]
-            for w in busy:
-                self._procs[w][1].send(("score", list(query), plan[w], a, c, updates[w]))
-            results = self._gather(busy)
+            results = self._exchange(
+                {w: ("score", list(query), plan[w], a, c, updates[w]) for w in busy})
             return [results[w][i] for w, i in where]
 
     def _updates(
@@ -323,13 +332,12 @@ class ScoringPool:
                 [k for k in known if k[0] == namespace and k not in keep] for known in self._known
             ]
             busy = [w for w in range(self.workers) if updates[w] or drops[w]]
-            if busy and not self._procs:
+            if busy:
                 self._start()
             for w in busy:
                 for key in drops[w]:
                     del self._known[w][key]
-                self._procs[w][1].send(("sync", updates[w], drops[w]))
-            self._gather(busy)
+            self._exchange({w: ("sync", updates[w], drops[w]) for w in busy})
 
     def held(self, namespace: str = "") -> dict[int, int]:
         """``{block id: version}`` the workers hold for ``namespace`` (as sent to them)."""
@@ -337,12 +345,22 @@ class ScoringPool:
             return {k[1]: v for known in self._known for k, v in known.items()
                     if k[0] == namespace}
 
-    def _gather(self, busy: Sequence[int]) -> dict[int, list[Any]]:
-        """Every busy worker's reply; the first error is raised only after all replies are
-        read, so no stale reply stays in a pipe to answer the next request."""
+    def _exchange(self, messages: dict[int, tuple[Any, ...]]) -> dict[int, list[Any]]:
+        """Send each worker its message and read every reply that is owed; the first error is
+        raised only after all owed replies are read, so no stale reply stays in a pipe to
+        answer the next request."""
         results: dict[int, list[Any]] = {}
         failure: PuraError | None = None
-        for w in busy:
+        sent = []
+        for w, message in messages.items():
+            try:
+                self._procs[w][1].send(message)
+                sent.append(w)
+            except OSError as exc:  # the worker's end is closed: it died
+                self._known[w].clear()
+                failure = failure or ProtocolError(
+                    f"scoring worker {w} is gone: {type(exc).__name__}")
+        for w in sent:
             try:
                 results[w] = self._receive(w)
             except PuraError as exc:

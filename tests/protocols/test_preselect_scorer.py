@@ -11,6 +11,7 @@ import pytest
 
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.params import CKKS_8192
+from pura.errors import ProtocolError
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 from pura.protocols.preselect import (
     BlockScorer,
@@ -101,3 +102,23 @@ def test_sync_ships_refreshes_and_drops_emptied_blocks(secret: CKKSContext) -> N
         local = PreselectServer(public, layout, random.Random(5)).request(query, 10)
         pooled = PreselectServer(public, layout, random.Random(5), pool=pool).request(query, 10)
         assert pooled[0].scores == local[0].scores and len(pooled[0].scores) == 2
+
+
+def test_dead_worker_is_an_error_not_a_hang(secret: CKKSContext) -> None:
+    """A worker that dies (OOM kill, crash) fails the exchange it was in, never blocks A, and
+    is replaced before the next query (which gets the in-process bytes)."""
+    public = secret.public()
+    layout, heads = _layout(public, 4, 2)
+    query = _query(public, heads[0])
+    with ScoringPool(public, workers=2) as pool:
+        server = PreselectServer(public, layout, random.Random(6), pool=pool)
+        server.request(query, 10)
+        proc = pool._procs[0][0]  # the test reaches in to kill worker 0 mid-conversation
+        proc.kill()
+        proc.join()
+        with pytest.raises(ProtocolError, match="scoring worker 0 is gone"):
+            pool._exchange({0: ("sync", [], [])})
+        again, _ = server.request(query, 10)
+    local = PreselectServer(public, layout, random.Random(6))
+    local.request(query, 10)
+    assert again.scores == local.request(query, 10)[0].scores
