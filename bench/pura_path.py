@@ -43,7 +43,7 @@ from pura.engine.local import SERIAL, LocalEngine
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB
-from pura.protocols.messages import PaillierQuery
+from pura.protocols.messages import AdmittedTemplate, PaillierQuery
 from pura.protocols.preselect import (
     PreselectRequest,
     PreselectResponse,
@@ -164,14 +164,17 @@ class PuraGallery:
         return self._prepared[tid]
 
     def bytes_per_template(self) -> dict[str, float]:
-        """Storage at A: packed Paillier template + the template's share of a CKKS block."""
+        """Storage at A: the admitted Paillier template (packed ciphertexts + the servers'
+        norm, as the store keeps it) + the template's share of a CKKS block."""
         s = self.system
-        t = encrypt_template([0] * s.params.encoding.dim, s.exact.template,
-                             s.keys.public_key, s.client_pool)
+        pk = s.keys.public_key
+        upload = encrypt_template([0] * s.params.encoding.dim, s.exact.template, pk,
+                                  s.client_pool)
+        stored = len(AdmittedTemplate(upload.packed, pk.encrypt(0, s.client_pool)).to_bytes())
         block = self.layout.blocks[0]
         ckks_per_slot = sum(len(c) for c in block.ciphertexts) / block.slot_count
-        return {"paillier": float(len(t.to_bytes())), "ckks_head_share": ckks_per_slot,
-                "total": len(t.to_bytes()) + ckks_per_slot}
+        return {"paillier": float(stored), "paillier_upload": float(len(upload.to_bytes())),
+                "ckks_head_share": ckks_per_slot, "total": stored + ckks_per_slot}
 
 
 def encrypt_probe(system: PuraSystem, probe: FloatArray) -> tuple[list[bytes], PaillierQuery]:
