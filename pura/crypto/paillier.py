@@ -794,7 +794,8 @@ class MultiExp:
     The per-base window tables (``2^w − 1`` entries each) are built once and shared by every
     product; each product then costs ``max_bits`` squarings (shared by all bases: Straus) plus
     one multiplication per non-zero window digit. In the distance protocol the bases are the
-    admitted query's 128 per-dimension ciphertexts and the exponents the k candidates' masked vectors.
+    admitted query's 128 per-dimension ciphertexts and the exponents the k candidates' masked
+    vectors.
     """
 
     def __init__(self, bases: Sequence[Ciphertext], window: int = 4) -> None:

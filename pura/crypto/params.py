@@ -93,8 +93,9 @@ class EncodingParams:
     8,484 probes) the full-dimension nearest neighbour of every probe whose decision it decides
     ranks ≤ 4 in a 64-d head but up to 33 (64 over all mated probes) in a 32-d head, so with 32
     no affordable ``top_k`` gives the plaintext decision on every probe (14 of 3,581 differ at
-    k = 8, N = 4,749); ``python -m bench.preselect_recall``, bench/README.md. ``scale_bits``: fixed-point scale for the exact Paillier stage; each unit-
-    vector coordinate becomes an integer in [-2^s, 2^s].
+    k = 8, N = 4,749); ``python -m bench.preselect_recall``, bench/README.md.
+    ``scale_bits``: fixed-point scale for the exact Paillier stage; each unit-vector coordinate
+    becomes an integer in [-2^s, 2^s].
     """
 
     model_id: str = "dlib_face_recognition_resnet_model_v1"
