@@ -52,8 +52,8 @@ def environment_ray_address(environ: Mapping[str, str], role: str) -> str | None
 class Limits:
     """Resource limits of one server."""
 
-    #: Largest single gRPC message accepted. Queries at the 128-bit profile (32 CKKS
-    #: ciphertexts of N = 8192 + 3 packed Paillier ciphertexts) are ~10 MB, so 4 MB is too small.
+    #: Largest single gRPC message accepted. Queries at the 128-bit profile (64 CKKS
+    #: ciphertexts of N = 8192 + 3 packed Paillier ciphertexts) are ~15 MB, so 4 MB is too small.
     max_message_bytes: int = 64 * MiB
     #: Largest reassembled chunked payload (helper steps, public keys).
     max_payload_bytes: int = 1024 * MiB
