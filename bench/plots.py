@@ -11,6 +11,15 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, layout, PNG, and free the figure (every plot ends the same way)."""
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _latency_series(result: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
     sizes = sorted(int(n) for n in result["sizes"])
     pura = [result["sizes"][str(n)]["pura"]["stages_median_s"]["total"] for n in sizes]
@@ -36,11 +45,7 @@ def plot_latency(result: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("seconds per identification (median)")
     ax.set_title("1:N identification latency (2 shared cores)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_speedups(result: dict[str, Any], path: Path) -> Path:
@@ -61,11 +66,7 @@ def plot_speedups(result: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("gallery size (templates)")
     ax.set_ylabel("Pura speed-up (×, log scale)")
     ax.set_title("Pura speed-up over the baselines (same run, same gallery)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def plot_stages(result: dict[str, Any], path: Path) -> Path:
@@ -81,11 +82,7 @@ def plot_stages(result: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("gallery size (templates)")
     ax.set_ylabel("seconds (median)")
     ax.set_title("Pura per-stage latency (admit_query overlaps preselection)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_plots(result: dict[str, Any], out: Path) -> list[Path]:

@@ -306,7 +306,7 @@ def pairs(k: int) -> list[tuple[int, int]]:
 
 def one_round_cts(layout: CompareLayout, k: int) -> int:
     """Packed ciphertexts of a one-round argmin over ``k`` candidates."""
-    return -(-(len(pairs(k)) + k) // layout.slots_per_ct)
+    return -(-(k * (k - 1) // 2 + k) // layout.slots_per_ct)
 
 
 def prefer_one_round(layout: CompareLayout, k: int) -> bool:
@@ -376,18 +376,18 @@ def helper_argmin(
     if request.slot_bits != layout.slot_bits or not 0 < k <= 1 << 8:
         raise ProtocolError("argmin request does not match B's comparison layout")
     key = share_b.public_key
-    n_pairs = len(pairs(k))
-    contents = _open_slots(request.packed, request.partials, n_pairs + k, layout, share_b,
-                           engine)
+    compared = pairs(k)
+    contents = _open_slots(request.packed, request.partials, len(compared) + k, layout,
+                           share_b, engine)
     lost = [False] * k
-    for (a, b), w in zip(pairs(k), contents[:n_pairs], strict=True):
+    for (a, b), w in zip(compared, contents, strict=False):  # the k masked values follow
         lost[a if _sign_bit(w, layout) else b] = True
     winners = [j for j in range(k) if not lost[j]]
     if len(winners) != 1:
         raise ProtocolError("argmin request is not a consistent set of comparisons")
     (win,) = winners
     onehot = tuple(key.encrypt(int(j == win), pool) for j in range(k))
-    return ArgminReply(onehot, key.encrypt(contents[n_pairs + win], pool))
+    return ArgminReply(onehot, key.encrypt(contents[len(compared) + win], pool))
 
 
 def finish_argmin(state: ArgminState, reply: ArgminReply) -> Entry:

@@ -20,6 +20,7 @@ Durability and consistency (issue 4, threats T23/T24):
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import dataclasses
 import logging
@@ -185,20 +186,17 @@ class _Gallery:
             self.preselect.sync_pool()
 
 
-class OfflineWork:
-    """A's offline precomputation, run by a daemon thread only while no query is in flight.
+class _IdleWorker(abc.ABC):
+    """A daemon thread doing small units of precomputation only while no request is in flight.
 
-    Why: A's partial decryptions of stored templates (:class:`PreparedTemplate`) and its pools of
-    encryption randomness and masks can be computed before a query arrives; doing them between
-    queries takes them off the query's latency. gmpy2 holds the GIL, so the worker yields to
-    online work (it checks :meth:`online` between units) instead of competing with it.
+    Why one mechanism for both servers: gmpy2 holds the GIL, so background exponentiations
+    would compete with a query's. The worker checks :meth:`online` between units (each a few
+    milliseconds at most) and goes back to sleep as soon as a request starts; requests wake
+    it again when they end. Subclasses say what a unit is (:meth:`_one_unit`).
     """
 
-    def __init__(self, server_a: ServerA, top_k: int) -> None:
-        self._server_a = server_a
-        self._top_k = top_k
-        self._prepared: dict[str, PreparedTemplate] = {}
-        self._todo: list[tuple[str, AdmittedTemplate]] = []
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._lock = threading.Lock()
         self._busy = 0
         self._wake = threading.Event()
@@ -207,7 +205,7 @@ class OfflineWork:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pura-offline", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
             self._wake.set()
 
@@ -216,6 +214,49 @@ class OfflineWork:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+    @contextlib.contextmanager
+    def online(self) -> Iterator[None]:
+        """Mark a request in flight: no new unit starts until it (and every other) ends."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+            self._wake.set()
+
+    @abc.abstractmethod
+    def _one_unit(self) -> bool:
+        """Do one unit of offline work; False when there is nothing left (or a request runs)."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+            try:
+                while not self._stop.is_set() and self._one_unit():
+                    pass
+            except PuraError:
+                log.exception("%s: offline precomputation failed; computing online instead",
+                              self._name)
+
+
+class OfflineWork(_IdleWorker):
+    """A's offline precomputation (an :class:`_IdleWorker`).
+
+    Why: A's partial decryptions of stored templates (:class:`PreparedTemplate`) and its pools of
+    encryption randomness and masks can be computed before a query arrives; doing them between
+    queries takes them off the query's latency.
+    """
+
+    def __init__(self, server_a: ServerA, top_k: int) -> None:
+        super().__init__("pura-offline")
+        self._server_a = server_a
+        self._top_k = top_k
+        self._prepared: dict[str, PreparedTemplate] = {}
+        self._todo: list[tuple[str, AdmittedTemplate]] = []
 
     def queue(self, items: Sequence[tuple[str, AdmittedTemplate]]) -> None:
         with self._lock:
@@ -230,17 +271,6 @@ class OfflineWork:
         with self._lock:
             for t in template_ids:
                 self._prepared.pop(t, None)
-
-    @contextlib.contextmanager
-    def online(self) -> Iterator[None]:
-        with self._lock:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy -= 1
-            self._wake.set()
 
     def _one_unit(self) -> bool:
         """Do one unit of offline work; False when there is nothing left."""
@@ -259,16 +289,6 @@ class OfflineWork:
                     return False
             self._server_a.refill(candidates)  # no-op when the pools are full enough
         return False
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(timeout=5.0)
-            self._wake.clear()
-            try:
-                while not self._stop.is_set() and self._one_unit():
-                    pass
-            except PuraError:
-                log.exception("offline precomputation failed; queries compute online instead")
 
 
 class NodeA:
@@ -670,49 +690,26 @@ class NodeA:
                        when.isoformat(timespec="seconds"), entry)
 
 
-class HelperOffline:
-    """B's offline work: keeps its randomness pool stocked for ``queries`` queries of ``top_k``.
+class HelperOffline(_IdleWorker):
+    """B's offline work (an :class:`_IdleWorker`): keeps its randomness pool stocked for
+    ``queries`` queries of ``top_k``.
 
     Why: every ciphertext B returns is a fresh encryption, and a fresh Paillier randomiser is a
     fixed-base exponentiation (~1.3 ms at 3072 bits, ~160 per query). Computed between requests
-    they cost the query nothing. Like A's :class:`OfflineWork`, the thread does one randomiser at
-    a time and stops whenever a request is in flight, so it never competes with online work for
-    the GIL for more than one exponentiation.
+    they cost the query nothing; one randomiser is one unit.
     """
 
     def __init__(self, server_b: ServerB, top_k: int, queries: int = 2) -> None:
+        super().__init__("pura-b-offline")
         self._server_b = server_b
         self._target = queries * server_b.pool_demand(top_k)
-        self._busy = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pura-b-offline", daemon=True)
-            self._thread.start()
-            self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def online(self, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
-        """``handler`` marked as online work (the refill pauses while any one runs)."""
+    def serving(self, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
+        """``handler`` run as online work (the refill pauses while any one runs)."""
 
         def run(payload: bytes) -> bytes:
-            with self._lock:
-                self._busy += 1
-            try:
+            with self.online():
                 return handler(payload)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                self._wake.set()
 
         return run
 
@@ -722,16 +719,6 @@ class HelperOffline:
                 return False
         self._server_b.pool.refill(1)
         return True
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(timeout=5.0)
-            self._wake.clear()
-            try:
-                while not self._stop.is_set() and self._one_unit():
-                    pass
-            except PuraError:
-                log.exception("B's offline refill failed; encryptions are computed online")
 
 
 class NodeB:
@@ -766,7 +753,7 @@ class NodeB:
         steps = dict(self.server_b.handlers())
         steps[STEP_REFRESH] = self._refresh
         steps[STEP_PRESELECT] = self._preselect
-        return {step: self.offline.online(handler) for step, handler in steps.items()}
+        return {step: self.offline.serving(handler) for step, handler in steps.items()}
 
 
 def loopback(node_b: NodeB) -> HelperCall:

@@ -47,7 +47,7 @@ def test_pool_is_stocked_once_serving_and_pauses_for_online_work(node_b: NodeB) 
         release.wait(10)
         return payload
 
-    wrapped = node_b.offline.online(slow)
+    wrapped = node_b.offline.serving(slow)
     worker = threading.Thread(target=wrapped, args=(b"x",))
     worker.start()
     assert entered.wait(10)
