@@ -19,6 +19,8 @@ Tree::
     │   ├── DimensionError           embedding of the wrong dimension / not finite
     │   └── EmbeddingRangeError      encrypted vector is not the encoding of a unit vector
     ├── ProtocolError                a party received a message it cannot process
+    │   └── PeerUnavailableError     the other server cannot be reached (retry later)
+    ├── InvalidArgumentError         a request field (name, id, threshold) is not acceptable
     ├── StoreError
     │   ├── NotFoundError            unknown collection / subject
     │   └── AlreadyExistsError
@@ -84,6 +86,20 @@ class ProtocolError(PuraError):
     """A protocol party received a message it cannot process."""
 
 
+class PeerUnavailableError(ProtocolError):
+    """The other server (B, seen from A) is down or unreachable.
+
+    A subclass of :class:`ProtocolError` so that every place that defers work when a helper
+    step fails keeps doing so, but reported to clients as UNAVAILABLE: the request was fine and
+    a retry later can succeed (INVALID_ARGUMENT would tell a client never to retry).
+    """
+
+
+class InvalidArgumentError(PuraError):
+    """A request field (collection name, subject id, threshold, ...) is outside what the service
+    accepts. Raised before any work, with a message that names the rule, never the value."""
+
+
 class StoreError(PuraError):
     """Persistent store failure."""
 
@@ -123,11 +139,13 @@ __all__ = [
     "EmbeddingRangeError",
     "EncodingError",
     "FaceError",
+    "InvalidArgumentError",
     "InvalidCiphertextError",
     "KeyMismatchError",
     "NotFoundError",
     "PackingOverflowError",
     "ParameterError",
+    "PeerUnavailableError",
     "PermissionDeniedError",
     "ProtocolError",
     "PuraError",

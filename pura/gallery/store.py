@@ -10,6 +10,12 @@ Why these settings:
   delete_subject` ends with ``wal_checkpoint(TRUNCATE)``, so a deleted template's ciphertext bytes
   remain neither in the database file nor in the WAL (threat T23, "delete every copy").
 * ``foreign_keys=ON``: templates cannot outlive their collection.
+* Private files: the data directory is made 0700 and the database is created 0600 *before*
+  SQLite opens it, because SQLite creates ``-wal`` and ``-shm`` with the database file's mode;
+  created 0644 they would let other local users read subject ids (issue 13, item 10).
+* A request id names one request: a resend with the same subject and head is the same enrolment
+  (``already_enrolled``), a reuse for another subject or another template is refused with
+  :class:`~pura.errors.AlreadyExistsError`, never answered "OK" (issue 13, item 5).
 
 Only ciphertexts and ids are stored; the store never sees a plaintext template. Template ids are
 128-bit random hex (unguessable, threat T18); the generator is injectable for tests.
@@ -21,11 +27,13 @@ stores the refreshed block, so there is exactly one copy of every head.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,10 +41,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pura.errors import AlreadyExistsError, NotFoundError, StoreError
+from pura.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, StoreError
 
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _SUBJECT_MAX = 256
+#: Punctuation allowed in subject ids besides letters and digits (e-mail-like and file-like ids).
+_SUBJECT_PUNCTUATION = frozenset("._-@")
+#: SQLite integers are signed 64-bit.
+_MAX_SQL_INT = (1 << 63) - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -62,6 +74,7 @@ CREATE TABLE IF NOT EXISTS templates (
     head BLOB,
     placed INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
+    request_digest TEXT,
     UNIQUE (collection, request_id),
     UNIQUE (collection, block_no, slot)
 );
@@ -84,15 +97,65 @@ def _now() -> str:
 
 def _check_collection_name(name: str) -> None:
     if not _COLLECTION_RE.match(name):
-        raise StoreError(
+        raise InvalidArgumentError(
             f"collection name must match {_COLLECTION_RE.pattern}, got {len(name)} characters"
         )
 
 
+def _subject_char_ok(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    return category.startswith("L") or category == "Nd" or ch in _SUBJECT_PUNCTUATION
+
+
 def check_subject_id(subject_id: str) -> None:
-    """Reject ids that are empty, too long or carry control characters (log injection)."""
-    if not 0 < len(subject_id) <= _SUBJECT_MAX or any(ord(ch) < 0x20 for ch in subject_id):
-        raise StoreError(f"subject id must be 1..{_SUBJECT_MAX} printable characters")
+    """Subject ids are 1..256 characters of NFC letters (any script), decimal digits and
+    ``. _ - @``.
+
+    Why so strict: ids are echoed into the audit log, admin listings and operators' terminals.
+    Control characters (C0, DEL, U+0085), bidirectional overrides (U+202E), zero-width
+    characters (U+200B) and line/paragraph separators (U+2028) let an enroller forge log lines
+    or make two different ids look identical; a non-NFC id could do the latter too. Spaces are
+    not allowed either: LFW-style ids use ``_``.
+    """
+    if (
+        not 0 < len(subject_id) <= _SUBJECT_MAX
+        or unicodedata.normalize("NFC", subject_id) != subject_id
+        or not all(_subject_char_ok(ch) for ch in subject_id)
+    ):
+        raise InvalidArgumentError(
+            f"subject id must be 1..{_SUBJECT_MAX} NFC letters, digits or '._-@' "
+            f"(got {len(subject_id)} characters)"
+        )
+
+
+def request_digest(subject_id: str, head: bytes) -> str:
+    """What a request id is bound to: the subject and the uploaded head ciphertext.
+
+    The head is the client's own encryption (fresh randomness per template), so a resend of the
+    same upload has the same digest and a different template for the same subject does not.
+    The Paillier part cannot serve: the stored form is the servers' re-packed admission output.
+    """
+    h = hashlib.sha256()
+    h.update(subject_id.encode())
+    h.update(b"\x00")
+    h.update(head)
+    return h.hexdigest()
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 if missing, tighten it if it exists (see the module docstring)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
+def _same_request(item: NewTemplate, digest: str, subject: str, stored: object) -> None:
+    """Raise unless ``item`` is a resend of the stored request (same subject and head)."""
+    if subject != item.subject_id:
+        raise AlreadyExistsError("request id already names an enrolment of another subject; "
+                                 "use a fresh request id per template")
+    if stored is not None and str(stored) != digest:
+        raise AlreadyExistsError("request id already names another template of this subject; "
+                                 "use a fresh request id per template")
 
 
 @dataclass(frozen=True)
@@ -194,7 +257,13 @@ class GalleryStore:
         self.path = Path(path)
         self._token = token or (lambda: secrets.token_hex(16))
         self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        _private_file(self.path)
+        for suffix in ("-wal", "-shm"):  # left by an earlier run with a looser mode
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                os.chmod(extra, 0o600)
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
@@ -202,7 +271,6 @@ class GalleryStore:
             self._configure()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open gallery store {self.path}: {exc}") from exc
-        os.chmod(self.path, 0o600)
 
     def _configure(self) -> None:
         mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -211,6 +279,9 @@ class GalleryStore:
         for pragma in ("synchronous=FULL", "secure_delete=ON", "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(templates)")}
+        if "request_digest" not in columns:  # a store made before request ids were bound
+            self._db.execute("ALTER TABLE templates ADD COLUMN request_digest TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -261,8 +332,8 @@ class GalleryStore:
         block_size: int,
     ) -> Collection:
         _check_collection_name(name)
-        if threshold < 0 or block_size <= 0:
-            raise StoreError("threshold must be >= 0 and block_size > 0")
+        if not 0 <= threshold <= _MAX_SQL_INT or not 0 < block_size <= _MAX_SQL_INT:
+            raise InvalidArgumentError("threshold must be in [0, 2^63) and block_size > 0")
         coll = Collection(name, parameter_set_id, key_id, model_id, threshold, block_size, _now())
         with self._tx() as db:
             if db.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
@@ -288,20 +359,25 @@ class GalleryStore:
     # --- enrolment ---------------------------------------------------------------------------
 
     def add_templates(self, collection: str, items: Sequence[NewTemplate]) -> list[EnrollResult]:
-        """Store a batch in ONE transaction; items whose request_id is already stored are
-        reported as ``already_enrolled`` (resumable bulk upload) and not stored twice."""
+        """Store a batch in ONE transaction; items whose request_id is already stored with the
+        same subject and head are reported as ``already_enrolled`` (resumable bulk upload) and
+        not stored twice. A request id reused for another subject or template raises
+        :class:`AlreadyExistsError` (use :meth:`check_request_ids` first to reject such items
+        one by one instead of failing the batch)."""
         coll = self.get_collection(collection)
         results: list[EnrollResult] = []
         with self._tx() as db:
             free = self._free_slots(db, collection, coll.block_size)
             for item in items:
                 check_subject_id(item.subject_id)
+                digest = request_digest(item.subject_id, item.head)
                 row = db.execute(
-                    "SELECT template_id, block_no, slot FROM templates "
-                    "WHERE collection=? AND request_id=?",
+                    "SELECT template_id, block_no, slot, subject_id, request_digest "
+                    "FROM templates WHERE collection=? AND request_id=?",
                     (collection, item.request_id),
                 ).fetchone()
                 if row:
+                    _same_request(item, digest, str(row[3]), row[4])
                     results.append(
                         EnrollResult(item.request_id, str(row[0]), True, int(row[1]), int(row[2]))
                     )
@@ -311,15 +387,40 @@ class GalleryStore:
                 db.execute(
                     "INSERT INTO templates (template_id, collection, subject_id, request_id, "
                     "model_id, parameter_set_id, key_id, block_no, slot, paillier, head, placed, "
-                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?)",
+                    "created_at, request_digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,?)",
                     (
                         template_id, collection, item.subject_id, item.request_id, item.model_id,
                         item.parameter_set_id, item.key_id, block_no, slot, item.paillier,
-                        item.head, _now(),
+                        item.head, _now(), digest,
                     ),
                 )
                 results.append(EnrollResult(item.request_id, template_id, False, block_no, slot))
         return results
+
+    def check_request_ids(self, collection: str, items: Sequence[NewTemplate]) -> list[
+        AlreadyExistsError | None
+    ]:
+        """Per item: the error :meth:`add_templates` would raise for a reused request id (a
+        different subject or template under an id already stored, or twice in ``items``), or
+        None. Lets BulkEnroll reject such items one by one."""
+        out: list[AlreadyExistsError | None] = []
+        seen: dict[str, str] = {}
+        for item in items:
+            digest = request_digest(item.subject_id, item.head)
+            rows = self._query(
+                "SELECT subject_id, request_digest FROM templates "
+                "WHERE collection=? AND request_id=?", (collection, item.request_id))
+            try:
+                if item.request_id in seen and seen[item.request_id] != digest:
+                    raise AlreadyExistsError("request id used twice in one batch for different "
+                                             "enrolments")
+                if rows:
+                    _same_request(item, digest, str(rows[0][0]), rows[0][1])
+                out.append(None)
+            except AlreadyExistsError as exc:
+                out.append(exc)
+            seen.setdefault(item.request_id, digest)
+        return out
 
     @staticmethod
     def _free_slots(
@@ -551,4 +652,5 @@ __all__ = [
     "NewTemplate",
     "TemplateRecord",
     "check_subject_id",
+    "request_digest",
 ]

@@ -19,12 +19,17 @@ from dataclasses import dataclass
 
 import grpc
 
-from pura.errors import ConfigError, KeyMismatchError, ProtocolError
+from pura.errors import ConfigError, KeyMismatchError, PeerUnavailableError, ProtocolError
 from pura.service import chunks
 from pura.service._proto.pura.v1 import helper_pb2, helper_pb2_grpc
 from pura.service.status import guarded, guarded_stream
 
 StepHandler = Callable[[bytes], bytes]
+
+#: Transport outcomes that say "B is not there (now)", not "B refused this request": A's
+#: clients get UNAVAILABLE for these, so that they retry (docs/service.md, Errors).
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,10 @@ class HelperClient:
             replies = self._stub.Exchange(frames(), timeout=self._timeout)
             return chunks.join((f.chunk for f in replies), max_total=self._max_reply)
         except grpc.RpcError as exc:
+            if exc.code() in _UNREACHABLE:
+                raise PeerUnavailableError(
+                    f"server B unavailable during helper step {step!r}: {exc.code().name}"
+                ) from exc
             raise ProtocolError(
                 f"helper step {step!r} failed: {exc.code().name}: {exc.details()}"
             ) from exc

@@ -28,9 +28,11 @@ from pura.errors import (
     DecryptionError,
     EncodingError,
     FaceError,
+    InvalidArgumentError,
     KeyMismatchError,
     NotFoundError,
     ParameterError,
+    PeerUnavailableError,
     PermissionDeniedError,
     ProtocolError,
     PuraError,
@@ -41,6 +43,8 @@ log = logging.getLogger("pura.service")
 
 #: Most specific class first.
 _CODES: tuple[tuple[type[PuraError], grpc.StatusCode], ...] = (
+    (PeerUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (ParameterError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -65,15 +69,28 @@ def code_for(error: PuraError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: Longest status message sent. Messages may quote request fields (a collection name, a step);
+#: a client that sends a 1 MB name must not get it echoed into the trailers, where it would
+#: exceed the metadata limit and turn the answer into RESOURCE_EXHAUSTED.
+MAX_MESSAGE_CHARS = 512
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (with a marker saying how much was dropped)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
 def message_for(error: PuraError) -> str:
     """Client-visible message. DecryptionError stays opaque on purpose (no oracle)."""
     if isinstance(error, DecryptionError):
         return "protocol failed"
-    return f"{type(error).__name__}: {error}"
+    return shorten(f"{type(error).__name__}: {error}")
 
 
 def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
+    context.abort(code, shorten(message))
     raise AssertionError("grpc abort returned")  # abort always raises; keeps mypy's NoReturn
 
 
@@ -150,5 +167,6 @@ class Deadline:
 
 
 __all__ = [
-    "Deadline", "abort", "code_for", "guarded", "guarded_stream", "invalid", "message_for"
+    "MAX_MESSAGE_CHARS", "Deadline", "abort", "code_for", "guarded", "guarded_stream", "invalid",
+    "message_for", "shorten",
 ]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pura.errors import AlreadyExistsError, NotFoundError, StoreError
+from pura.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, StoreError
 from pura.gallery.store import GalleryStore, NewTemplate
 
 
@@ -48,7 +48,7 @@ def test_collections(tmp_path: Path) -> None:
         )
     with pytest.raises(NotFoundError, match="unknown collection"):
         store.get_collection("nope")
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgumentError):
         store.create_collection(
             "bad name!", parameter_set_id="p", key_id="k", model_id="m", threshold=1, block_size=1
         )
@@ -66,7 +66,7 @@ def test_add_is_idempotent_and_allocates_dense_slots(tmp_path: Path) -> None:
 
 def test_batch_is_atomic(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    with pytest.raises(StoreError):
+    with pytest.raises(InvalidArgumentError):
         store.add_templates("c", [_tpl("ok", "r1"), _tpl("\x00bad", "r2")])
     assert store.stats("c").templates == 0
 
@@ -145,3 +145,57 @@ def test_slot_allocation_matches_lowest_free_model(
     records = store._records("collection=?", ("c",))
     assert {t.block_no * 3 + t.slot: t.subject_id for t in records} == used
     store.close()
+
+
+def test_request_id_names_one_request(tmp_path: Path) -> None:
+    """A resend (same subject, same head) is "already enrolled"; a reuse for another subject or
+    another template is ALREADY_EXISTS, never a silent "OK" (issue 13, item 5)."""
+    store = _store(tmp_path)
+    [first] = store.add_templates("c", [_tpl("alice", "r1")])
+    [again] = store.add_templates("c", [_tpl("alice", "r1")])
+    assert again.already_enrolled and again.template_id == first.template_id
+    bob = NewTemplate("bob", "r1", "m", "ps", "k", b"p", b"head-r1")
+    other_head = NewTemplate("alice", "r1", "m", "ps", "k", b"p", b"another head")
+    for reuse in (bob, other_head):
+        with pytest.raises(AlreadyExistsError, match="request id"):
+            store.add_templates("c", [reuse])
+    verdicts = store.check_request_ids("c", [_tpl("alice", "r1"), bob, _tpl("carol", "r7")])
+    assert [v is None for v in verdicts] == [True, False, True]
+    assert store.list_subjects("c", limit=10) == ["alice"]
+
+
+@pytest.mark.parametrize("bad", ["a\u202eb", "a\u200bb", "a\u0085b", "a\x7fb", "a\u2028b",
+                                 "a b", "", "x" * 257, "e\u0301"])
+def test_subject_alphabet(tmp_path: Path, bad: str) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="NFC letters"):
+        store.add_templates("c", [_tpl(bad, "r1")])
+    store.add_templates("c", [_tpl("Jos\u00e9_M.Garc\u00eda-2@example.org", "r2"),
+                              _tpl("\u674e\u5c0f\u9f99", "r3")])
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    """gallery.db, -wal and -shm are 0600 in a 0700 directory, even under a 0022 umask."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        store = GalleryStore(tmp_path / "data" / "g.db")
+        store.create_collection("c", parameter_set_id="p", key_id="k", model_id="m",
+                                threshold=1, block_size=4)
+        store.add_templates("c", [_tpl("alice", "r1")])
+        files = sorted((tmp_path / "data").iterdir())
+        assert {f.name for f in files} >= {"g.db", "g.db-wal", "g.db-shm"}
+        assert all(f.stat().st_mode & 0o077 == 0 for f in files), [oct(f.stat().st_mode)
+                                                                     for f in files]
+        assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_threshold_out_of_range_is_invalid_argument(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(InvalidArgumentError, match="threshold"):
+        store.create_collection("big", parameter_set_id="p", key_id="k", model_id="m",
+                                threshold=(1 << 64) - 1, block_size=4)
