@@ -19,6 +19,8 @@ Tree::
     │   ├── DimensionError           embedding of the wrong dimension / not finite
     │   └── EmbeddingRangeError      encrypted vector is not the encoding of a unit vector
     ├── ProtocolError                a party received a message it cannot process
+    │   ├── HelperRefusedError       B refused a well-formed request outside the protocol's
+    │   │                            quotas or sequence (B's own defences)
     │   └── PeerUnavailableError     the other server cannot be reached (retry later)
     ├── InvalidArgumentError         a request field (name, id, threshold) is not acceptable
     ├── StoreError
@@ -100,6 +102,17 @@ class InvalidArgumentError(PuraError):
     accepts. Raised before any work, with a message that names the rule, never the value."""
 
 
+class HelperRefusedError(ProtocolError):
+    """Server B refused a parseable request that no honest A sends.
+
+    Why a class of its own: a request that breaks B's per-query quotas (a second threshold
+    opening, more comparisons than a norm check needs, a preselection ``k`` other than B's
+    ``view_k``, an opening of a value outside ``[0, k)``) is evidence of a deviating A, not a
+    transport fault. B counts these refusals and logs each one (docs/security.md, "B's
+    defences"); callers must not retry them.
+    """
+
+
 class StoreError(PuraError):
     """Persistent store failure."""
 
@@ -139,6 +152,7 @@ __all__ = [
     "EmbeddingRangeError",
     "EncodingError",
     "FaceError",
+    "HelperRefusedError",
     "InvalidArgumentError",
     "InvalidCiphertextError",
     "KeyMismatchError",
