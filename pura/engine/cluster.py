@@ -16,8 +16,13 @@ per-shard top-k) keeps B's view identical to the unsharded protocol: one masked,
 over the whole gallery, so sharding leaks nothing new and the answer is the same by construction.
 
 Security: actors receive the PUBLIC CKKS context only (the context's pickling drops any secret
-key, and :meth:`ShardActor.__init__` refuses a secret one); they see exactly what A sees
-(ciphertexts), never a Paillier share. A compromised worker is no worse than A's disk.
+key, and :meth:`ShardActor.__init__` refuses a secret one) and never a Paillier share. They do
+NOT see only ciphertexts: :meth:`ShardedScorer.score_masked` sends each query's per-block
+rotations and the affine mask ``(a, c)`` that hide the scores from B, so a worker that colludes
+with B (or anyone reading Ray's traffic) can unmask B's view of the scores. Two consequences,
+enforced in :func:`check_ray_transport`: the masks may leave A's host only over Ray's TLS
+(``RAY_USE_TLS=1`` with ``RAY_TLS_SERVER_CERT``/``_KEY``/``RAY_TLS_CA_CERT`` on every node), and
+the Ray cluster belongs to A's trust domain, never B's (issue 13, item 12).
 """
 
 from __future__ import annotations
@@ -45,6 +50,24 @@ from pura.protocols.preselect import BlockKey, BlockScorer, shard_of
 
 #: Block id -> the block's ``head_dim`` serialized work-level ciphertexts.
 BlockBytes = Mapping[int, Sequence[bytes]]
+
+
+_LOOPBACK_PREFIXES = ("127.", "::1", "localhost")
+
+
+def check_ray_transport(node_ips: Iterable[str], environ: Mapping[str, str]) -> None:
+    """Refuse a Ray cluster with a node off this host unless Ray's TLS is on.
+
+    Why: the shards receive per-query masks and rotations (module docstring); Ray's own
+    transport is plaintext gRPC unless ``RAY_USE_TLS`` is set, so a multi-host cluster without
+    it would publish them on the network. A loopback-only cluster never leaves the host."""
+    remote = sorted({ip for ip in node_ips if not str(ip).startswith(_LOOPBACK_PREFIXES)})
+    tls = environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true")
+    if remote and not tls:
+        raise ConfigError(
+            f"Ray nodes {remote} are off this host but RAY_USE_TLS is not set: the shards "
+            "receive per-query masks and rotations, which must not cross the network in "
+            "plaintext (set RAY_USE_TLS=1 and the RAY_TLS_* files on every node)")
 
 
 def _ray() -> Any:
@@ -193,6 +216,13 @@ class ShardedScorer:
         ConfigError instead of a first identification that never returns."""
         started = _init_ray(address)
         ray = _ray()
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        try:
+            check_ray_transport([str(n.get("NodeManagerAddress", "")) for n in alive], os.environ)
+        except ConfigError:
+            if started:
+                ray.shutdown()
+            raise
         if shards == 0:
             shards = max(1, sum(1 for n in ray.nodes()
                                 if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0))
@@ -584,5 +614,6 @@ __all__ = [
     "LoopbackRayCluster",
     "ShardActor",
     "ShardedScorer",
+    "check_ray_transport",
     "score_blocks_locally",
 ]

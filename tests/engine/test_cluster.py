@@ -160,3 +160,16 @@ def _preselect_on_shards_equals_local(
     assert ray_req.scores == local_req.scores and ray_state == local_state
     answer = answer_preselect(secret_ctx, ray_req)
     assert PreselectServer.resolve(ray_state, answer)[0] == best
+
+
+def test_masks_leave_the_host_only_over_ray_tls() -> None:
+    """Shards receive per-query masks and rotations (issue 13, item 12): a cluster with a node
+    off this host is refused unless Ray's TLS is switched on."""
+    from pura.engine.cluster import check_ray_transport
+
+    check_ray_transport(["127.0.0.1", "127.0.0.2"], {})  # loopback only: fine
+    with pytest.raises(ConfigError, match="RAY_USE_TLS"):
+        check_ray_transport(["127.0.0.1", "10.0.0.7"], {})
+    with pytest.raises(ConfigError, match="RAY_USE_TLS"):
+        check_ray_transport(["10.0.0.7"], {"RAY_USE_TLS": "0"})
+    check_ray_transport(["10.0.0.7"], {"RAY_USE_TLS": "1"})
