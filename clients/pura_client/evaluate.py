@@ -45,8 +45,14 @@ from pura_client.audit.metrics import (
     fnir_at_fpir,
     identification_det,
     rank1_rate,
+    threshold_at_fmr,
 )
-from pura_client.datasets.lfw import LFWDataset, Pair, identification_split
+from pura_client.datasets.lfw import (
+    IdentificationSplit,
+    LFWDataset,
+    Pair,
+    identification_split,
+)
 from pura_client.embedding.batch import ImagePipeline, embed_files
 from pura_client.embedding.cache import EmbeddingCache
 from pura_client.embedding.image import load_rgb
@@ -358,6 +364,258 @@ def throughput(
         f"network alone {payload['network_faces_per_s']:.1f} faces/s "
         f"({len(found)} faces, batch {batch_size}, {torch.get_num_threads()} threads)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# compare: every installed model on the same protocols
+# ---------------------------------------------------------------------------------------------
+
+FPIR_TARGETS = (0.01, 0.001)
+GALLERY_SIZES = (1_000, 10_000, 100_000)
+
+
+def unit_rows(matrix: Floats) -> Floats:
+    """Rows scaled to unit L2 norm (NaN rows — no face — stay NaN)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    out: Floats = matrix / np.where(norms > 0, norms, 1.0)
+    return out
+
+
+def tar_at_far(genuine: Floats, impostor: Floats, far: float) -> float:
+    """TAR at the threshold whose empirical FAR on ``impostor`` is at most ``far``."""
+    tau = threshold_at_fmr(impostor, far)
+    return float(np.mean(genuine >= tau))
+
+
+def fmr_for_fpir(fpir: float, gallery_size: int) -> float:
+    """Per-comparison FMR giving ``fpir`` at rank 1 over ``gallery_size`` independent strangers:
+    FPIR = 1 − (1 − FMR)^N. An extrapolation (impostor scores assumed independent), used because
+    DevTrain cannot supply a 100K-person gallery."""
+    return float(-np.expm1(np.log1p(-fpir) / gallery_size))
+
+
+def _compare_engine(model: str, device: str, batch_size: int, policy: MultiFacePolicy
+                    ) -> ImagePipeline:
+    from pura_client.embedding.registry import DLIB_MODEL_ID
+
+    if model == DLIB_MODEL_ID:
+        from pura_client.embedding.pipeline import Embedder
+
+        return Embedder(device=device, batch_size=batch_size, policy=policy)
+    from pura_client.embedding.aligned import AlignedEmbedder
+
+    return AlignedEmbedder(model, device=device, batch_size=batch_size, policy=policy)
+
+
+def _matrix_any_dim(results: list[FaceResult]) -> Floats:
+    dim = next((len(r.descriptor) for r in results if r.descriptor is not None), DESCRIPTOR_DIM)
+    out = np.full((len(results), dim), np.nan)
+    for i, r in enumerate(results):
+        if r.descriptor is not None:
+            out[i] = r.descriptor
+    return out
+
+
+def dev_train_pairs(ds: LFWDataset, exclude: frozenset[str]) -> list[Pair]:
+    """pairsDevTrain.txt (LFW View 1 training pairs) minus pairs touching ``exclude`` people."""
+    lines = [ln.split() for ln in (ds.root / "pairsDevTrain.txt").read_text().splitlines()[1:]]
+    pairs: list[Pair] = []
+    for parts in lines:
+        if len(parts) == 3:
+            a, b = ds.image(parts[0], int(parts[1])), ds.image(parts[0], int(parts[2]))
+            pairs.append(Pair(0, a, b, True))
+        elif len(parts) == 4:
+            a, b = ds.image(parts[0], int(parts[1])), ds.image(parts[2], int(parts[3]))
+            pairs.append(Pair(0, a, b, False))
+    return [p for p in pairs if p.first.label not in exclude and p.second.label not in exclude]
+
+
+@dataclass(frozen=True)
+class CompareData:
+    """The images every model is run on, and how the protocols index them."""
+
+    paths: list[Path]
+    view2: list[Pair]
+    split: IdentificationSplit
+    dev_pairs: list[Pair]
+
+
+def compare_data(ds: LFWDataset, seed: int) -> CompareData:
+    """View 2 pairs, the issue-15 1:N split (1,000 enrolled, all their other images, 1,000
+    strangers; ``random.Random(seed)``) and the DevTrain calibration pairs, people of the 1:N
+    split removed from calibration."""
+    view2 = [p for fold in ds.pairs() for p in fold]
+    split = identification_split(1000, seed, n_non_enrolled=1000, dataset=ds)
+    dev = dev_train_pairs(ds, split.used_people)
+    items = [*split.gallery, *split.probes, *split.non_enrolled]
+    paths = sorted({p.first.path for p in view2} | {p.second.path for p in view2}
+                   | {i.path for i in items}
+                   | {p.first.path for p in dev} | {p.second.path for p in dev})
+    return CompareData(paths, view2, split, dev)
+
+
+def _pair_scores(vec: dict[Path, Floats], pairs: list[Pair]) -> Floats:
+    a = np.stack([vec[p.first.path] for p in pairs])
+    b = np.stack([vec[p.second.path] for p in pairs])
+    return floor_missing(np.where(np.isnan(a[:, 0]) | np.isnan(b[:, 0]), -np.inf,
+                                  np.nan_to_num((a * b).sum(1), nan=0.0)))
+
+
+def calibrate(vec: dict[Path, Floats], dev: list[Pair], model_id: str, out: Path
+              ) -> dict[str, object]:
+    """PCA and thresholds from DevTrain people only (see :class:`registry.Calibration`)."""
+    from pura.crypto.encoding import PCARotation
+
+    scores = _pair_scores(vec, dev)
+    same = np.array([p.same for p in dev])
+    images = sorted({p.first.path for p in dev} | {p.second.path for p in dev})
+    labels = [p.parent.name for p in images]
+    mat = np.stack([vec[p] for p in images])
+    found = ~np.isnan(mat[:, 0])
+    mat, labels = mat[found], [lab for lab, ok in zip(labels, found, strict=True) if ok]
+    pca = PCARotation.fit(mat, model_id=model_id)
+    pca.save(out / f"pca-{model_id}.npz")
+    sims = mat @ mat.T
+    lab = np.array(labels)
+    upper = np.triu(np.ones_like(sims, dtype=bool), 1) & (lab[:, None] != lab[None, :])
+    impostor = sims[upper]
+    fpir = {str(n): threshold_at_fmr(impostor, fmr_for_fpir(0.01, n)) for n in GALLERY_SIZES}
+    return {
+        "people": len(set(labels)), "images": len(labels), "pairs": len(dev),
+        "impostor_scores": int(impostor.size),
+        "verification_threshold": best_threshold(scores, same),
+        "fpir_target": 0.01, "fpir_thresholds": fpir,
+        "pca_file": f"pca-{model_id}.npz", "pca_rotation_id": pca.rotation_id,
+    }
+
+
+def _throughput(engine: ImagePipeline, paths: list[Path]) -> dict[str, float]:
+    """Uncached faces/s over ``paths`` (decode, detect, align, network), after a warm-up."""
+    rgbs = [load_rgb(p) for p in paths]
+    engine.embed_rgb_many(rgbs[:4])
+    start = time.perf_counter()
+    found = 0
+    for i in range(0, len(rgbs), 16):
+        found += sum(r.found for r in engine.embed_rgb_many(rgbs[i : i + 16]))
+    seconds = time.perf_counter() - start
+    return {"faces_per_s": found / seconds, "ms_per_face": 1000 * seconds / max(found, 1),
+            "torch_threads": float(torch.get_num_threads())}
+
+
+def evaluate_model(engine: ImagePipeline, data: CompareData, cache_dir: Path | None, out: Path
+                   ) -> tuple[dict[str, object], SearchOutcomes]:
+    """Every figure of ``pura-eval compare`` for one model."""
+    results, seconds = _embed(engine, data.paths, cache_dir)
+    vec = dict(zip(data.paths, unit_rows(_matrix_any_dim(results)), strict=True))
+    scores = _pair_scores(vec, data.view2)
+    same = np.array([p.same for p in data.view2])
+    folds = np.array([p.fold for p in data.view2], dtype=np.int64)
+    accs = np.array([f.accuracy for f in ten_fold_accuracy(scores, same, folds)])
+    split = data.split
+    gallery = np.stack([vec[g.path] for g in split.gallery])
+    enrolled = ~np.isnan(gallery[:, 0])
+    outcomes = search_outcomes(
+        np.stack([vec[p.path] for p in split.probes]), [p.label for p in split.probes],
+        gallery[enrolled], [g.label for g, ok in zip(split.gallery, enrolled, strict=True) if ok],
+        np.stack([vec[n.path] for n in split.non_enrolled]),
+    )
+    fnir = {f"{f:g}": fnir_at_fpir(outcomes, f)[0] for f in FPIR_TARGETS}
+    return {
+        "model_id": engine.model_id,
+        "dim": int(next(iter(vec.values())).shape[0]),
+        "images": len(data.paths),
+        "no_face_images": sum(not r.found for r in results),
+        "embedding_seconds": seconds,
+        "lfw_view2": {"accuracy_mean": float(accs.mean()), "accuracy_std": float(accs.std()),
+                      "tar_at_far_1e-3": tar_at_far(scores[same], scores[~same], 1e-3)},
+        "identification": {
+            "gallery": int(enrolled.sum()), "mated_probes": len(split.probes),
+            "non_enrolled_probes": len(split.non_enrolled), "rank1": rank1_rate(outcomes),
+            "fnir_at_fpir": fnir,
+        },
+        "calibration": calibrate(vec, data.dev_pairs, _registry_id(engine), out),
+    }, outcomes
+
+
+def _registry_id(engine: ImagePipeline) -> str:
+    spec = getattr(engine, "spec", None)
+    if spec is not None:
+        return str(spec.model_id)
+    from pura_client.embedding.registry import DLIB_MODEL_ID
+
+    return DLIB_MODEL_ID
+
+
+def _plot_compare(curves: dict[str, DetCurve], path: Path) -> None:
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        shown = (curve.fmr > 0) & (curve.fnmr > 0)
+        ax.loglog(curve.fmr[shown], curve.fnmr[shown], lw=1.5, drawstyle="steps-post", label=name)
+    ax.axvline(0.01, color="grey", lw=0.8, ls=":")
+    ax.axvline(0.001, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("FPIR (1,000 non-mated searches)")
+    ax.set_ylabel("FNIR (rank 1)")
+    ax.set_title("LFW 1:N, 1,000 enrolled (issue 15 protocol)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+ModelsOption = Annotated[
+    str, typer.Option(help="comma-separated model ids, or 'installed' for every installed one")
+]
+
+
+@app.command()
+def compare(
+    out: OutOption = Path("eval/results"),
+    models: ModelsOption = "installed",
+    device: DeviceOption = "cpu",
+    batch_size: int = 16,
+    policy: PolicyOption = MultiFacePolicy.CENTER,
+    seed: int = 0,
+    throughput_images: int = 100,
+    lfw_dir: LfwOption = None,
+    cache_dir: CacheOption = None,
+) -> None:
+    """Every installed face model on LFW View 2, the 1:N protocol of issue 15 and DevTrain
+    calibration; writes compare.json, compare.png and the per-model PCA files."""
+    from pura_client.embedding.registry import MODELS, installed_models
+
+    ids = ([s.model_id for s in installed_models()] if models == "installed"
+           else [m.strip() for m in models.split(",") if m.strip()])
+    ds = LFWDataset.open(lfw_dir)
+    data = compare_data(ds, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, object] = {}
+    curves: dict[str, DetCurve] = {}
+    for model_id in ids:
+        spec = MODELS[model_id]
+        engine = _compare_engine(model_id, device, batch_size, policy)
+        figs, outcomes = evaluate_model(engine, data, cache_dir, out)
+        figs["throughput"] = _throughput(engine, data.paths[:throughput_images])
+        figs["licence"] = spec.licence
+        figures[model_id] = figs
+        curves[model_id] = identification_det(outcomes)
+        console.print(f"{model_id}: {json.dumps(figs['identification'])}")
+    payload: dict[str, object] = {
+        "protocols": {
+            "lfw_view2": "pairs.txt, 6,000 pairs, 10-fold threshold selection; cosine scores",
+            "identification": f"1,000 people with >= 2 images, random.Random({seed}); _0001 "
+                              "enrolled, all their other images mated; one image each of 1,000 "
+                              "other people non-mated; rank 1; cosine on unit vectors",
+            "calibration": "pairsDevTrain.txt people minus the 1:N split's people",
+        },
+        "device": device,
+        "multi_face_policy": policy.value,
+        "command": "pura-eval compare --out eval/results",
+        "models": figures,
+    }
+    _write_json(out / "compare.json", payload)
+    _plot_compare(curves, out / "compare.png")
+    console.print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
 
 
 if __name__ == "__main__":

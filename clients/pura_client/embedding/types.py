@@ -58,8 +58,10 @@ class FaceResult:
         return f"FaceResult({state}, n_faces={self.n_faces}, box={self.box}, {self.detector!r})"
 
 
-_DETECTORS = ("", "hog", "cnn")
+_DETECTORS = ("", "hog", "cnn", "yunet")
 _HEADER = 6
+_DIMS = (0, DESCRIPTOR_DIM, 512)
+"""Descriptor lengths a record may hold: none, 128 (dlib, SFace), 512 (EdgeFace)."""
 
 
 def apply_policy(result: FaceResult, policy: MultiFacePolicy) -> FaceResult:
@@ -87,7 +89,7 @@ def encode_result(result: FaceResult) -> npt.NDArray[np.float64]:
 def decode_result(value: npt.NDArray[np.generic]) -> FaceResult | None:
     """Inverse of :func:`encode_result`; ``None`` if ``value`` is not a well-formed record."""
     flat = np.asarray(value, dtype=np.float64).ravel()
-    if flat.shape[0] not in (_HEADER, _HEADER + DESCRIPTOR_DIM) or not np.all(np.isfinite(flat)):
+    if flat.shape[0] - _HEADER not in _DIMS or not np.all(np.isfinite(flat)):
         return None
     n_faces, detector = int(flat[0]), int(flat[1])
     if not 0 <= detector < len(_DETECTORS):
