@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.errors import PuraError
 from pura.keys import load_public_keys
-from pura_client.client import PuraClient
+from pura_client.client import DEFAULT_IDLE_TIMEOUT_S, PuraClient
 
 if TYPE_CHECKING:
     from pura_client.embedding.pipeline import Embedder
@@ -50,14 +50,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 def _connect(
     server: str, collection: str, tls: Path, cert: str, pca: Path | None,
-    keys: Path | None = None,
+    keys: Path | None = None, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
 ) -> PuraClient:
     rotation = load_shipped_pca() if pca is None else PCARotation.load(
         pca, model_id="dlib_face_recognition_resnet_model_v1"
     )
     trusted = load_public_keys(keys) if keys is not None else None
     return PuraClient.connect(server, collection, tls_dir=tls, cert_name=cert, pca=rotation,
-                              trusted_keys=trusted)
+                              trusted_keys=trusted, idle_timeout_s=idle_timeout)
 
 
 def _fail(exc: PuraError) -> typer.Exit:
@@ -109,6 +109,9 @@ def enroll(
     folder: Annotated[Path, typer.Argument(help="FOLDER/Name/*.jpg")],
     server: Server = "localhost:50051", collection: Collection = "default",
     tls: Tls = Path(".pura/tls"), cert: Cert = "enroller", pca: Pca = None, keys: Keys = None,
+    idle_timeout: Annotated[float, typer.Option(
+        help="seconds without progress (no item sent, no status received) before the stream "
+             "fails; there is no total deadline")] = DEFAULT_IDLE_TIMEOUT_S,
 ) -> None:
     """Embed, encrypt and enrol every image of a folder of people."""
     from pura_client.embedding.batch import embed_files
@@ -122,7 +125,8 @@ def enroll(
     console.print(f"{len(found)} faces in {len(items)} images "
                   f"({len(items) - len(found)} without a face, skipped)")
     try:
-        with _connect(server, collection, tls, cert, pca, keys) as client, _progress() as bar:
+        with _connect(server, collection, tls, cert, pca, keys, idle_timeout) as client, \
+                _progress() as bar:
             task = bar.add_task("encrypting + enrolling", total=len(found))
             statuses = client.bulk_enroll(found, on_status=lambda _s: bar.advance(task))
     except PuraError as exc:

@@ -10,11 +10,13 @@ gRPC failures are translated into the :mod:`pura.errors` hierarchy at this one b
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy.typing as npt
@@ -49,6 +51,13 @@ _ERRORS: dict[grpc.StatusCode, type[PuraError]] = {
 }
 
 
+#: Default for :attr:`PuraClient.idle_timeout_s`: a bulk stream fails after this long with neither
+#: an item sent nor a status received. A server acknowledges a batch (``bulk_batch`` items, 64 in
+#: the demo) at once after committing it, so this must cover one batch at the slowest rate a
+#: loaded server has (about 1 template/s at 3072 bits before batching admission).
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+
 class RpcError(PuraError):
     """A call failed for a reason with no more specific Pura class (UNAVAILABLE, INTERNAL...)."""
 
@@ -64,6 +73,62 @@ def translate(exc: grpc.RpcError) -> PuraError:
         return RpcError(code, details)  # message too large / server overloaded
     cls = _ERRORS.get(code)
     return cls(f"{code.name}: {details}") if cls is not None else RpcError(code, details)
+
+
+class Cancellable(Protocol):
+    """What :class:`IdleWatchdog` needs of a call (a gRPC streaming call has it)."""
+
+    def cancel(self) -> bool: ...
+
+
+class IdleWatchdog:
+    """Cancels a streaming call once it has made no progress for ``idle_s`` seconds.
+
+    Why not a total deadline: the time a bulk enrolment takes grows with its length (and with
+    the servers' load), so any fixed deadline either fails long honest streams (the first
+    ``pura demo`` on a loaded 2-core machine did, at 300 s) or is too long to notice a stuck
+    one. Progress is an item handed to gRPC or a status received; the call is cancelled when
+    neither happened for ``idle_s``, and :attr:`fired` tells the caller why it ended.
+    """
+
+    def __init__(
+        self, idle_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if idle_s <= 0:
+            raise ConfigError(f"idle timeout must be positive, got {idle_s}")
+        self.idle_s = idle_s
+        self._clock = clock
+        self._last = clock()
+        self._call: Cancellable | None = None
+        self._stop = threading.Event()
+        self.fired = False
+        self._thread = threading.Thread(target=self._run, name="pura-idle-watchdog",
+                                        daemon=True)
+
+    def watch(self, call: Cancellable) -> None:
+        """Start watching ``call`` (anything with ``cancel()``)."""
+        self._call = call
+        self._last = self._clock()
+        self._thread.start()
+
+    def progress(self) -> None:
+        self._last = self._clock()
+
+    def idle_for(self) -> float:
+        return self._clock() - self._last
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.idle_s / 4)):
+            if self.idle_for() > self.idle_s:
+                self.fired = True
+                if self._call is not None:
+                    self._call.cancel()
+                return
 
 
 @dataclass(frozen=True)
@@ -100,6 +165,7 @@ class PuraClient:
         token: str | None = None,
         timeout_s: float = 300.0,
         trusted_keys: PublicKeys | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> None:
         self.channel = channel
         self._trusted = trusted_keys
@@ -110,7 +176,8 @@ class PuraClient:
         self._metadata: tuple[tuple[str, str | bytes], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        self._timeout = timeout_s
+        self._timeout = timeout_s  # unary calls; streams of unbounded length use idle_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self._keys: PublicKeys | None = None
         self._encryptor: Encryptor | None = None
         self._info: pura_pb2.ParametersInfo | None = None
@@ -127,11 +194,16 @@ class PuraClient:
         token: str | None = None,
         timeout_s: float = 300.0,
         trusted_keys: PublicKeys | None = None,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     ) -> PuraClient:
-        """mTLS with ``<tls_dir>/<cert_name>.pem`` (its role decides what the client may do)."""
+        """mTLS with ``<tls_dir>/<cert_name>.pem`` (its role decides what the client may do).
+
+        ``timeout_s`` bounds each unary call; a bulk enrolment has no total deadline and fails
+        only after ``idle_timeout_s`` without progress (see :class:`IdleWatchdog`).
+        """
         channel = secure_channel(address, tls_dir, cert_name, Limits())
         return cls(channel, collection, pca=pca, token=token, timeout_s=timeout_s,
-                   trusted_keys=trusted_keys)
+                   trusted_keys=trusted_keys, idle_timeout_s=idle_timeout_s)
 
     def close(self) -> None:
         self.channel.close()
@@ -237,39 +309,59 @@ class PuraClient:
         return str(reply.template_id)
 
     def bulk_enroll_encrypted(
-        self, items: Iterable[tuple[str, EncryptedParts, str]]
+        self, items: Iterable[tuple[str, EncryptedParts, str]],
+        *, idle_timeout_s: float | None = None,
     ) -> Iterator[EnrollStatus]:
         """Stream (subject, parts, request_id); yields each item's status once committed.
 
-        Resumable: re-sending items with the same request ids after a failure yields
-        "already-enrolled" for those the server had committed.
+        No total deadline: the stream may run as long as it keeps making progress (an item
+        sent or a status received at least every ``idle_timeout_s``, default
+        :attr:`idle_timeout_s`); otherwise it is cancelled and raises :class:`RpcError` with
+        ``DEADLINE_EXCEEDED``. Resumable: re-sending items with the same request ids after a
+        failure yields "already-enrolled" for those the server had committed.
         """
         ref = self._ref()
+        watchdog = IdleWatchdog(idle_timeout_s or self.idle_timeout_s)
 
         def requests() -> Iterator[pura_pb2.EnrollRequest]:
             for subject, parts, request_id in items:
+                watchdog.progress()
                 yield pura_pb2.EnrollRequest(ref=ref, subject_id=subject,
                                              template=self._template(parts),
                                              request_id=request_id)
+                watchdog.progress()
 
         names = {1: "enrolled", 2: "already-enrolled", 3: "rejected"}
+        call = self._stub.BulkEnroll(requests(), metadata=self._metadata)
+        watchdog.watch(call)
+        done = 0
         try:
-            for status in self._stub.BulkEnroll(requests(), timeout=self._timeout,
-                                                metadata=self._metadata):
+            for status in call:
+                watchdog.progress()
+                done += 1
                 yield EnrollStatus(status.request_id, names.get(status.code, "unknown"),
                                    status.template_id, status.message)
         except grpc.RpcError as exc:
+            if watchdog.fired:
+                raise RpcError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"bulk enrolment made no progress for {watchdog.idle_s:.0f} s "
+                               f"(idle timeout) after {done} acknowledged items") from None
             raise translate(exc) from None
+        finally:
+            watchdog.close()
+            call.cancel()  # no-op once finished; frees the stream if the caller stopped early
 
     def bulk_enroll(
         self, items: Sequence[tuple[str, npt.ArrayLike, str]],
         on_status: Callable[[EnrollStatus], None] | None = None,
+        *, idle_timeout_s: float | None = None,
     ) -> list[EnrollStatus]:
-        """Encrypt lazily while streaming (subject, embedding, request_id) items."""
+        """Encrypt lazily while streaming (subject, embedding, request_id) items (no total
+        deadline; see :meth:`bulk_enroll_encrypted`)."""
         enc = self.encryptor()
         parts = ((s, enc.template(e), r) for s, e, r in items)
         out = []
-        for status in self.bulk_enroll_encrypted(parts):
+        for status in self.bulk_enroll_encrypted(parts, idle_timeout_s=idle_timeout_s):
             out.append(status)
             if on_status is not None:
                 on_status(status)
@@ -330,4 +422,12 @@ class PuraClient:
         return reply
 
 
-__all__ = ["Decision", "EnrollStatus", "PuraClient", "RpcError", "translate"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "Decision",
+    "EnrollStatus",
+    "IdleWatchdog",
+    "PuraClient",
+    "RpcError",
+    "translate",
+]
