@@ -59,9 +59,12 @@ from pura.crypto.encoding import PCARotation, load_shipped_pca, quantize
 from pura.crypto.params import CKKSParams, get_preset
 from pura.errors import ConfigError, DimensionError
 from pura.gallery.packing import BlockLayout, encrypt_block
+from pura.pipeline.config import SearchConfig
 from pura.protocols.identify import threshold_units
 from pura.protocols.preselect import PreselectServer, preselect
-from pura.service.nodes import DEFAULT_THRESHOLD_SQ, DEFAULT_TOP_K, DEFAULT_VIEW_K
+
+#: The product's search defaults (one place: pura.pipeline.config).
+PRODUCT = SearchConfig()
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -95,7 +98,7 @@ class StudyConfig:
     head_dim: int
     scale_bits: int
     tau: int
-    view_k: int = DEFAULT_VIEW_K
+    view_k: int = PRODUCT.view_k
     ks: tuple[int, ...] = KS
 
     def __post_init__(self) -> None:
@@ -589,15 +592,15 @@ def run(
     m = enc.head_dim if head_dim is None else head_dim
     if not 0 < m <= enc.dim:
         raise ConfigError(f"head_dim must be in 1..{enc.dim}, got {m}")
-    config = StudyConfig(m, enc.scale_bits, threshold_units(DEFAULT_THRESHOLD_SQ, enc.scale_bits))
+    config = StudyConfig(m, enc.scale_bits, threshold_units(PRODUCT.tau, enc.scale_bits))
     pca = load_shipped_pca(enc.model_id)
     data = load_lfw(non_mated, probes_per_identity, seed)
     result: dict[str, Any] = {
         "machine": machine_info(), "model_id": data.model_id, "preset": preset,
         "head_dim": m, "preset_head_dim": enc.head_dim, "dim": enc.dim,
         "scale_bits": enc.scale_bits,
-        "threshold_sq_distance": DEFAULT_THRESHOLD_SQ, "threshold_units": config.tau,
-        "view_k": config.view_k, "product_top_k": DEFAULT_TOP_K, "ks": list(config.ks),
+        "threshold_sq_distance": PRODUCT.tau, "threshold_units": config.tau,
+        "view_k": config.view_k, "product_top_k": PRODUCT.top_k, "ks": list(config.ks),
         "slot_count": params.ckks.slot_count, "seed": seed, "galleries": {},
     }
     rng = random.Random(seed)
@@ -699,7 +702,7 @@ def _sweep_cell(summary: dict[str, Any]) -> dict[str, Any]:
     return {
         "head_rank_within_threshold_max": ranks["max"],
         "head_rank_within_threshold_p99": ranks["p99"],
-        "agree_rate_at_product_top_k": summary["per_k"].get(str(DEFAULT_TOP_K), {}).get(
+        "agree_rate_at_product_top_k": summary["per_k"].get(str(PRODUCT.top_k), {}).get(
             "agree_rate"),
         "smallest_k_full_agreement": summary["smallest_k_full_agreement"],
         "target_within_threshold": summary["target_within_threshold"],

@@ -1,7 +1,8 @@
 """Pura end to end, in one process, stage by stage (both servers and the client).
 
-The path is the product's protocol code, called the way :class:`pura.service.nodes.NodeA` calls
-it, minus gRPC and SQLite (the load benchmark measures those against real servers):
+The path is the product's own pipeline (:class:`pura.pipeline.Identifier`, the object
+:class:`pura.service.nodes.NodeA` runs), minus gRPC and SQLite (the load benchmark measures those
+against real servers):
 
 1. **client encrypt**: CKKS broadcast head (``head_dim`` ciphertexts) + Paillier per-dimension
    query (``dim + 1`` ciphertexts; the client's randomness pool is filled offline);
@@ -26,8 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,23 +41,19 @@ from pura.crypto.paillier import RandomnessPool
 from pura.crypto.params import ParameterSet
 from pura.engine.local import SERIAL, LocalEngine
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
+from pura.pipeline import GalleryIndex, HelperChannel, Identifier, MemoryRecorder, SearchConfig
+from pura.pipeline.helper import helper_steps, loopback
 from pura.protocols.enroll import encrypt_query, encrypt_template
-from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB
+from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery
-from pura.protocols.preselect import (
-    PreselectRequest,
-    PreselectResponse,
-    PreselectServer,
-    ScoringPool,
-    answer_preselect,
-)
+from pura.protocols.preselect import PreselectServer, ScoringPool
 from pura.protocols.secure_distance import PreparedTemplate
+from pura.protocols.steps import Step
 
 FloatArray = npt.NDArray[np.float64]
 
-#: Same defaults as the service (pura.service.nodes): candidates to the exact stage, B's view.
-TOP_K = 6
-VIEW_K = 256
+#: The service's own defaults (one place: pura.pipeline.config).
+SEARCH = SearchConfig()
 
 
 @dataclass
@@ -99,7 +95,8 @@ class PuraSystem:
     exact: ExactConfig = field(init=False)
     server_a: ServerA = field(init=False)
     server_b: ServerB = field(init=False)
-    channel: BytesChannel = field(init=False)
+    wire: HelperChannel = field(init=False)
+    identifier: Identifier = field(init=False)
     client_pool: RandomnessPool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,9 +107,13 @@ class PuraSystem:
         self.server_b = ServerB(self.keys.share_b, self.exact,
                                 RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))),
                                 engine=self.engine)
-        self.channel = BytesChannel.loopback(self.server_b)
-        self.server_a = ServerA(self.keys.share_a, self.exact, self.channel,
-                                engine=self.engine, rng=random.Random(self.rng.getrandbits(64)))
+        # One wire for every A→B step, as in the service (byte counts are complete).
+        self.wire = HelperChannel(loopback(helper_steps(self.server_b, self.ckks_secret)))
+        a_rng = random.Random(self.rng.getrandbits(64))
+        self.server_a = ServerA(self.keys.share_a, self.exact, self.wire.paillier(pk),
+                                engine=self.engine, rng=a_rng)
+        self.identifier = Identifier(self.server_a, self.ckks_public, enc.head_dim, self.wire,
+                                     SEARCH, a_rng)
         self.client_pool = RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64)))
 
 
@@ -147,6 +148,7 @@ class PuraGallery:
         self.preselect = PreselectServer(ctx, self.layout,
                                          rng=random.Random(system.rng.getrandbits(64)),
                                          pool=self.pool)
+        self.index = GalleryIndex(self.layout, self.preselect)
         self._prepared: dict[int, PreparedTemplate] = {}
         self.n_blocks = len(blocks)
 
@@ -194,67 +196,71 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
-    """One identification through every stage; returns stage times and the gallery row (-1).
+@dataclass
+class _PreparedSource:
+    """The bench's stand-in for A's store: templates encrypted and prepared on first use (the
+    service prepares every stored template in the background, so this time is not query time
+    and is subtracted)."""
 
-    As in ``NodeA.identify``, A starts the query's admission (two rounds, mostly B's work) on
-    a thread and runs preselection meanwhile; with a multi-process engine B's decryptions run
-    in worker processes, so the overlap is real even though A and B share this process.
+    gallery: PuraGallery
+    offline: float = 0.0
+
+    def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
+        started = time.perf_counter()
+        out: list[tuple[str, Candidate]] = [
+            (str(t), self.gallery.template(t)) for t in template_ids
+        ]
+        self.offline += time.perf_counter() - started
+        return out
+
+
+def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
+    """One identification through the product's pipeline (:class:`pura.pipeline.Identifier`,
+    as ``NodeA.identify`` runs it); returns stage times and the gallery row (-1).
+
+    A starts the query's admission (two rounds, mostly B's work) on a thread and runs
+    preselection meanwhile; with a multi-process engine B's decryptions run in worker
+    processes, so the overlap is real even though A and B share this process.
     """
     s = gallery.system
     times = StageTimes()
     (head, query), times.client_encrypt = _timed(lambda: encrypt_probe(s, probe))
     times.query_bytes = sum(len(h) for h in head) + len(query.to_bytes())
-    total_slots = gallery.n_blocks * s.ckks_public.slot_count
-    rounds, sent, got = s.channel.stats.rounds, s.channel.stats.bytes_to_b, \
-        s.channel.stats.bytes_from_b
+    before = s.wire.totals()
+    recorder = MemoryRecorder()
+    s.wire.recorder = recorder
+    source = _PreparedSource(gallery)
     arrival = time.perf_counter()
-    with ThreadPoolExecutor(1) as admit:
-        checked = admit.submit(_timed, lambda: s.server_a.check_query(query))
-        (request, state), times.preselect_a = _timed(
-            lambda: gallery.preselect.request(head, min(VIEW_K, total_slots)))
-        wire = request.to_bytes()
-        response, times.preselect_b = _timed(
-            lambda: answer_preselect(s.ckks_secret, PreselectRequest.from_bytes(wire)).to_bytes())
-        chosen = PreselectServer.resolve(state, PreselectResponse.from_bytes(response))[:TOP_K]
-        chosen = _pad(gallery, chosen)
-        # The service prepares every stored template in the background (OfflineWork); here a
-        # template is encrypted and prepared on first use, which is not query time.
-        candidates, offline = _timed(lambda: [(str(t), gallery.template(t)) for t in chosen])
-        query_checked, times.admit_query = checked.result()
-    result, times.exact = _timed(lambda: s.server_a.match(query_checked, candidates, tau))
-    times.server = time.perf_counter() - arrival - offline
-    times.a_b_rounds = s.channel.stats.rounds - rounds + 1
-    times.a_b_bytes = (s.channel.stats.bytes_to_b - sent + s.channel.stats.bytes_from_b - got
-                       + len(wire) + len(response))
+    try:
+        result = s.identifier.identify(gallery.index, query, head, tau, source)
+    finally:
+        s.wire.recorder = None
+    times.server = time.perf_counter() - arrival - source.offline
+    stages = s.identifier.last_stages
+    b_time = sum(e.seconds for e in recorder.exchanges if e.step == Step.PRESELECT)
+    times.preselect_b = b_time
+    times.preselect_a = stages["preselect"] - b_time
+    times.admit_query = stages["admit_query"]
+    times.exact = stages["exact"]
+    after = s.wire.totals()
+    times.a_b_rounds = after.rounds - before.rounds
+    times.a_b_bytes = (after.bytes_to_b - before.bytes_to_b
+                       + after.bytes_from_b - before.bytes_from_b)
     times.answer = int(result.label) if result.matched and result.label is not None else -1
-    s.server_a.refill(TOP_K)  # offline between queries, as the service does (both servers)
-    s.server_b.refill(TOP_K)
+    s.server_a.refill(SEARCH.top_k)  # offline between queries, as the service does
+    s.server_b.refill(SEARCH.top_k)
     return times
 
 
-def _pad(gallery: PuraGallery, chosen: list[int]) -> list[int]:
-    """Fill up to ``TOP_K`` with random other templates, as the service does (``NodeA._pad``):
-    a short exact stage would answer faster and tell an observer the probe resembled nobody."""
-    if len(chosen) >= TOP_K:
-        return chosen
-    taken = set(chosen)
-    others = [t for t in range(len(gallery.vectors)) if t not in taken]
-    # seeded by the preselection result, so warm_candidates prepares the same extras offline
-    rng = random.Random(",".join(map(str, chosen)))
-    extra = rng.sample(others, min(len(others), TOP_K - len(chosen)))
-    return [*chosen, *extra]
-
-
 def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:
-    """Offline precomputation for the templates a probe's preselection selects (untimed)."""
+    """Offline precomputation for the templates a probe's preselection selects (untimed).
+
+    Padding draws fresh random extras per query, so those may still be prepared at query
+    time; that work is counted as offline (:class:`_PreparedSource`)."""
     s = gallery.system
     head, _ = encrypt_probe(s, probe)
-    total_slots = gallery.n_blocks * s.ckks_public.slot_count
-    request, state = gallery.preselect.request(head, min(VIEW_K, total_slots))
-    response = answer_preselect(s.ckks_secret, request)
-    for t in _pad(gallery, PreselectServer.resolve(state, response)[:TOP_K]):
+    for t in s.identifier.candidate_ids(gallery.index, head):
         gallery.template(t)
-    s.server_a.refill(TOP_K)
-    s.server_b.refill(TOP_K)
+    s.server_a.refill(SEARCH.top_k)
+    s.server_b.refill(SEARCH.top_k)
     s.client_pool.refill(s.params.encoding.dim + 1)

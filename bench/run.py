@@ -32,7 +32,7 @@ from bench._faiss import FlatIPIndex
 from bench.baseline_ckks import run_baseline3
 from bench.baseline_paillier import ThresholdKeys, run_baseline2
 from bench.data import FloatArray, face_like_gallery, plaintext_answer, synthetic_probes
-from bench.pura_path import TOP_K, VIEW_K, PuraGallery, PuraSystem, identify, warm_candidates
+from bench.pura_path import SEARCH, PuraGallery, PuraSystem, identify, warm_candidates
 from bench.timing import MIN_REPETITIONS, Timing, machine_info, measure
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import load_shipped_pca
@@ -117,8 +117,8 @@ def bench_pura(
             "bytes_per_template_at_a": pura.bytes_per_template(),
             "blocks": pura.n_blocks,
             "gallery_build_s": build_s,
-            "top_k": TOP_K,
-            "view_k": VIEW_K,
+            "top_k": SEARCH.top_k,
+            "view_k": SEARCH.view_k,
         }
     finally:
         pura.close()

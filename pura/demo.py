@@ -37,8 +37,8 @@ from pura.crypto.encoding import PCARotation, l2_normalize, quantize
 from pura.crypto.params import get_preset
 from pura.errors import ConfigError
 from pura.keys import generate_key_set, load_public_keys
+from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
 from pura.protocols.identify import threshold_units
-from pura.service.nodes import DEFAULT_THRESHOLD_SQ
 
 COLLECTION = "demo"
 

@@ -115,7 +115,7 @@ def stages(profile: str, templates: int) -> None:
                                                      q.ckks_head))
         head = unpack_blobs(q.ckks_head, what="query head")
         t0 = time.perf_counter()
-        candidates = node._candidates("c", head)
+        candidates = node.identifier.candidates(node._gallery("c"), head, node.candidates("c"))
         t1 = time.perf_counter()
         node.server_a.match(parsed, candidates, coll.threshold)
         t2 = time.perf_counter()

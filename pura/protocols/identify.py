@@ -71,6 +71,7 @@ from pura.protocols.secure_distance import (
     prepare_templates,
     start_distance,
 )
+from pura.protocols.steps import Step
 from pura.protocols.secure_min import (
     CompareLayout,
     finish_threshold,
@@ -83,12 +84,12 @@ from pura.protocols.secure_min import (
     start_threshold,
 )
 
-STEP_BLINDED_PRODUCT = "paillier.blinded_product"
-STEP_COMPARE = "paillier.compare_select"
-STEP_THRESHOLD = "paillier.threshold"
-STEP_NORM_SQUARE = "paillier.norm_square"
-STEP_NORM_CHECK = "paillier.norm_check"
-STEP_ARGMIN = "paillier.argmin"
+STEP_BLINDED_PRODUCT = Step.BLINDED_PRODUCT
+STEP_COMPARE = Step.COMPARE
+STEP_THRESHOLD = Step.THRESHOLD
+STEP_NORM_SQUARE = Step.NORM_SQUARE
+STEP_NORM_CHECK = Step.NORM_CHECK
+STEP_ARGMIN = Step.ARGMIN
 STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
          STEP_ARGMIN)
 

@@ -28,8 +28,7 @@ import random
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -58,41 +57,25 @@ from pura.gallery.store import (
     check_subject_id,
 )
 from pura.keys import AKeys, BKeys
-from pura.protocols import refresh
+from pura.pipeline import Enroller, GalleryIndex, HelperCall, HelperChannel, Identifier, Recorder
+from pura.pipeline.config import SearchConfig
+from pura.pipeline.helper import helper_steps
+from pura.pipeline.helper import loopback as helper_loopback
 from pura.protocols.enroll import check_template
-from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB, threshold_units
+from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
 from pura.protocols.preselect import (
-    PreselectRequest,
-    PreselectResponse,
     PreselectServer,
     ScoringBackend,
-    answer_preselect,
-    parse_query,
 )
 from pura.protocols.secure_distance import PreparedTemplate
+from pura.protocols.steps import Step
 from pura.service.chunks import pack_blobs, unpack_blobs
 
 log = logging.getLogger("pura.node")
 
-STEP_REFRESH = "ckks.refresh"
-STEP_PRESELECT = "ckks.preselect"
-#: Default decision threshold on ||x - y||^2 of L2-normalised dlib descriptors. Measured on the
-#: LFW identification split (500 enrolled, 775 mated probes, 200 non-enrolled; seed 0): FPIR 1.0%
-#: and FNIR 25.7% at 0.115 (0.36, dlib's 0.6 Euclidean rule, gives FPIR 100% on normalised
-#: descriptors). Collections set their own for their gallery size and target FPIR.
-DEFAULT_THRESHOLD_SQ = 0.115
-#: Candidates handed from preselection to the exact Paillier stage. With the 64-d head the
-#: decision-relevant nearest neighbour ranked ≤ 4 on every real LFW gallery and probe measured
-#: (bench/preselect_recall.py); 6 leaves a margin of 1.5× at ~3/4 of k = 8's exact-stage cost.
-DEFAULT_TOP_K = 6
-#: Positions A asks B for. Empty slots hold decoy heads drawn like real faces (so B cannot count
-#: templates); in a sparsely filled block many decoys outrank a true mate, so A asks for more
-#: positions than it keeps and drops decoys when un-permuting. The number is a constant so that
-#: it tells B nothing about how full the gallery is.
-DEFAULT_VIEW_K = 256
-
-HelperCall = Callable[[str, bytes], bytes]
+STEP_REFRESH = Step.REFRESH
+STEP_PRESELECT = Step.PRESELECT
 
 
 def _tid(hex_id: str) -> int:
@@ -159,31 +142,6 @@ class Receipt:
     blocks_refreshed: int
     deleted_at: str
     audit_entry_hash: str
-
-
-@dataclass
-class _Gallery:
-    """In-memory head blocks of one collection (derived from the store), the preselection
-    server over them (it caches parsed block ciphertexts per block version, and may hand the
-    products to a scorer that keeps its own copy of the blocks) and the lock that serialises
-    enrolment, deletion, refresh and scoring of this collection."""
-
-    layout: BlockLayout
-    preselect: PreselectServer
-    lock: threading.RLock = field(default_factory=threading.RLock)
-
-    @property
-    def blocks(self) -> dict[int, HeadBlock]:
-        return self.layout.blocks
-
-    def sync_scorer(self) -> None:
-        """Make the scorer's copy (process pool or Ray shards) equal the searchable blocks.
-
-        Called under :attr:`lock` after every change of the blocks (load, reconcile, refresh),
-        so shipping happens off the query path, a sharded preselection scores exactly the
-        blocks A holds, and a block emptied by a deletion leaves the workers."""
-        with self.lock:
-            self.preselect.sync_pool()
 
 
 class _IdleWorker(abc.ABC):
@@ -302,8 +260,8 @@ class NodeA:
         helper: HelperCall,
         pca: PCARotation,
         *,
-        top_k: int = DEFAULT_TOP_K,
-        view_k: int = DEFAULT_VIEW_K,
+        search: SearchConfig | None = None,
+        recorder: Recorder | None = None,
         engine: LocalEngine = SERIAL,
         rng: random.Random | None = None,
         scorer: ScoringBackend | None = None,
@@ -313,20 +271,24 @@ class NodeA:
         self.ctx: CKKSContext = keys.public.ckks
         self.store = store
         self.audit = audit
-        self.helper = helper
+        self.search = search if search is not None else SearchConfig()
+        #: Every A→B call, CKKS and Paillier steps alike, goes through this one channel.
+        self.helper = HelperChannel(helper, recorder)
         self.pca = pca
-        self.top_k = top_k
-        self.view_k = max(view_k, top_k)
         self.rng = rng if rng is not None else secrets.SystemRandom()
         self.exact = ExactConfig.for_key(
             keys.public.paillier, self.params.encoding.dim, self.params.encoding.scale_bits
         )
-        channel = BytesChannel(keys.public.paillier, helper)
-        self.server_a = ServerA(keys.share, self.exact, channel, engine=engine, rng=self.rng)
-        self._galleries: dict[str, _Gallery] = {}
+        self.server_a = ServerA(keys.share, self.exact, self.helper.paillier(keys.public.paillier),
+                                engine=engine, rng=self.rng)
+        self._galleries: dict[str, GalleryIndex] = {}
         self._galleries_lock = threading.Lock()
         self.identifications = 0
-        self.offline = OfflineWork(self.server_a, top_k)
+        self.offline = OfflineWork(self.server_a, self.search.top_k)
+        self.identifier = Identifier(self.server_a, self.ctx, self.params.encoding.head_dim,
+                                     self.helper, self.search, self.rng, self.offline.online)
+        self.enroller = Enroller(self.server_a, self.ctx, self.helper, self._decoys, self.rng,
+                                 self.offline.online)
         #: Where preselection's block products run (None: in this process). Shared by every
         #: collection; each gets its own namespace of blocks in it.
         self.scorer = scorer
@@ -352,7 +314,7 @@ class NodeA:
         if not 0 <= block_size <= self.ctx.slot_count:
             raise ParameterError(f"block_size must be in 1..{self.ctx.slot_count}, "
                                  f"got {block_size}")
-        tau = threshold or threshold_units(DEFAULT_THRESHOLD_SQ, self.params.encoding.scale_bits)
+        tau = threshold or self.search.tau_units(self.params.encoding.scale_bits)
         return self.store.create_collection(
             name,
             parameter_set_id=self.params.id,
@@ -378,13 +340,13 @@ class NodeA:
             raise KeyMismatchError(f"collection {name!r} belongs to key {coll.key_id}")
         return coll
 
-    def _gallery(self, name: str) -> _Gallery:
+    def _gallery(self, name: str) -> GalleryIndex:
         with self._galleries_lock:
             gallery = self._galleries.get(name)
             if gallery is None:
                 layout = BlockLayout(self.ctx, self.params.encoding.head_dim, self._decoys)
                 pool = None if self.scorer is None else self.scorer.view(name)
-                gallery = _Gallery(layout, PreselectServer(self.ctx, layout, self.rng, pool))
+                gallery = GalleryIndex(layout, PreselectServer(self.ctx, layout, self.rng, pool))
                 self._galleries[name] = gallery
                 self._load(name, gallery)
                 gallery.sync_scorer()
@@ -392,7 +354,7 @@ class NodeA:
 
     # --- block persistence and reconciliation ----------------------------------------------
 
-    def _load(self, name: str, gallery: _Gallery) -> None:
+    def _load(self, name: str, gallery: GalleryIndex) -> None:
         for stored in self.store.blocks(name):
             meta, *cts = unpack_blobs(stored.data, what="stored block")
             block = HeadBlock.from_record(meta, cts)
@@ -404,7 +366,7 @@ class NodeA:
     def _decoys(self, n: int) -> npt.NDArray[np.float64]:
         return self.pca.sample_decoy_heads(n, self.params.encoding.head_dim, self.rng)
 
-    def _reconcile(self, name: str, gallery: _Gallery) -> None:
+    def _reconcile(self, name: str, gallery: GalleryIndex) -> None:
         """Make the in-memory blocks agree with the rows (the truth) after a load or crash."""
         rows = self.store.slot_table(name)
         expected_live = {(b, s): _tid(t) for (b, s), (t, placed) in rows.items() if placed}
@@ -428,7 +390,7 @@ class NodeA:
                 if row is None or _tid(row[0]) != block.pending[slot]:
                     del block.pending[slot]
 
-    def _reserve(self, gallery: _Gallery, results: Sequence[EnrollResult]) -> None:
+    def _reserve(self, gallery: GalleryIndex, results: Sequence[EnrollResult]) -> None:
         """Mark newly stored templates pending in their blocks (what :meth:`_reconcile` would
         conclude, without re-reading every row on each enrolment)."""
         for r in results:
@@ -440,7 +402,7 @@ class NodeA:
                 block.release(r.slot)
             block.pending[r.slot] = _tid(r.template_id)
 
-    def _refresh_dirty(self, name: str, gallery: _Gallery) -> int:
+    def _refresh_dirty(self, name: str, gallery: GalleryIndex) -> int:
         """Refresh every block that has pending writes or slots to erase; returns the count."""
         done = 0
         with gallery.lock:
@@ -461,11 +423,8 @@ class NodeA:
             if t.block_no == block.block_id
         }
         heads = {tid: rec.head for tid, rec in pending.items() if rec.head is not None}
-        request, state = refresh.prepare_refresh(self.ctx, block, heads, self._decoys, self.rng)
-        reply = refresh.RefreshResponse.from_bytes(self.helper(STEP_REFRESH, request.to_bytes()))
-        written = dict(state.writes)
-        refresh.finish_refresh(self.ctx, block, state, reply)
-        placed = [pending[t].template_id for t in written.values() if t in pending]
+        written = self.enroller.refresh(block, heads)
+        placed = [pending[t].template_id for t in written if t in pending]
         record = pack_blobs([block.metadata_bytes(), *block.ciphertexts])
         self.store.put_block(name, block.block_id, record, placed, version=block.version)
 
@@ -519,8 +478,7 @@ class NodeA:
             return admitted
         key = self.keys.public.paillier
         uploads = [PaillierTemplate.from_bytes(key, t.paillier) for t in admitted]
-        with self.offline.online():
-            verdicts = self.server_a.admit(uploads)
+        verdicts = self.enroller.admit(uploads)
         pending = iter(zip(admitted, verdicts, strict=True))
         kept: list[NewTemplate] = []
         for i, outcome in enumerate(outcomes):
@@ -587,49 +545,9 @@ class NodeA:
         check_template(parsed, self.exact.template, self.keys.public.paillier)
         return parsed
 
-    def _candidates(
-        self, collection: str, query_head: Sequence[bytes]
-    ) -> list[tuple[str, AdmittedTemplate | PreparedTemplate]]:
-        """Exact-stage candidates: CKKS preselection of ``top_k`` over the whole gallery (B sees
-        only masked, permuted scores). A gallery no larger than ``top_k`` goes to the exact
-        stage whole: preselection could not discard anything and would only add a round."""
-        gallery = self._gallery(collection)
-        with gallery.lock:
-            live = sorted((b.block_id, s) for b in gallery.blocks.values() for s in b.live)
-            if len(live) <= self.top_k:
-                parse_query(self.ctx, query_head, self.params.encoding.head_dim)
-                records = self.store.templates_at(collection, live)
-            else:
-                total = len(gallery.layout.searchable_blocks()) * self.ctx.slot_count
-                view_k = min(self.view_k, total)
-                request, state = gallery.preselect.request(query_head, view_k)
-        if len(live) > self.top_k:
-            raw = self.helper(STEP_PRESELECT, request.to_bytes())
-            chosen = gallery.preselect.resolve(state, PreselectResponse.from_bytes(raw))
-            chosen = self._pad(gallery, chosen[: self.top_k])
-            records = self.store.templates_by_id(collection, [_hex(t) for t in chosen])
-        key = self.keys.public.paillier
-        return [
-            (t.subject_id, self.offline.prepared(t.template_id)
-             or AdmittedTemplate.from_bytes(key, t.paillier))
-            for t in records
-        ]
-
-    def _pad(self, gallery: _Gallery, chosen: list[int]) -> list[int]:
-        """Fill up to ``top_k`` with random other live templates.
-
-        Why: when decoys crowd B's top positions, fewer than ``top_k`` real candidates remain;
-        a short exact stage would answer faster, and the latency would tell an observer that
-        the probe resembled nobody (threat T16). Extra candidates cannot make the answer worse:
-        the exact stage takes the true minimum over a superset.
-        """
-        if len(chosen) >= self.top_k:
-            return chosen
-        with gallery.lock:
-            live = [t for b in gallery.blocks.values() for t in b.live.values()]
-        others = [t for t in live if t not in set(chosen)]
-        extra = self.rng.sample(others, min(len(others), self.top_k - len(chosen)))
-        return [*chosen, *extra]
+    def candidates(self, collection: str) -> _StoreSource:
+        """A's stored templates of ``collection`` for the pipeline (prepared ones preferred)."""
+        return _StoreSource(self, collection)
 
     def identify(
         self, collection: str, query: QueryUpload, principal: str, *,
@@ -640,13 +558,10 @@ class NodeA:
         parsed = self._parse_query(coll, query)
         head = unpack_blobs(query.ckks_head, what="query head",
                             max_items=self.params.encoding.head_dim)
-        self._refresh_dirty(collection, self._gallery(collection))
-        # The query's admission (two rounds, mostly B's work) does not depend on the
-        # candidates: it runs while A's preselection scores the blocks.
-        with self.offline.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
-            checked = pool.submit(self.server_a.check_query, parsed)
-            candidates = self._candidates(collection, head)
-            result = self.server_a.match(checked.result(), candidates, coll.threshold)
+        gallery = self._gallery(collection)
+        self._refresh_dirty(collection, gallery)
+        result = self.identifier.identify(gallery, parsed, head, coll.threshold,
+                                          self.candidates(collection))
         self.identifications += 1
         self.audit.append(principal=principal, action="identify", collection=collection,
                           outcome="match" if result.matched else "no-match",
@@ -665,8 +580,7 @@ class NodeA:
             raise NotFoundError(f"unknown subject in collection {collection!r}")
         key = self.keys.public.paillier
         templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
-        with self.offline.online():
-            matched = self.server_a.verify(parsed, subject_id, templates, coll.threshold)
+        matched = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
         self.audit.append(principal=principal, action="verify", collection=collection,
                           target=subject_id, outcome="match" if matched else "no-match")
         return matched
@@ -688,6 +602,24 @@ class NodeA:
                                   detail=f"{len(deleted.template_ids)} templates", when=when)
         return Receipt(collection, subject_id, len(deleted.template_ids), refreshed,
                        when.isoformat(timespec="seconds"), entry)
+
+
+@dataclass(frozen=True)
+class _StoreSource:
+    """:class:`~pura.pipeline.TemplateSource` over A's store: templates by packed id, with A's
+    offline-prepared partial decryptions where they are ready."""
+
+    node: NodeA
+    collection: str
+
+    def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
+        records = self.node.store.templates_by_id(self.collection, [_hex(t) for t in template_ids])
+        key = self.node.keys.public.paillier
+        return [
+            (t.subject_id, self.node.offline.prepared(t.template_id)
+             or AdmittedTemplate.from_bytes(key, t.paillier))
+            for t in records
+        ]
 
 
 class HelperOffline(_IdleWorker):
@@ -725,7 +657,7 @@ class NodeB:
     """Server B's core: the Paillier helper steps and the CKKS block refresh."""
 
     def __init__(
-        self, keys: BKeys, *, engine: LocalEngine = SERIAL, top_k: int = DEFAULT_TOP_K
+        self, keys: BKeys, *, engine: LocalEngine = SERIAL, search: SearchConfig | None = None
     ) -> None:
         self.keys = keys
         params = keys.public.parameters
@@ -733,46 +665,26 @@ class NodeB:
             keys.public.paillier, params.encoding.dim, params.encoding.scale_bits
         )
         self.server_b = ServerB(keys.share, exact, engine=engine)
-        self.offline = HelperOffline(self.server_b, top_k)
+        self.search = search if search is not None else SearchConfig()
+        self.offline = HelperOffline(self.server_b, self.search.top_k)
 
     def __repr__(self) -> str:
         return f"NodeB(key_id={self.keys.public.key_id})"
-
-    def _refresh(self, payload: bytes) -> bytes:
-        request = refresh.RefreshRequest.from_bytes(payload)
-        return refresh.answer_refresh(self.keys.ckks_secret, request).to_bytes()
-
-    def _preselect(self, payload: bytes) -> bytes:
-        request = PreselectRequest.from_bytes(payload)
-        return answer_preselect(self.keys.ckks_secret, request).to_bytes()
 
     def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
         """``step -> (request bytes -> reply bytes)`` for the helper servicer; serving them
         starts B's offline refill (a daemon thread, see :class:`HelperOffline`)."""
         self.offline.start()
-        steps = dict(self.server_b.handlers())
-        steps[STEP_REFRESH] = self._refresh
-        steps[STEP_PRESELECT] = self._preselect
+        steps = helper_steps(self.server_b, self.keys.ckks_secret)
         return {step: self.offline.serving(handler) for step, handler in steps.items()}
 
 
 def loopback(node_b: NodeB) -> HelperCall:
     """In-process A -> B calls through the byte encodings (tests, single-process tools)."""
-    handlers = node_b.handlers()
-
-    def call(step: str, payload: bytes) -> bytes:
-        handler = handlers.get(step)
-        if handler is None:
-            raise ProtocolError(f"unknown helper step {step!r}")
-        return handler(payload)
-
-    return call
+    return helper_loopback(node_b.handlers())
 
 
 __all__ = [
-    "DEFAULT_THRESHOLD_SQ",
-    "DEFAULT_TOP_K",
-    "DEFAULT_VIEW_K",
     "STEP_PRESELECT",
     "STEP_REFRESH",
     "EnrollOutcome",

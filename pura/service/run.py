@@ -25,6 +25,7 @@ from pura.engine.local import LocalEngine
 from pura.errors import ConfigError
 from pura.gallery.store import GalleryStore
 from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
+from pura.pipeline.config import SearchConfig
 from pura.protocols.preselect import ScoringBackend, ScoringPool
 from pura.service import servicers
 from pura.service.interceptors import Authenticator, QueryBudget, TokenTable
@@ -122,7 +123,7 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
     helper = _connect_b(config, HelperIdentity(params.id, keys.public.key_id), wait_for_b_s)
     pca = load_pca(config.key_dir, params.encoding.model_id)
     scorer = build_scorer(config, keys.public.ckks)
-    node = NodeA(keys, store, audit, helper.call, pca, top_k=config.top_k,
+    node = NodeA(keys, store, audit, helper.call, pca, search=SearchConfig(top_k=config.top_k),
                  engine=LocalEngine(config.engine_workers), scorer=scorer)
     log.info("preselection scoring: %s", node.scorer_description())
     try:

@@ -17,8 +17,8 @@ from pura_client.client import PuraClient
 from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.params import FAST_PARAMETERS
 from pura.errors import NotFoundError
+from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
 from pura.protocols.identify import threshold_units
-from pura.service.nodes import DEFAULT_THRESHOLD_SQ
 
 from .conftest import Deployment
 

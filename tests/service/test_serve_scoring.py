@@ -24,9 +24,9 @@ from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.params import FAST_PARAMETERS
 from pura.engine.cluster import LoopbackRayCluster, ShardedScorer
 from pura.errors import ConfigError
+from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
 from pura.protocols.identify import threshold_units
 from pura.protocols.preselect import ScoringPool
-from pura.service.nodes import DEFAULT_THRESHOLD_SQ
 from pura.service.run import ServerAHandle, start_a
 
 from .conftest import Deployment, config_a

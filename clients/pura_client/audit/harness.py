@@ -35,6 +35,7 @@ from pura.crypto.paillier import (
 )
 from pura.crypto.params import ParameterSet
 from pura.gallery.packing import BlockLayout, HeadBlock
+from pura.pipeline.config import SearchConfig
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
 from pura.protocols.identify import (
     STEP_BLINDED_PRODUCT,
@@ -61,15 +62,14 @@ from pura.protocols.refresh import (
     prepare_refresh,
 )
 from pura.protocols.secure_distance import assemble_vectors, slot_counts
+from pura.protocols.steps import Step
 from pura_client.audit.data import LabelledEmbeddings
 from pura_client.audit.metrics import FloatArray
 
-STEP_PRESELECT = "ckks.preselect"
-#: Same defaults as server A (pura.service.nodes): B returns the best ``VIEW_K`` positions of its
-#: view, A keeps the first ``TOP_K`` that hold real templates (decoy slots are dropped).
-TOP_K = 6
-VIEW_K = 256
-STEP_REFRESH = "ckks.refresh"
+STEP_PRESELECT = Step.PRESELECT
+STEP_REFRESH = Step.REFRESH
+#: The server's own search defaults (one place: pura.pipeline.config).
+SEARCH = SearchConfig()
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,8 @@ class EncryptedIdentification:
         enrolled: LabelledEmbeddings,
         rotation: PCARotation,
         threshold_sq_distance: float,
-        top_k: int = TOP_K,
-        view_k: int = VIEW_K,
+        top_k: int = SEARCH.top_k,
+        view_k: int = SEARCH.view_k,
         rng: random.Random | None = None,
     ) -> None:
         self.params = params
@@ -312,8 +312,6 @@ class EncryptedIdentification:
 __all__ = [
     "STEP_PRESELECT",
     "STEP_REFRESH",
-    "TOP_K",
-    "VIEW_K",
     "EncryptedIdentification",
     "Message",
     "QueryOutcome",

@@ -1,0 +1,54 @@
+"""The search parameters every caller of the pipeline shares (server, bench, audit).
+
+Why one object: the audit and the benchmarks must certify the configuration the server runs.
+When each carried its own ``TOP_K`` and ``VIEW_K`` they drifted, and the audit measured a
+pipeline no server ran. Nothing outside this module declares these defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pura.errors import ConfigError
+from pura.protocols.identify import threshold_units
+
+#: Default decision threshold on ||x - y||^2 of L2-normalised dlib descriptors. Measured on the
+#: LFW identification split (500 enrolled, 775 mated probes, 200 non-enrolled; seed 0): FPIR 1.0%
+#: and FNIR 25.7% at 0.115 (0.36, dlib's 0.6 Euclidean rule, gives FPIR 100% on normalised
+#: descriptors). Collections set their own for their gallery size and target FPIR.
+DEFAULT_THRESHOLD_SQ = 0.115
+#: Candidates handed from preselection to the exact Paillier stage. With the 64-d head the
+#: decision-relevant nearest neighbour ranked ≤ 4 on every real LFW gallery and probe measured
+#: (bench/preselect_recall.py); 6 leaves a margin of 1.5× at ~3/4 of k = 8's exact-stage cost.
+DEFAULT_TOP_K = 6
+#: Positions B ranks in its view. Empty slots hold decoy heads drawn like real faces (so B cannot
+#: count templates); in a sparsely filled block many decoys outrank a true mate, so B ranks more
+#: positions than the exact stage keeps. The number is a constant so that it tells B nothing
+#: about how full the gallery is.
+DEFAULT_VIEW_K = 256
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``top_k`` candidates reach the exact stage out of B's ``view_k`` best positions; ``tau``
+    is the decision threshold on the squared distance of unit vectors (a collection may set its
+    own in integer units)."""
+
+    top_k: int = DEFAULT_TOP_K
+    view_k: int = DEFAULT_VIEW_K
+    tau: float = DEFAULT_THRESHOLD_SQ
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be positive, got {self.top_k}")
+        if self.view_k < self.top_k:
+            raise ConfigError(f"view_k ({self.view_k}) must be at least top_k ({self.top_k})")
+        if not 0.0 < self.tau < 4.0:
+            raise ConfigError(f"tau is a squared distance of unit vectors, in (0, 4): {self.tau}")
+
+    def tau_units(self, scale_bits: int) -> int:
+        """``tau`` in the integer units of the exact stage (scale ``2^scale_bits`` per factor)."""
+        return threshold_units(self.tau, scale_bits)
+
+
+__all__ = ["DEFAULT_THRESHOLD_SQ", "DEFAULT_TOP_K", "DEFAULT_VIEW_K", "SearchConfig"]

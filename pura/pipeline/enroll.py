@@ -1,0 +1,68 @@
+"""Enrolment as one pipeline, with no I/O: admission of uploads and the block refresh with B.
+
+Why here and not in the server: the benchmarks and the audit enrol through the same admission
+(server-computed norms, the unit-vector check with B) and the same refresh, so the gallery they
+measure is a gallery the server would hold.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
+
+from pura.crypto.ckks import CKKSContext
+from pura.errors import EmbeddingRangeError
+from pura.gallery.packing import DecoySource, HeadBlock
+from pura.pipeline.channel import HelperChannel
+from pura.pipeline.identify import _no_guard
+from pura.protocols import refresh
+from pura.protocols.identify import ServerA
+from pura.protocols.messages import AdmittedTemplate, PaillierTemplate
+from pura.protocols.steps import Step
+
+
+class Enroller:
+    """Admits templates with B and writes their CKKS heads into the packed blocks."""
+
+    def __init__(
+        self,
+        server_a: ServerA,
+        ctx: CKKSContext,
+        channel: HelperChannel,
+        decoys: DecoySource,
+        rng: random.Random,
+        online: Callable[[], ContextManager[None]] = _no_guard,
+    ) -> None:
+        self.server_a = server_a
+        self.ctx = ctx
+        self.channel = channel
+        self.decoys = decoys
+        self.rng = rng
+        self.online = online
+
+    def admit(
+        self, uploads: Sequence[PaillierTemplate]
+    ) -> list[AdmittedTemplate | EmbeddingRangeError]:
+        """Server-side norm admission (with B), per item: what to store, or why it is refused.
+
+        Why: the squared norm used in every later distance must be computed by the servers, and
+        a template that is not the encoding of a unit vector (a "wolf" crafted to match
+        everyone) must be refused at enrolment, not stored and silently skipped later.
+        """
+        if not uploads:
+            return []
+        with self.online():
+            return self.server_a.admit(uploads)
+
+    def refresh(self, block: HeadBlock, heads: Mapping[int, bytes]) -> list[int]:
+        """Write ``block``'s pending heads (template id → head ciphertext) and erase its cleared
+        slots, with B (one round); returns the template ids written."""
+        request, state = refresh.prepare_refresh(self.ctx, block, heads, self.decoys, self.rng)
+        reply = refresh.RefreshResponse.from_bytes(self.channel(Step.REFRESH, request.to_bytes()))
+        written = [t for _, t in state.writes]
+        refresh.finish_refresh(self.ctx, block, state, reply)
+        return written
+
+
+__all__ = ["Enroller"]

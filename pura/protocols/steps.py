@@ -1,0 +1,25 @@
+"""Every A→B helper step by name, in one place.
+
+Why one enum: the servicer's dispatch table, the recording channel, B's request log and quotas
+and the audit all key on the step; a step spelt twice is a step one of them silently misses.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    """Name of one A→B request (the ``step`` field of a helper call)."""
+
+    BLINDED_PRODUCT = "paillier.blinded_product"
+    COMPARE = "paillier.compare_select"
+    THRESHOLD = "paillier.threshold"
+    NORM_SQUARE = "paillier.norm_square"
+    NORM_CHECK = "paillier.norm_check"
+    ARGMIN = "paillier.argmin"
+    REFRESH = "ckks.refresh"
+    PRESELECT = "ckks.preselect"
+
+
+__all__ = ["Step"]
