@@ -69,6 +69,17 @@ class Limits:
     failed_per_target: int = 20
     #: Templates committed per BulkEnroll transaction (and per block refresh).
     bulk_batch: int = 64
+    #: Open client streams (BulkEnroll) per principal, and in total (0 = half the worker
+    #: threads): each holds a worker thread, and Identify must keep threads of its own.
+    streams_per_principal: int = 2
+    max_open_streams: int = 0
+    #: A stream whose client sends nothing for this long is cancelled by the server.
+    stream_idle_s: float = 30.0
+
+    @property
+    def open_streams_cap(self) -> int:
+        """The total cap on open streams: ``max_open_streams``, or half the worker threads."""
+        return self.max_open_streams or max(1, self.worker_threads // 2)
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,7 @@ class ServerConfig:
     dev: bool = False
     #: Worker processes for the heavy Paillier loops (gmpy2 holds the GIL); 1 = in-process.
     engine_workers: int = 1
-    #: Candidates passed from CKKS preselection to the exact stage (pura.service.nodes
+    #: Candidates passed from CKKS preselection to the exact stage (pura.pipeline.config
     #: DEFAULT_TOP_K: the measured need with the 64-d head, plus a margin).
     top_k: int = 6
     #: Scoring section (server A): processes scoring CKKS preselection blocks; 1 = in-process.

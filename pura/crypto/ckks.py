@@ -141,6 +141,26 @@ def _load(obj: Any, seal_ctx: Any, data: bytes, what: str) -> Any:
     return obj
 
 
+#: SEAL's serialization header: magic, header size, version (2), compression, reserved, and
+#: the total size in bytes of the serialized object, header included.
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")
+_SEAL_MAGIC = 0xA15E
+
+
+def _check_seal_length(body: bytes) -> None:
+    """The serialized object must be exactly as long as its SEAL header says.
+
+    Why: SEAL's ``load`` stops after the object and ignores whatever follows, so without this
+    check a client could append megabytes to a head and A would store them (issue 13, item 8:
+    40 MiB of trailing bytes accepted, ``gallery.db`` grew from 17 to 55 MiB)."""
+    if len(body) < _SEAL_HEADER.size:
+        raise InvalidCiphertextError(f"ciphertext body of {len(body)} bytes has no SEAL header")
+    magic, header_size, _, _, _, _, size = _SEAL_HEADER.unpack_from(body)
+    if magic != _SEAL_MAGIC or header_size != _SEAL_HEADER.size or size != len(body):
+        raise InvalidCiphertextError(
+            f"ciphertext body is {len(body)} bytes but its SEAL header announces {size}")
+
+
 def _frame(*parts: bytes) -> bytes:
     return b"".join(struct.pack(">Q", len(p)) + p for p in parts)
 
@@ -347,9 +367,21 @@ class CKKSContext:
         if level not in allowed:
             raise InvalidCiphertextError(f"ciphertext level tag {level}, expected {allowed}")
         want = level
-        ct = _load(seal.Ciphertext(self._ctx), self._ctx, data[_CT_HEADER:], "ciphertext")
+        body = data[_CT_HEADER:]
+        _check_seal_length(body)
+        ct = _load(seal.Ciphertext(self._ctx), self._ctx, body, "ciphertext")
         self._check(ct, want)
         return CKKSCiphertext(ct, want)
+
+    def head_from_bytes(self, data: bytes) -> CKKSCiphertext:
+        """Parse an enrolment head: like :meth:`ciphertext_from_bytes`, and it must be a head
+        (top level). A work-level ciphertext would pass the generic check and then fail the
+        block refresh of every later enrolment (issue 13, item 8)."""
+        ct = self.ciphertext_from_bytes(data)
+        if ct._level != _LEVEL_HEAD:
+            raise InvalidCiphertextError(
+                f"enrolment head must be a head-level ciphertext, got {ct.level}")
+        return ct
 
     def _check(self, ct: Any, level: int) -> None:
         parms = {_LEVEL_WORK: self._work, _LEVEL_SCORE: self._score}.get(

@@ -9,6 +9,14 @@ Security reasoning:
 * **Budgets** cap identification/verification queries per principal in a sliding window, so an
   identifier cannot run the thousands of probes a hill-climbing or decision-oracle attack needs
   (threats T4/T5). Verification additionally caps *failed* probes per target subject.
+* **Open streams** (:class:`StreamGuard`): a client-streaming call holds one of the server's
+  worker threads for as long as the client keeps it open, so eight idle BulkEnroll streams from
+  one enroller used to leave no thread for Identify (issue 13, item 3). Streams are capped per
+  principal and in total (at most half the worker threads), and a stream whose client sends
+  nothing for ``idle_s`` is cancelled by the server.
+* **Bearer tokens and certificates** both grant roles. When a call brings both, the
+  certificate's role wins: the TLS handshake proved it, while a token is only as good as the
+  secrecy of a string (a leaked token must not change what a certificate holder may do).
 
 The interceptor wraps the method handler (gRPC's Python interceptors see no AuthContext; the
 wrapped behaviour does) and publishes the caller in a ContextVar for the servicer.
@@ -17,12 +25,13 @@ wrapped behaviour does) and publishes the caller in a ContextVar for the service
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +138,8 @@ class Authenticator:
         return None
 
     def authenticate(self, context: grpc.ServicerContext) -> Principal | None:
+        """The certificate's principal if it names a role, else the bearer token's (see the
+        module docstring for why the certificate wins)."""
         return self._from_cert(context) or self._from_token(context)
 
 
@@ -214,6 +225,121 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc, type-arg]
         return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream, check))
 
 
+@dataclass
+class _OpenStream:
+    principal: str
+    context: grpc.ServicerContext
+    last: float
+    busy: int = 0
+    cancelled: bool = False
+
+
+class OpenStream:
+    """Handle of one admitted stream: report activity, mark server-side work."""
+
+    def __init__(self, guard: StreamGuard, state: _OpenStream) -> None:
+        self._guard = guard
+        self._state = state
+
+    def touch(self) -> None:
+        """The client sent something: the idle clock starts again."""
+        self._guard.touch(self._state)
+
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Server-side work on this stream: time spent here is not the client being idle."""
+        self._guard.set_busy(self._state, +1)
+        try:
+            yield
+        finally:
+            self._guard.set_busy(self._state, -1)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._state.cancelled
+
+
+class StreamGuard:
+    """Admission and idle timeout for client-streaming calls (see the module docstring).
+
+    ``clock`` is injectable; the watchdog is a daemon thread started with the first stream that
+    checks every ``min(1, idle_s / 4)`` seconds and cancels (``context.cancel()``) streams whose
+    client has been silent for longer than ``idle_s`` while no server work was running on them.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_principal: int,
+        total: int,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if per_principal < 1 or total < 1 or idle_s <= 0:
+            raise ValueError("stream limits must be positive")
+        self.per_principal = per_principal
+        self.total = total
+        self.idle_s = idle_s
+        self._clock = clock
+        self._open: list[_OpenStream] = []
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+
+    def open_count(self, principal: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for s in self._open if principal is None or s.principal == principal)
+
+    @contextlib.contextmanager
+    def admit(self, principal: str, context: grpc.ServicerContext) -> Iterator[OpenStream]:
+        """Hold a stream slot for the body; raises :class:`BudgetExhaustedError` (→
+        RESOURCE_EXHAUSTED) over either cap, before the call takes any other resource."""
+        with self._lock:
+            mine = sum(1 for s in self._open if s.principal == principal)
+            if mine >= self.per_principal:
+                raise BudgetExhaustedError(
+                    f"at most {self.per_principal} open streams per principal")
+            if len(self._open) >= self.total:
+                raise BudgetExhaustedError(f"at most {self.total} open streams on this server")
+            state = _OpenStream(principal, context, self._clock())
+            self._open.append(state)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="pura-streams",
+                                                  daemon=True)
+                self._watchdog.start()
+        try:
+            yield OpenStream(self, state)
+        finally:
+            with self._lock:
+                self._open.remove(state)
+
+    def touch(self, state: _OpenStream) -> None:
+        with self._lock:
+            state.last = self._clock()
+
+    def set_busy(self, state: _OpenStream, delta: int) -> None:
+        with self._lock:
+            state.busy += delta
+            state.last = self._clock()
+
+    def sweep(self) -> int:
+        """Cancel every stream idle for longer than ``idle_s``; returns how many."""
+        now = self._clock()
+        with self._lock:
+            idle = [s for s in self._open
+                    if not s.busy and not s.cancelled and now - s.last > self.idle_s]
+            for s in idle:
+                s.cancelled = True
+        for s in idle:
+            s.context.cancel()  # type: ignore[no-untyped-call]
+        return len(idle)
+
+    def _watch(self) -> None:
+        period = min(1.0, self.idle_s / 4)
+        while True:
+            time.sleep(period)
+            self.sweep()
+
+
 class QueryBudget:
     """Sliding-window query budget per principal, plus failed-probe budget per target.
 
@@ -277,8 +403,10 @@ __all__ = [
     "ROLES",
     "AuthInterceptor",
     "Authenticator",
+    "OpenStream",
     "Principal",
     "QueryBudget",
+    "StreamGuard",
     "TokenTable",
     "current_principal",
 ]

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from pura.config import Limits
-from pura.errors import AlreadyExistsError, ProtocolError
+from pura.errors import AlreadyExistsError, InvalidArgumentError, ProtocolError
 from pura.service import chunks
 from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
-from pura.service.interceptors import QueryBudget, current_principal
+from pura.service.interceptors import OpenStream, QueryBudget, StreamGuard, current_principal
 from pura.service.nodes import EnrollOutcome, NodeA, QueryUpload, TemplateUpload
 from pura.service.status import Deadline, abort, guarded, guarded_stream, invalid
 
@@ -47,13 +47,37 @@ def _status(outcome: EnrollOutcome) -> pura_pb2.EnrollItemStatus:
     )
 
 
+def _until_cancelled(
+    requests: Iterator[pura_pb2.EnrollRequest], stream: OpenStream
+) -> Iterator[pura_pb2.EnrollRequest]:
+    """``requests`` until the client ends the stream or the server cancels it for idleness
+    (gRPC then raises from the blocked read; nothing of a partial batch is committed)."""
+    while True:
+        try:
+            request = next(requests)
+        except StopIteration:
+            return
+        except grpc.RpcError:
+            if stream.cancelled:
+                return
+            raise
+        stream.touch()
+        yield request
+
+
 class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
     """The client-facing service."""
 
-    def __init__(self, node: NodeA, limits: Limits, budget: QueryBudget) -> None:
+    def __init__(
+        self, node: NodeA, limits: Limits, budget: QueryBudget, streams: StreamGuard | None = None
+    ) -> None:
         self.node = node
         self.limits = limits
         self.budget = budget
+        self.streams = streams or StreamGuard(
+            per_principal=limits.streams_per_principal, total=limits.open_streams_cap,
+            idle_s=limits.stream_idle_s,
+        )
 
     def _deadline(self, context: _Ctx) -> Deadline:
         return Deadline.for_call(
@@ -107,16 +131,22 @@ class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
         self, request_iterator: Iterator[pura_pb2.EnrollRequest], context: _Ctx
     ) -> Iterator[pura_pb2.EnrollItemStatus]:
         """Commit in batches of ``limits.bulk_batch``; each item is acknowledged only after its
-        batch's transaction committed, so an acknowledged item survives any crash."""
+        batch's transaction committed, so an acknowledged item survives any crash.
+
+        The stream holds a slot of :attr:`streams` (per-principal and total caps) and is
+        cancelled by the server when its client stays silent for ``limits.stream_idle_s``."""
         principal = current_principal().name
-        batch: list[pura_pb2.EnrollRequest] = []
-        for request in request_iterator:
-            batch.append(request)
-            if len(batch) >= self.limits.bulk_batch:
-                yield from self._commit(batch, principal)
-                batch = []
-        if batch:
-            yield from self._commit(batch, principal)
+        with self.streams.admit(principal, context) as stream:
+            batch: list[pura_pb2.EnrollRequest] = []
+            for request in _until_cancelled(request_iterator, stream):
+                batch.append(request)
+                if len(batch) >= self.limits.bulk_batch:
+                    with stream.working():
+                        yield from self._commit(batch, principal)
+                    batch = []
+            if batch and not stream.cancelled:
+                with stream.working():
+                    yield from self._commit(batch, principal)
 
     def _commit(
         self, batch: list[pura_pb2.EnrollRequest], principal: str
@@ -196,11 +226,16 @@ class AdminServicer(pura_pb2_grpc.PuraAdminServicer):  # type: ignore[misc]
     def CreateCollection(  # noqa: N802
         self, request: pura_pb2.CreateCollectionRequest, context: _Ctx
     ) -> pura_pb2.CollectionInfo:
+        limit = 1 << self.node.exact.compare.dist_bits
+        if request.threshold >= limit:
+            raise InvalidArgumentError(
+                f"threshold must be below 2^{self.node.exact.compare.dist_bits} (the range of the "
+                "secure comparison; a larger one could never be used); 0 = the server default")
         try:
             coll = self.node.create_collection(request.collection, threshold=request.threshold)
         except AlreadyExistsError:
             abort(context, grpc.StatusCode.ALREADY_EXISTS,
-                  f"collection {request.collection!r} already exists")
+                  f"collection {request.collection[:64]!r} already exists")
         self.node.audit.append(principal=current_principal().name, action="create-collection",
                                outcome="ok", collection=coll.name)
         return pura_pb2.CollectionInfo(collection=coll.name,

@@ -216,3 +216,23 @@ def test_secret_side_encryptions_are_seed_compressed(
     for raw in (compact, full):
         values = secret.decrypt(public.ciphertext_from_bytes(raw))
         assert np.allclose(values[:3], [0.25, -0.5, 0.0], atol=1e-7)
+
+
+def test_trailing_bytes_and_work_level_heads_are_refused(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    """Parsing is strict (issue 13, item 8): the SEAL body must be exactly as long as its
+    header says (SEAL itself ignores what follows), and an enrolment head must be a head."""
+    head = public.ciphertext_to_bytes(public.encrypt_head(np.zeros(4)))
+    assert public.head_from_bytes(head).level == "head"
+    for extra in (b"\x00", b"x" * 4096):
+        with pytest.raises(InvalidCiphertextError, match="SEAL header announces"):
+            public.ciphertext_from_bytes(head + extra)
+    with pytest.raises(InvalidCiphertextError, match="SEAL header announces"):
+        public.ciphertext_from_bytes(head[:-1])
+    work = public.ciphertext_to_bytes(public.encrypt_vector(np.zeros(4)))
+    assert public.ciphertext_from_bytes(work).level == "work"
+    with pytest.raises(InvalidCiphertextError, match="head-level"):
+        public.head_from_bytes(work)
+    compressed = secret.encrypt_vector_bytes(np.zeros(4))  # seed-compressed: still exact
+    assert public.ciphertext_from_bytes(compressed).level == "work"

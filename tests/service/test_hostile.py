@@ -1,0 +1,275 @@
+"""Hostile client and fault tests against real servers (issue 13): one test per item.
+
+Every test here failed on the code before issue 13 (checked by running this file against that
+commit). They use the session's real A and B (fast profile, mTLS on loopback, see conftest) or,
+where a test needs its own limits, store or B, another real A (and B) started the same way.
+Item numbers are the issue's.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pura_client.encryptor import EncryptedParts
+
+from pura.config import Limits, ServerConfig
+from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
+from pura.service.run import start_b
+from pura.service.server import free_port, secure_channel
+
+from .conftest import COLLECTION, Deployment, config_a
+
+MODEL = "dlib_face_recognition_resnet_model_v1"
+
+
+@pytest.fixture(scope="module")
+def parts(deployment: Deployment) -> tuple[EncryptedParts, EncryptedParts]:
+    """(template, query) of one real LFW face, encrypted once for the module."""
+    with deployment.client("enroller") as client:
+        enc = client.encryptor()
+        return enc.template(deployment.faces.gallery[0]), enc.query(deployment.faces.probes[0])
+
+
+@pytest.fixture(scope="module")
+def channels(deployment: Deployment) -> Iterator[Callable[..., grpc.Channel]]:
+    made: list[grpc.Channel] = []
+
+    def make(role: str, port: int = 0) -> grpc.Channel:
+        address = f"localhost:{port}" if port else deployment.address
+        channel = secure_channel(address, deployment.tls, role)
+        made.append(channel)
+        return channel
+
+    yield make
+    for channel in made:
+        channel.close()
+
+
+def _stub(channel: grpc.Channel) -> pura_pb2_grpc.PuraStub:
+    return pura_pb2_grpc.PuraStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _admin(channel: grpc.Channel) -> pura_pb2_grpc.PuraAdminStub:
+    return pura_pb2_grpc.PuraAdminStub(channel)  # type: ignore[no-untyped-call]
+
+
+def _ref(deployment: Deployment, collection: str = COLLECTION) -> common_pb2.CollectionRef:
+    info = deployment.a.node.collection(COLLECTION)
+    return common_pb2.CollectionRef(collection=collection,
+                                    parameter_set_id=info.parameter_set_id, key_id=info.key_id)
+
+
+def _enroll_request(
+    deployment: Deployment, subject: str, parts: EncryptedParts, request_id: str = "", **t: Any
+) -> pura_pb2.EnrollRequest:
+    fields: dict[str, Any] = {"model_id": MODEL, "dim": 128, "paillier": parts.paillier,
+                              "ckks_head": parts.ckks_head, **t}
+    return pura_pb2.EnrollRequest(
+        ref=_ref(deployment), subject_id=subject,
+        request_id=request_id or secrets.token_hex(8),
+        template=common_pb2.EncryptedTemplate(**fields))
+
+
+def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value.code(), err.value.details() or ""
+
+
+# --- item 3: idle streams cannot starve Identify ---------------------------------------------
+
+
+def test_item3_idle_bulk_streams_neither_starve_a_nor_stay_open(
+    deployment: Deployment, channels: Callable[..., grpc.Channel], tmp_path: Path
+) -> None:
+    """Eight idle BulkEnroll streams from one enroller used to hold all eight worker threads
+    (GetParameters then timed out). Now: two per principal, the rest RESOURCE_EXHAUSTED at
+    once, other RPCs keep answering, and the server cancels the idle ones."""
+    handle = deployment.start_a(tmp_path / "data", stream_idle_s=2)  # type: ignore[arg-type]
+    port = handle.running.port
+    release = threading.Event()
+    outcomes: list[grpc.StatusCode] = []
+
+    def idle_requests() -> Iterator[pura_pb2.EnrollRequest]:
+        release.wait(30)
+        return
+        yield  # pragma: no cover - a generator that sends nothing
+
+    def open_stream() -> None:
+        stub = _stub(channels("enroller", port))
+        try:
+            for _ in stub.BulkEnroll(idle_requests(), timeout=30):
+                pass
+            outcomes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            outcomes.append(exc.code())
+
+    threads = [threading.Thread(target=open_stream) for _ in range(8)]
+    try:
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("identifier", port=port) as client:
+            assert client.parameters().collection == COLLECTION  # answered while streams idle
+        for t in threads:
+            t.join(20)
+        elapsed = time.monotonic() - started
+        codes = sorted(c.name for c in outcomes)
+        assert codes.count("RESOURCE_EXHAUSTED") == 6, codes
+        assert codes.count("CANCELLED") == 2, codes  # the idle ones, ended by the server
+        assert elapsed < 15, elapsed  # long before the client's own 30 s
+        assert handle.running is not None
+    finally:
+        release.set()
+        for t in threads:
+            t.join(5)
+        handle.stop()
+
+
+# --- item 5: a request id names one request ----------------------------------------------------
+
+
+def test_item5_reused_request_id_is_already_exists(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],
+) -> None:
+    stub = _stub(channels("enroller"))
+    rid = secrets.token_hex(8)
+    first = stub.Enroll(_enroll_request(deployment, "h5_alice", parts[0], rid), timeout=120)
+    again = stub.Enroll(_enroll_request(deployment, "h5_alice", parts[0], rid), timeout=120)
+    assert again.already_enrolled and again.template_id == first.template_id
+    code, msg = _code(lambda: stub.Enroll(_enroll_request(deployment, "h5_bob", parts[0], rid),
+                                          timeout=120))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "request id" in msg
+    store = deployment.a.node.store
+    assert store.templates_of_subject(COLLECTION, "h5_bob") == []
+    assert len(store.templates_of_subject(COLLECTION, "h5_alice")) == 1
+
+
+# --- item 7: status codes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subject", ["bad\x01id", "x" * 300])
+def test_item7_bad_subject_id_is_invalid_argument(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts], subject: str,
+) -> None:
+    stub = _stub(channels("enroller"))
+    code, msg = _code(lambda: stub.Enroll(_enroll_request(deployment, subject, parts[0]),
+                                          timeout=60))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "subject id" in msg
+
+
+def test_item7_bad_collection_name_and_threshold_are_invalid_argument(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+) -> None:
+    admin = _admin(channels("admin"))
+    create = pura_pb2.CreateCollectionRequest
+    code, msg = _code(lambda: admin.CreateCollection(create(collection="bad name!"), timeout=30))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "collection name" in msg
+    for i, threshold in enumerate(((1 << 64) - 1, (1 << 63) - 1)):
+        request = create(collection=f"h7t{i}", threshold=threshold)
+        code, msg = _code(lambda r=request: admin.CreateCollection(r, timeout=30))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "threshold" in msg
+    assert "h7t" not in " ".join(deployment.a.node.store.list_collections())
+
+
+def test_item7_huge_collection_name_is_not_echoed(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+) -> None:
+    stub = _stub(channels("identifier"))
+    name = "n" * (1 << 20)
+    code, msg = _code(lambda: stub.GetParameters(
+        pura_pb2.GetParametersRequest(collection=name), timeout=30))
+    assert code == grpc.StatusCode.NOT_FOUND, code
+    assert len(msg) < 1024
+
+
+def test_item7_b_down_is_unavailable_and_a_starts_without_b(
+    deployment: Deployment, parts: tuple[EncryptedParts, EncryptedParts], tmp_path: Path,
+) -> None:
+    """B killed -> UNAVAILABLE (clients retry), not INVALID_ARGUMENT. A started while B is down
+    reports NOT_SERVING on health and serves once B is back."""
+    b_port = free_port()
+    b_config = ServerConfig(role="b", key_dir=deployment.keys / "b", tls_dir=deployment.tls,
+                            listen=f"127.0.0.1:{b_port}")
+    config = config_a(deployment.root, b_port, tmp_path / "data",
+                      Limits(max_message_bytes=16 << 20, bulk_batch=5))
+    from pura.service.run import start_a
+
+    started = time.monotonic()
+    handle = start_a(config)  # B is not running yet
+    try:
+        assert time.monotonic() - started < 10
+        health = health_pb2_grpc.HealthStub(
+            secure_channel(f"localhost:{handle.running.port}", deployment.tls, "admin"))
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        b = start_b(b_config)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                time.sleep(0.5)
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            port = handle.running.port
+            with deployment.client("admin", port=port) as admin:
+                admin.create_collection()
+            with deployment.client("enroller", port=port) as enroller:
+                enroller.enroll_encrypted("h7_someone", parts[0])
+        finally:
+            b.stop(None)
+        stub = _stub(secure_channel(f"localhost:{port}", deployment.tls, "identifier"))
+        request = pura_pb2.IdentifyRequest(
+            ref=_ref(deployment),
+            query=common_pb2.EncryptedQuery(model_id=MODEL, dim=128, paillier=parts[1].paillier,
+                                            ckks_head=parts[1].ckks_head))
+        code, _ = _code(lambda: stub.Identify(request, timeout=60))
+        assert code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        handle.stop()
+
+
+# --- item 8: what ids may contain --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\u0085", "\x7f", "\u2028"])
+def test_item8_subject_ids_with_invisible_or_control_characters_are_refused(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts], char: str,
+) -> None:
+    subject = f"h8{char}x"
+    stub = _stub(channels("enroller"))
+    code, _ = _code(lambda: stub.Enroll(_enroll_request(deployment, subject, parts[0]),
+                                        timeout=60))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert deployment.a.node.store.templates_of_subject(COLLECTION, subject) == []
+
+
+# --- item 10: store files are private ------------------------------------------------------------
+
+
+def test_item10_store_files_are_not_readable_by_others(
+    deployment: Deployment, parts: tuple[EncryptedParts, EncryptedParts],
+) -> None:
+    data = deployment.root / "data"
+    with deployment.client("enroller") as enroller:
+        enroller.enroll_encrypted("h10_subject", parts[0])
+    files = [p for p in data.iterdir() if p.name.startswith("gallery.db")]
+    assert {p.name for p in files} >= {"gallery.db", "gallery.db-wal", "gallery.db-shm"}
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
+    assert all(p.stat().st_mode & 0o077 == 0 for p in files), modes
+    assert data.stat().st_mode & 0o077 == 0, oct(data.stat().st_mode)
