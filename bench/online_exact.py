@@ -51,6 +51,7 @@ from bench.online_exact_offline import (
     convert_templates_open,
     convert_templates_request,
     inputs_a,
+    prepare_norms,
 )
 from bench.online_exact_shares import (
     InputShares,
@@ -67,7 +68,14 @@ from bench.online_exact_shares import (
 )
 from bench.timing import machine_info
 from pura.crypto.encoding import l2_normalize, quantize
-from pura.crypto.paillier import KeyShare, PartialPool, PublicKey, RandomnessPool, generate_keypair
+from pura.crypto.paillier import (
+    KeyShare,
+    PartialDecryption,
+    PartialPool,
+    PublicKey,
+    RandomnessPool,
+    generate_keypair,
+)
 from pura.crypto.params import get_preset
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import (
@@ -90,6 +98,9 @@ SYNTHETIC_THRESHOLD = 0.6
 #: The LFW test's operating point (tests/protocols/test_identify.py): FMR 1e-5 on gallery pairs.
 LFW_FMR = 1e-5
 HEAD_DIM = 64
+#: Fixed-base window of the prototype's pools (6: 86 instead of 128 multiplications per
+#: randomiser at 512 bits; the tables are built once per party, not per query).
+POOL_WINDOW = 6
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,9 +181,10 @@ class Prototype:
 
     def __post_init__(self) -> None:
         pk, s1, _ = self.keys
-        self.pool_a = RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64)))
-        self.pool_b = RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64)))
-        self.masks_a = PartialPool(s1, rng=random.Random(self.rng.getrandbits(64)))
+        seeds = [random.Random(self.rng.getrandbits(64)) for _ in range(3)]
+        self.pool_a = RandomnessPool(pk, rng=seeds[0], window=POOL_WINDOW)
+        self.pool_b = RandomnessPool(pk, rng=seeds[1], window=POOL_WINDOW)
+        self.masks_a = PartialPool(s1, rng=seeds[2], window=POOL_WINDOW)
 
     def shape(self, k: int) -> Shape:
         t = self.config.template
@@ -193,13 +205,14 @@ class Prototype:
         ch.ask_b(off_b.receive, m3)
         return off_a.result(), off_b.result(), ch.stats
 
-    def convert_templates(self, prepared: Sequence[PreparedTemplate]
+    def convert_templates(self, prepared: Sequence[PreparedTemplate],
+                          norm_parts: Sequence[PartialDecryption]
                           ) -> tuple[Any, tuple[Any, Any], WireStats]:
         """Offline, per candidate use: one masked joint decryption per packed ciphertext."""
         ch = Loopback()
         layout, share_b = self.config.template, self.keys[2]
         state, msg = ch.run_a(lambda: convert_templates_request(
-            prepared, layout, self.masks_a, self.pool_a, self.rng))
+            prepared, norm_parts, layout, self.masks_a, self.rng))
         out: list[Any] = []
 
         def open_b(m: bytes) -> bytes:
@@ -231,14 +244,19 @@ def _wire(stats: WireStats) -> dict[str, float]:
             "bytes_a_to_b": stats.bytes_a_to_b, "bytes_b_to_a": stats.bytes_b_to_a}
 
 
+Stored = tuple[PreparedTemplate, PartialDecryption]
+"""A stored template with A's per-template precomputation (packed parts and norm part)."""
+
+
 def prototype_query(
-    proto: Prototype, checked: CheckedQuery, prepared: Sequence[PreparedTemplate], tau: int,
+    proto: Prototype, checked: CheckedQuery, stored: Sequence[Stored], tau: int,
     online_repeats: int = 5,
 ) -> tuple[Outcome, dict[str, dict[str, float]]]:
     """One query through the whole prototype; candidates are already in A's shuffled order."""
-    shape = proto.shape(len(prepared))
+    shape = proto.shape(len(stored))
     corr_a, corr_b, off = proto.correlations(shape)
-    conv_a, (y_b, n_b), conv = proto.convert_templates(prepared)
+    conv_a, (y_b, n_b), conv = proto.convert_templates([p for p, _ in stored],
+                                                       [n for _, n in stored])
     q_masks, u_b, qconv, q_wall = proto.convert_query(checked)
     in_a, in_b = inputs_a(q_masks, conv_a), InputShares(u_b, y_b, n_b)
     walls, outcome, stats = [], None, WireStats()
@@ -298,6 +316,7 @@ def synthetic(keys: Keys, k: int, repetitions: int, seed: int) -> dict[str, Any]
                  if rep % 2 else _unit(nrng, 128))
         vectors = [_ints(g, scale) for g in gallery]
         prepared = today.admit(vectors, client)
+        norm_parts = prepare_norms(prepared, keys[1])  # per template, like PreparedTemplate
         labels = [str(j) for j in range(k)]
         order = list(range(k))
         rng.shuffle(order)  # A's fresh secret order (today's ServerA.match shuffles again)
@@ -307,7 +326,8 @@ def synthetic(keys: Keys, k: int, repetitions: int, seed: int) -> dict[str, Any]
         checked, admit = today.measured(partial(today.server_a.check_query, query))
         candidates = list(zip(labels, prepared, strict=True))
         result, exact = today.measured(partial(today.server_a.match, checked, candidates, tau))
-        outcome, proto_rows = prototype_query(proto, checked, [prepared[j] for j in order], tau)
+        outcome, proto_rows = prototype_query(
+            proto, checked, [(prepared[j], norm_parts[j]) for j in order], tau)
         want = plaintext_answer(_ints(probe, scale), vectors, tau)
         want_label = MatchResult(True, str(want.index)) if want.matched else MatchResult(False)
         got_label = (MatchResult(True, str(order[outcome.index]))
@@ -405,15 +425,15 @@ def lfw_paillier(case: LFWCase, keys: Keys, k: int, n_probes: int, seed: int) ->
     half = n_probes // 2
     idx = (rng.sample(range(case.n_mated), n_probes - half)
            + rng.sample(range(case.n_mated, n), half))
-    stored: dict[int, PreparedTemplate] = {}
+    stored: dict[int, Stored] = {}
     same = 0
     for i in idx:
         cands = [int(j) for j in case.candidates[i]]
         new = [j for j in cands if j not in stored]
         if new:
-            for j, p in zip(new, today.admit([case.gallery[j].tolist() for j in new], client),
-                            strict=True):
-                stored[j] = p
+            fresh = today.admit([case.gallery[j].tolist() for j in new], client)
+            for j, p, part in zip(new, fresh, prepare_norms(fresh, keys[1]), strict=True):
+                stored[j] = (p, part)
         rng.shuffle(cands)
         query = encrypt_query(case.probes[i].tolist(), today.config.template, keys[0], client)
         today.server_a.refill(k)

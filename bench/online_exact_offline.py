@@ -58,7 +58,7 @@ from pura.crypto.paillier import (
 from pura.errors import PackingOverflowError, ProtocolError
 from pura.protocols.enroll import TemplateLayout
 from pura.protocols.norms import CheckedQuery
-from pura.protocols.secure_distance import PreparedTemplate
+from pura.protocols.secure_distance import PreparedTemplate, assemble_vectors, slot_counts
 
 # --------------------------------------------------------------------------------------------
 # layouts and wire helpers
@@ -314,10 +314,40 @@ class OfflineB:
 # --------------------------------------------------------------------------------------------
 
 
-def norm_layout(key: PublicKey, template: TemplateLayout, count: int) -> PackedLayout:
-    """Squared norms are below ``d·4^s·2``; masked with κ extra bits."""
-    bits = (2 * template.dim * template.bound ** 2).bit_length() + template.kappa + 1
-    return _layout(key, bits, count)
+@dataclass(frozen=True)
+class ConversionPlan:
+    """Where every coordinate and norm of k candidates sits in the masked ciphertexts.
+
+    Stream order as today's distance round (``secure_distance.slot_counts``): the full
+    ciphertexts of candidate 0, 1, …, then the merged tails; each squared norm takes two
+    adjacent slots (``2·slot_bits`` bits: norm + a mask of ``2·slot_bits − 2`` bits) in the
+    spare slots of the merged tails, then in extra ciphertexts. Both parties derive it from
+    ``(layout, k)``; nothing about it is sent.
+    """
+
+    counts: tuple[int, ...]          # template slots used per stream ciphertext
+    norms: tuple[tuple[int, int], ...]  # (ciphertext, first slot) per candidate norm
+    n_cts: int
+
+    @classmethod
+    def for_k(cls, layout: TemplateLayout, k: int) -> ConversionPlan:
+        counts = slot_counts(layout, k)
+        spc, first_tail = layout.slots_per_ct, layout.n_full * k
+        if spc < 2:
+            raise ProtocolError("a squared norm needs two slots per ciphertext")
+        used = list(counts)
+        plan: list[tuple[int, int]] = []
+        for m in range(first_tail if layout.tail else len(counts), len(counts)):
+            while spc - used[m] >= 2 and len(plan) < k:
+                plan.append((m, used[m]))
+                used[m] += 2
+        extra = len(counts)
+        while len(plan) < k:
+            if len(used) == extra or spc - used[-1] < 2:
+                used.append(0)
+            plan.append((len(used) - 1, used[-1]))
+            used[-1] += 2
+        return cls(tuple(counts), tuple(plan), len(used))
 
 
 @dataclass
@@ -331,61 +361,85 @@ class ConversionA:
         return "ConversionA(<secret>)"
 
 
-def _template_counts(layout: TemplateLayout) -> list[int]:
-    return [layout.slots_per_ct] * layout.n_full + ([layout.tail] if layout.tail else [])
+def prepare_norms(prepared: Sequence[PreparedTemplate], share: KeyShare) -> list[PartialDecryption]:
+    """A, once per stored template (like ``PreparedTemplate``): its partial decryption of the
+    servers' ``[‖y‖²]``, so converting a candidate needs no full exponentiation at A."""
+    return [share.partial_decrypt(p.template.norm) for p in prepared]
+
+
+def _shifted(items: Sequence[tuple[Ciphertext, PartialDecryption, int]]
+             ) -> tuple[Ciphertext, PartialDecryption]:
+    """``Σ c·2^(shift)`` and A's part of it, from parts at bit offsets (Horner over shifts)."""
+    order = sorted(items, key=lambda t: t[2], reverse=True)
+    ct, pd, top = order[0]
+    for c, d, off in order[1:]:
+        ct, pd = ct.shift_slots(top - off) + c, pd.shift_slots(top - off).times(d)
+        top = off
+    if top:
+        ct, pd = ct.shift_slots(top), pd.shift_slots(top)
+    return ct, pd
 
 
 def convert_templates_request(
-    prepared: Sequence[PreparedTemplate], layout: TemplateLayout, masks: PartialPool,
-    pool: RandomnessPool, rng: random.Random,
+    prepared: Sequence[PreparedTemplate], norm_parts: Sequence[PartialDecryption],
+    layout: TemplateLayout, masks: PartialPool, rng: random.Random,
 ) -> tuple[ConversionA, bytes]:
-    """A: mask every packed ciphertext of the candidates (``PartialPool``: A's own part of the
-    mask costs no full exponentiation; the template's part was precomputed) and the k norms
-    (one packed ciphertext, one full partial decryption)."""
-    key = masks.share.public_key
-    cts, pds, all_masks = [], [], []
-    for p in prepared:
-        mine = []
-        for ct, pd, n in zip(p.template.packed, p.partials, _template_counts(layout),
-                             strict=True):
-            r = _small(rng, n, layout.mask_bits)
-            mask_ct, mask_pd = masks.encrypt_with_partial(layout.packed.pack_raw(r))
-            cts.append(ct + mask_ct)
-            pds.append(pd.times(mask_pd))
-            mine += r
-        all_masks.append(mine)
-    nl = norm_layout(key, layout, len(prepared))
-    norm_r = _small(rng, len(prepared), nl.slot_bits - 1)
-    norms = _pack([p.template.norm for p in prepared], norm_r, nl, pool)
-    cts += norms
-    pds += [masks.share.partial_decrypt(c) for c in norms]
-    return ConversionA(all_masks, norm_r), _cts_bytes(cts) + _cts_bytes(pds)
+    """A: today's distance-round masking, moved offline: every stream ciphertext gets a fresh
+    packed mask (``PartialPool``: no full exponentiation), A's part comes from its per-template
+    precomputation, shifted like the ciphertexts. B learns ``y + 2^s + r`` per coordinate."""
+    k, w = len(prepared), layout.slot_bits
+    plan = ConversionPlan.for_k(layout, k)
+    parts: list[list[tuple[Ciphertext, PartialDecryption, int]]] = [[] for _ in range(plan.n_cts)]
+    for j, p in enumerate(prepared):
+        for i in range(layout.n_full):
+            parts[j * layout.n_full + i].append((p.template.packed[i], p.partials[i], 0))
+    if layout.tail:
+        g = layout.slots_per_ct // layout.tail
+        for j, p in enumerate(prepared):
+            m = layout.n_full * k + j // g
+            parts[m].append((p.template.packed[-1], p.partials[-1], (j % g) * layout.tail * w))
+    for j, (m, slot) in enumerate(plan.norms):
+        parts[m].append((prepared[j].template.norm, norm_parts[j], slot * w))
+    stream_r = [_small(rng, n, layout.mask_bits) for n in plan.counts]
+    norm_r = _small(rng, k, 2 * w - 2)
+    mask_ints = [sum(r << (i * w) for i, r in enumerate(rs)) for rs in stream_r]
+    mask_ints += [0] * (plan.n_cts - len(mask_ints))
+    for j, (m, slot) in enumerate(plan.norms):
+        mask_ints[m] += norm_r[j] << (slot * w)
+    cts, pds = [], []
+    for items, mask in zip(parts, mask_ints, strict=True):
+        ct, pd = _shifted(items)
+        mask_ct, mask_pd = masks.encrypt_with_partial(mask)
+        cts.append(ct + mask_ct)
+        pds.append(pd.times(mask_pd))
+    flat = [r for rs in stream_r for r in rs]
+    state = ConversionA(assemble_vectors(layout, k, flat), norm_r)
+    return state, _cts_bytes(cts) + _cts_bytes(pds)
 
 
 def convert_templates_open(
     message: bytes, k: int, layout: TemplateLayout, share: KeyShare,
 ) -> tuple[ObjArray, ObjArray]:
     """B: open ``y + 2^s + r`` per coordinate and ``n + r`` per norm; returns B's shares of
-    ``y`` (k, d) and ``n`` (k,). B refuses anything outside the agreed slot layouts."""
-    key = share.public_key
-    nl = norm_layout(key, layout, k)
-    n_t = layout.cts_per_template * k
-    n_n = -(-k // nl.n_slots)
-    w = key.ciphertext_bytes
-    if len(message) != 2 * w * (n_t + n_n):
+    ``y`` (k, d) and ``n`` (k,). B refuses anything outside the agreed layout (no carry out
+    of a slot, nothing above the last used slot)."""
+    key, w = share.public_key, layout.slot_bits
+    plan = ConversionPlan.for_k(layout, k)
+    n, width = plan.n_cts, key.ciphertext_bytes
+    if len(message) != 2 * width * n:
         raise ProtocolError("conversion request of the wrong size")
-    cts = _parse_cts(key, message[:w * (n_t + n_n)], n_t + n_n)
-    theirs = _parse_pds(key, 1, message[w * (n_t + n_n):], n_t + n_n)
-    mine = [share.partial_decrypt(c) for c in cts]
-    rows: list[list[int]] = []
-    counts = _template_counts(layout)
-    for j in range(k):
-        row: list[int] = []
-        for i, n in enumerate(counts):
-            pos = j * len(counts) + i
-            row += _open([mine[pos]], [theirs[pos]], layout.packed, n)
-        rows.append([v - layout.bound for v in row])
-    norms = _open(mine[n_t:], theirs[n_t:], nl, k)
+    cts = _parse_cts(key, message[:width * n], n)
+    theirs = _parse_pds(key, 1, message[width * n:], n)
+    plain = [combine(pa, share.partial_decrypt(c)) for pa, c in zip(theirs, cts, strict=True)]
+    used = [plan.counts[m] if m < len(plan.counts) else 0 for m in range(n)]
+    for m, slot in plan.norms:
+        used[m] = max(used[m], slot + 2)
+    if any(p >> (u * w) for p, u in zip(plain, used, strict=True)):
+        raise ProtocolError("masked plaintext exceeds the agreed slot layout")
+    low = (1 << w) - 1
+    contents = [(plain[m] >> (i * w)) & low for m, c in enumerate(plan.counts) for i in range(c)]
+    rows = [[v - layout.bound for v in row] for row in assemble_vectors(layout, k, contents)]
+    norms = [(plain[m] >> (slot * w)) & ((1 << (2 * w)) - 1) for m, slot in plan.norms]
     return np.array(rows, dtype=object) % MOD, _arr(norms) % MOD
 
 
@@ -430,6 +484,7 @@ def inputs_a(query_masks: Sequence[int], state: ConversionA) -> InputShares:
 
 __all__ = [
     "ConversionA",
+    "ConversionPlan",
     "OfflineA",
     "OfflineB",
     "convert_query_open",
@@ -437,6 +492,6 @@ __all__ = [
     "convert_templates_open",
     "convert_templates_request",
     "inputs_a",
-    "norm_layout",
+    "prepare_norms",
     "template_shares_a",
 ]
