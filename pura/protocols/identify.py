@@ -71,7 +71,6 @@ from pura.protocols.secure_distance import (
     prepare_templates,
     start_distance,
 )
-from pura.protocols.steps import Step
 from pura.protocols.secure_min import (
     CompareLayout,
     finish_threshold,
@@ -84,12 +83,12 @@ from pura.protocols.secure_min import (
     start_threshold,
 )
 
-STEP_BLINDED_PRODUCT = Step.BLINDED_PRODUCT
-STEP_COMPARE = Step.COMPARE
-STEP_THRESHOLD = Step.THRESHOLD
-STEP_NORM_SQUARE = Step.NORM_SQUARE
-STEP_NORM_CHECK = Step.NORM_CHECK
-STEP_ARGMIN = Step.ARGMIN
+STEP_BLINDED_PRODUCT = "paillier.blinded_product"
+STEP_COMPARE = "paillier.compare_select"
+STEP_THRESHOLD = "paillier.threshold"
+STEP_NORM_SQUARE = "paillier.norm_square"
+STEP_NORM_CHECK = "paillier.norm_check"
+STEP_ARGMIN = "paillier.argmin"
 STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
          STEP_ARGMIN)
 
@@ -404,9 +403,15 @@ class ServerA:
             self.rng,
         )
         distances = finish_distance(state, self.channel.blinded_product(request))
-        d_min, i_min = self._argmin(distances)
+        # σ: a secret relabelling of the k positions. The threshold round opens σ(winner),
+        # and B range-checks what it opens (< k); B saw the winner's position in the argmin,
+        # so without σ it could tell an opened index from A's random filler (the decision).
+        labels = list(range(len(order)))
+        self.rng.shuffle(labels)
+        d_min, i_min = self._argmin(distances, labels)
         t_state, t_request = start_threshold(
-            d_min, i_min, tau, self.config.compare, self.share, self.pool, self.rng
+            d_min, i_min, tau, self.config.compare, self.share, self.pool, self.rng,
+            k=len(order), labels=labels, masks=self.masks, engine=self.engine,
         )
         decision = finish_threshold(t_state, self.channel.threshold_decide(t_request), self.share)
         if not decision.matched:
@@ -415,13 +420,16 @@ class ServerA:
             raise ProtocolError("opened index lies outside the candidate list")
         return MatchResult(True, order[decision.index][0])
 
-    def _argmin(self, distances: Sequence[Ciphertext]) -> tuple[Ciphertext, Ciphertext]:
-        """``([D_min], [I_min])``: one round for small k, the tournament above ~16 candidates."""
+    def _argmin(
+        self, distances: Sequence[Ciphertext], labels: Sequence[int]
+    ) -> tuple[Ciphertext, Ciphertext]:
+        """``([D_min], [σ(I_min)])`` with ``σ`` = ``labels``: one round for small k, the
+        tournament above ~16 candidates."""
         layout = self.config.compare
         if prefer_one_round(layout, len(distances)):
             return one_round_argmin(distances, layout, self.share, self.pool,
-                                    self.channel.argmin, self.engine, self.rng)
-        entries = [(d, self.key.encrypt(j, self.pool)) for j, d in enumerate(distances)]
+                                    self.channel.argmin, self.engine, self.rng, labels)
+        entries = [(d, self.key.encrypt(labels[j], self.pool)) for j, d in enumerate(distances)]
         return secure_argmin(entries, layout, self.share, self.pool, self.channel.compare_select,
                              self.engine, self.rng)
 

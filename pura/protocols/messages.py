@@ -341,27 +341,38 @@ class ArgminReply:
 
 @dataclass(frozen=True)
 class ThresholdRequest:
-    """A → B: blinded ``τ − D_min`` comparison and the two index ciphertexts B chooses between."""
+    """A → B: blinded ``τ − D_min`` comparison and the two ciphertexts B chooses between.
+
+    ``k`` is the number of candidates: both choices must decrypt below it (B checks the one it
+    opens), so the opening can never reveal anything but a position. ``choice_partials`` are A's
+    partial decryptions of the two choices, which B needs to run that check.
+    """
 
     KIND: ClassVar[int] = 7
     slot_bits: int
+    k: int
     packed: Ciphertext
     partial: PartialDecryption
     choices: tuple[Ciphertext, Ciphertext]
+    choice_partials: tuple[PartialDecryption, PartialDecryption]
 
     def to_bytes(self) -> bytes:
-        w = _Writer(self.KIND, self.packed.key).u32(self.slot_bits)
-        return w.cts([self.packed]).pds([self.partial]).cts(self.choices).done()
+        w = _Writer(self.KIND, self.packed.key).u32(self.slot_bits).u32(self.k)
+        w.cts([self.packed]).pds([self.partial]).cts(self.choices)
+        return w.pds(self.choice_partials).done()
 
     @classmethod
     def from_bytes(cls, key: PublicKey, data: bytes) -> ThresholdRequest:
         r = _Reader(data, cls.KIND, key, "ThresholdRequest")
-        slot_bits = r.u32()
-        packed, partial, choices = r.cts(), r.pds(1), r.cts()
+        slot_bits, k = r.u32(), r.u32()
+        packed, partial, choices, choice_partials = r.cts(), r.pds(1), r.cts(), r.pds(1)
         r.end()
-        if len(packed) != 1 or len(partial) != 1 or len(choices) != 2:
-            raise ProtocolError("ThresholdRequest needs one packed value and two choices")
-        return cls(slot_bits, packed[0], partial[0], (choices[0], choices[1]))
+        if len(packed) != 1 or len(partial) != 1 or len(choices) != 2 \
+                or len(choice_partials) != 2:
+            raise ProtocolError("ThresholdRequest needs one packed value and two choices, each "
+                                "with A's partial decryption")
+        return cls(slot_bits, k, packed[0], partial[0], (choices[0], choices[1]),
+                   (choice_partials[0], choice_partials[1]))
 
 
 @dataclass(frozen=True)

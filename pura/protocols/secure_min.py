@@ -21,11 +21,15 @@ Tournament round (one joint decryption per round, all comparisons packed)::
 A never sees a plaintext; B sees masked values and flipped bits only. ⌈log₂ k⌉ rounds.
 
 Threshold (one round): the same blinded comparison of ``e = 2(τ − D_min) + 1`` (``> 0 ⇔ D_min ≤
-τ``). A also sends two ciphertexts ``X_0, X_1``: ``X_{1−π} = [I_min]`` re-randomised and
-``X_π = [0]``. B returns β in the clear and its partial decryption of ``X_β`` only. A's decision
-is ``β ⊕ π``; B's partial decryption opens the index exactly when the decision is *match* (on no
-match A gets a decryption share of its own ``[0]``). This folds step 5 of the architecture
-(index opening) into the threshold round without giving A the nearest index on a non-match.
+τ``). A also sends two ciphertexts ``X_0, X_1`` with its partial decryptions of both:
+``X_{1−π} = [σ(I_min)]`` re-randomised (``σ`` a secret permutation of the k positions) and
+``X_π`` a fresh encryption of a uniform value below ``k``. B decrypts ``X_β``, refuses unless
+the value lies in ``[0, k)`` (so no deviating A can have B open a stored template or anything
+but a position), and returns β in the clear and its partial decryption of ``X_β`` only. A's
+decision is ``β ⊕ π``; the opening gives A ``σ(I_min)`` exactly when the decision is *match*
+(on no match A gets its own random filler). What B sees while checking is uniform on
+``[0, k)`` whichever choice it opened. This folds step 5 of the architecture (index opening)
+into the threshold round without giving A the nearest index on a non-match.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from pura.crypto.paillier import (
     KeyShare,
     PackedLayout,
     PartialDecryption,
+    PartialPool,
     PublicKey,
     RandomnessPool,
     combine,
@@ -47,7 +52,13 @@ from pura.crypto.paillier import (
 )
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
-from pura.errors import PackingOverflowError, ParameterError, ProtocolError
+from pura.errors import (
+    CryptoError,
+    HelperRefusedError,
+    PackingOverflowError,
+    ParameterError,
+    ProtocolError,
+)
 from pura.protocols.messages import (
     ArgminReply,
     ArgminRequest,
@@ -390,16 +401,26 @@ def helper_argmin(
     return ArgminReply(onehot, key.encrypt(contents[len(compared) + win], pool))
 
 
-def finish_argmin(state: ArgminState, reply: ArgminReply) -> Entry:
-    """A: ``[D_min] = [y_{j*}] − Σ_j ρ_j·[e_j]`` and ``[I_min] = Σ_j j·[e_j]``."""
+def finish_argmin(
+    state: ArgminState, reply: ArgminReply, labels: Sequence[int] | None = None
+) -> Entry:
+    """A: ``[D_min] = [y_{j*}] − Σ_j ρ_j·[e_j]`` and ``[I_min] = Σ_j labels_j·[e_j]``.
+
+    ``labels`` defaults to the positions ``0..k−1``; A passes a secret permutation ``σ`` so
+    that the value the threshold round opens (and B range-checks) is ``σ(j*)``, which B cannot
+    relate to the winner ``j*`` it saw here (see :func:`start_threshold`).
+    """
     k = len(state.rho)
     if len(reply.onehot) != k:
         raise ProtocolError(f"argmin reply has {len(reply.onehot)} indicators, expected {k}")
-    d_min, i_min = reply.masked_min, reply.onehot[0] * 0
+    tags = list(range(k)) if labels is None else list(labels)
+    if len(tags) != k:
+        raise ProtocolError(f"{len(tags)} labels for {k} candidates")
+    d_min, i_min = reply.masked_min, reply.onehot[0] * tags[0]
     for j, (e, rho) in enumerate(zip(reply.onehot, state.rho, strict=True)):
         d_min = d_min - e * rho
         if j:
-            i_min = i_min + e * j
+            i_min = i_min + e * tags[j]
     return d_min, i_min
 
 
@@ -411,10 +432,11 @@ def one_round_argmin(
     ask_b: Callable[[ArgminRequest], ArgminReply],
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
+    labels: Sequence[int] | None = None,
 ) -> Entry:
     """``([D_min], [I_min])`` in one round with ``ask_b`` as B (e.g. ``HelperChannel.argmin``)."""
     state, request = start_argmin(distances, layout, share_a, pool, engine, rng)
-    return finish_argmin(state, ask_b(request))
+    return finish_argmin(state, ask_b(request), labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,10 +444,16 @@ def one_round_argmin(
 # --------------------------------------------------------------------------------------------
 
 
+#: Most candidates a threshold opening may range over (B refuses a larger ``k``).
+MAX_OPEN_RANGE = 1 << 16
+
+
 @dataclass
 class ThresholdState:
     flip: int
     choices: tuple[Ciphertext, Ciphertext]
+    partials: tuple[PartialDecryption, PartialDecryption]
+    labels: tuple[int, ...] | None = None
 
     def __repr__(self) -> str:
         return "ThresholdState(<secret>)"
@@ -447,42 +475,99 @@ def start_threshold(
     share_a: KeyShare,
     pool: RandomnessPool,
     rng: random.Random | None = None,
+    *,
+    k: int,
+    labels: Sequence[int] | None = None,
+    masks: PartialPool | None = None,
+    engine: LocalEngine = SERIAL,
 ) -> tuple[ThresholdState, ThresholdRequest]:
-    """A: blinded ``τ − D_min`` plus the index choices (see module docstring)."""
+    """A: blinded ``τ − D_min`` plus the two choices (see module docstring).
+
+    ``i_min`` must encrypt a value below ``k``: either a position, or — better — ``σ(position)``
+    for a secret permutation ``σ`` of ``range(k)`` given as ``labels`` (``labels[j] = σ(j)``;
+    :func:`finish_argmin` builds such an ``i_min``). The other choice is a fresh encryption of a
+    uniform value below ``k``. Why both: B checks that the value it helps open lies in
+    ``[0, k)`` (so a deviating A cannot place a stored template there), and B *sees* that value
+    while checking; with ``σ`` secret, what B sees is uniform on ``[0, k)`` whichever choice it
+    opens, so it tells B neither the decision nor the winning position it saw in the argmin.
+    ``masks`` (A's :class:`PartialPool`) makes the fresh choice and A's partial decryption of
+    it without an exponentiation; ``engine`` runs A's two remaining ones side by side.
+    """
     if not 0 <= tau < 1 << layout.dist_bits:
         raise ParameterError(f"threshold must be in [0, 2^{layout.dist_bits})")
+    if not 0 < k <= MAX_OPEN_RANGE:
+        raise ParameterError(f"k must be in 1..{MAX_OPEN_RANGE}, got {k}")
+    if labels is not None and sorted(labels) != list(range(k)):
+        raise ParameterError("labels must be a permutation of range(k)")
     rng = rng if rng is not None else pool.rng
     key = share_a.public_key
     flip, r1, r2 = layout.blinds(rng)
     e = (d_min * -2).add_plain(2 * tau + 1)
     packed = _blinded(e, flip, r1, r2).add_plain(layout.w_offset).rerandomize(pool)
     index_ct = i_min.rerandomize(pool)
-    zero = key.encrypt(0, pool)
-    choices = (zero, index_ct) if flip == 0 else (index_ct, zero)
-    request = ThresholdRequest(layout.slot_bits, packed, share_a.partial_decrypt(packed), choices)
-    return ThresholdState(flip, choices), request
+    filler = rng.randrange(k)
+    if masks is not None:
+        other, other_pd = masks.encrypt_with_partial(filler)
+        packed_pd, index_pd = engine.map_chunks(partial(partial_decrypt_batch, share_a),
+                                                [packed, index_ct])
+    else:
+        other = key.encrypt(filler, pool)
+        packed_pd, index_pd, other_pd = engine.map_chunks(
+            partial(partial_decrypt_batch, share_a), [packed, index_ct, other])
+    if flip == 0:
+        choices, partials = (other, index_ct), (other_pd, index_pd)
+    else:
+        choices, partials = (index_ct, other), (index_pd, other_pd)
+    request = ThresholdRequest(layout.slot_bits, k, packed, packed_pd, choices, partials)
+    return ThresholdState(flip, choices, partials, tuple(labels) if labels else None), request
 
 
 def helper_threshold(
-    request: ThresholdRequest, layout: CompareLayout, share_b: KeyShare
+    request: ThresholdRequest, layout: CompareLayout, share_b: KeyShare, *, k: int | None = None
 ) -> ThresholdReply:
-    """B: the (flipped) bit and its partial decryption of the chosen index ciphertext only."""
+    """B: the (flipped) bit and its partial decryption of the chosen ciphertext only — after
+    checking that the chosen ciphertext decrypts below ``k``.
+
+    ``k``: the candidate count B itself saw for this query (its ticket); ``None`` trusts the
+    request's ``k`` up to :data:`MAX_OPEN_RANGE` (protocol tests without a ticket). Why the
+    check: without it, a deviating A could place a stored template (or any ciphertext) in both
+    choices and have B open it — "three calls decrypt a stored template" (issue 12). With it, the
+    opening can only ever reveal a value in ``[0, k)``; a request that would reveal anything else
+    is refused with :class:`HelperRefusedError`, and B's refusal tells A one bit (below ``k`` or
+    not) about a value it chose, once per query ticket.
+    """
     if request.slot_bits != layout.slot_bits:
         raise ProtocolError("threshold request does not match B's comparison layout")
+    bound = request.k if k is None else k
+    if request.k != bound or not 0 < bound <= MAX_OPEN_RANGE:
+        raise HelperRefusedError(f"threshold request for k={request.k}, B expects k={bound}")
     (content,) = _open_slots([request.packed], [request.partial], 1, layout, share_b, SERIAL)
     beta = _sign_bit(content, layout)
-    return ThresholdReply(beta, share_b.partial_decrypt(request.choices[beta]))
+    mine = share_b.partial_decrypt(request.choices[beta])
+    try:
+        value = combine(request.choice_partials[beta], mine)
+    except CryptoError as exc:
+        raise HelperRefusedError("A's partial decryption of the chosen value is invalid") from exc
+    if not 0 <= value < bound:
+        raise HelperRefusedError(f"threshold opening outside [0, {bound}): refused")
+    return ThresholdReply(beta, mine)
 
 
 def finish_threshold(state: ThresholdState, reply: ThresholdReply, share_a: KeyShare) -> Decision:
+    """A: the decision ``β ⊕ π``; on a match the opened value, mapped back through ``σ⁻¹``."""
     matched = (reply.bit ^ state.flip) == 1
     if not matched:
         return Decision(False, None)
-    index = combine(share_a.partial_decrypt(state.choices[reply.bit]), reply.partial)
-    return Decision(True, index)
+    value = combine(state.partials[reply.bit], reply.partial)
+    if state.labels is None:
+        return Decision(True, value)
+    if value not in state.labels:
+        raise ProtocolError("opened value is not a candidate label")
+    return Decision(True, state.labels.index(value))
 
 
 __all__ = [
+    "MAX_OPEN_RANGE",
     "ArgminA",
     "ArgminState",
     "CompareLayout",

@@ -41,7 +41,7 @@ def _messages(keys: Keys) -> list[Any]:
         BlindedProductReply(tuple(c[:2])),
         CompareRequest(76, 3, (c[0],), (p1[0],)),
         CompareReply(tuple(c[:2]), tuple(c[1:3]), tuple(c[2:4])),
-        ThresholdRequest(76, c[0], p1[0], (c[1], c[2])),
+        ThresholdRequest(76, 6, c[0], p1[0], (c[1], c[2]), (p1[1], p1[2])),
         ThresholdReply(1, s2.partial_decrypt(c[1])),
         AdmittedTemplate(tuple(c[:2]), c[2]),
         NormRequest(128, 53, 1, True, tuple(c[:3]), tuple(p1[:3])),

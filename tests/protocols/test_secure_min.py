@@ -129,7 +129,7 @@ def _threshold(keys: Keys, d: int, tau: int, seed: int) -> tuple[bool, int | Non
     rng = random.Random(seed)
     pool = RandomnessPool(pk, rng=rng)
     state, req = start_threshold(pk.encrypt(d, pool), pk.encrypt(42, pool), tau, layout, s1,
-                                 pool, rng)
+                                 pool, rng, k=64)
     decision = finish_threshold(state, helper_threshold(req, layout, s2), s1)
     return decision.matched, decision.index
 
@@ -152,18 +152,35 @@ def test_threshold_boundaries(paillier_fast_keys: Keys) -> None:
     pool = RandomnessPool(pk, rng=random.Random(0))
     with pytest.raises(ParameterError):
         start_threshold(pk.encrypt(0, pool), pk.encrypt(0, pool), 1 << DIST_BITS,
-                        _layout(pk), s1, pool)
+                        _layout(pk), s1, pool, k=1)
 
 
 def test_no_match_does_not_open_the_index(paillier_fast_keys: Keys) -> None:
-    """On no match, B's partial decryption is of A's [0], so A cannot learn the nearest index."""
+    """On no match, B's partial decryption is of A's random filler below k, never the index."""
     pk, s1, s2 = paillier_fast_keys
     layout = _layout(pk)
-    for seed in range(4):
+    fillers = set()
+    for seed in range(8):
         rng = random.Random(seed)
         pool = RandomnessPool(pk, rng=rng)
         state, req = start_threshold(pk.encrypt(500, pool), pk.encrypt(7, pool), 10, layout, s1,
-                                     pool, rng)
+                                     pool, rng, k=8, labels=[7, 6, 5, 4, 3, 2, 1, 0])
         reply = helper_threshold(req, layout, s2)
-        assert combine(s1.partial_decrypt(req.choices[reply.bit]), reply.partial) == 0
+        opened = combine(s1.partial_decrypt(req.choices[reply.bit]), reply.partial)
+        assert 0 <= opened < 8 and req.choices[reply.bit] != req.choices[reply.bit ^ 1]
+        fillers.add(opened)
         assert finish_threshold(state, reply, s1).matched is False
+    assert len(fillers) > 1  # a uniform filler, not a constant B could recognise
+
+
+def test_match_maps_the_opened_label_back(paillier_fast_keys: Keys) -> None:
+    """A match opens σ(position); A maps it back, B saw only σ(position)."""
+    pk, s1, s2 = paillier_fast_keys
+    layout = _layout(pk)
+    labels = [3, 0, 2, 1]
+    for seed in range(4):
+        rng = random.Random(seed)
+        pool = RandomnessPool(pk, rng=rng)
+        state, req = start_threshold(pk.encrypt(5, pool), pk.encrypt(labels[2], pool), 10,
+                                     layout, s1, pool, rng, k=4, labels=labels)
+        assert finish_threshold(state, helper_threshold(req, layout, s2), s1).index == 2
