@@ -40,6 +40,7 @@ wrong-share check, so :meth:`Ciphertext.from_bytes` rejects it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -685,6 +686,26 @@ class FixedBaseTable:
         return acc
 
 
+def pool_window(key: PublicKey) -> int:
+    """Window of a pool's fixed-base table for ``key``.
+
+    Why it depends on the key size: a window of 8 halves the multiplications of each ``h_N^r``
+    (64 instead of 128 for a 512-bit r) but its table holds ``2^8·r/8`` entries (12.6 MB, ~1 s to
+    build at 3072 bits). The 3072-bit servers draw hundreds of thousands of values (B re-encrypts
+    every coordinate of every enrolled template) and build the table once per process
+    (:func:`_shared_table`); the 2048-bit fast profile is for tests and demos that start many
+    short-lived keys, where the build would cost more than it saves.
+    """
+    return 8 if key.modulus_bits >= 3072 else 4
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_table(base: Any, modulus: Any, exponent_bits: int, window: int) -> FixedBaseTable:
+    """One table per (base, modulus, bits, window) and process: every pool of a key shares it
+    (a table holds public values only; each pool keeps its own random source)."""
+    return FixedBaseTable(base, modulus, exponent_bits, window)
+
+
 class RandomnessPool:
     """Offline pool of ``h_N^r`` values with short uniform ``r`` (``randomness_bits`` bits).
 
@@ -699,11 +720,12 @@ class RandomnessPool:
         size: int = 0,
         *,
         rng: random.Random | None = None,
-        window: int = 4,
+        window: int | None = None,
     ) -> None:
         self.key = key
         self._rng = _default_rng(rng)
-        self._table = FixedBaseTable(key.h_n, key.n_squared, key.randomness_bits, window)
+        w = pool_window(key) if window is None else window
+        self._table = _shared_table(key.h_n, key.n_squared, key.randomness_bits, w)
         self._values: deque[Any] = deque()
         self.refill(size)
 

@@ -66,6 +66,7 @@ import math
 import random
 import secrets
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -104,6 +105,18 @@ from pura.protocols.secure_min import (
 
 #: Largest batch of vectors (templates of one BulkEnroll) one round may carry.
 MAX_VECTORS = 4096
+
+#: Concurrent sub-batches of one template admission. Why: the two rounds alternate between the
+#: servers (A masks and partially decrypts, B decrypts and re-encrypts, A combines, ...), so a
+#: single batch keeps one server idle at every moment. Two lanes let A work on one sub-batch
+#: while B works on the other, which on a 2-core machine running both servers nearly doubles
+#: enrolment throughput. Each lane is an independent run of both rounds with its own fresh
+#: masks and flips; lanes share only the randomness pools, whose values are each used once
+#: (``deque.popleft`` is atomic), so the security argument is that of one batch, per lane.
+ADMIT_LANES = 2
+
+#: Smallest sub-batch worth a lane of its own (a lane costs two extra A↔B round trips).
+MIN_LANE = 2
 
 # --------------------------------------------------------------------------------------------
 # Bounds and layout
@@ -543,6 +556,21 @@ def admit_query(
     return CheckedQuery(result.dims, result.norm)
 
 
+def _lanes(
+    items: Sequence[Sequence[Ciphertext]], lanes: int
+) -> list[Sequence[Sequence[Ciphertext]]]:
+    """``items`` cut into at most ``lanes`` contiguous parts of at least :data:`MIN_LANE`."""
+    count = max(1, min(lanes, len(items) // MIN_LANE))
+    size, extra = divmod(len(items), count)
+    out: list[Sequence[Sequence[Ciphertext]]] = []
+    start = 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
 def admit_templates(
     templates: Sequence[Sequence[Ciphertext]],
     layout: NormLayout,
@@ -551,16 +579,25 @@ def admit_templates(
     helper: NormHelper,
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
+    lanes: int = ADMIT_LANES,
 ) -> list[AdmittedTemplate | EmbeddingRangeError]:
     """A, at enrolment: what to store for each uploaded packed template, or why it was refused.
 
     ``templates``: each upload's packed ciphertexts (any uploaded norm is ignored). The result
     per item is the canonical re-packed template with the servers' norm, or an
     :class:`EmbeddingRangeError` (per item, so one bad upload does not fail a BulkEnroll).
-    Two rounds with B for the whole batch.
+    Two rounds with B per lane: the batch is cut into up to ``lanes`` contiguous sub-batches
+    that run concurrently (see :data:`ADMIT_LANES`).
     """
-    results = _run_rounds(templates, layout, share_a, pool, helper, repack=True, engine=engine,
-                          rng=rng)
+    parts = _lanes(templates, lanes)
+    if len(parts) == 1:
+        results = _run_rounds(templates, layout, share_a, pool, helper, repack=True,
+                              engine=engine, rng=rng)
+    else:
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="pura-admit-lane") as lanes_ex:
+            futures = [lanes_ex.submit(_run_rounds, part, layout, share_a, pool, helper,
+                                       repack=True, engine=engine, rng=rng) for part in parts]
+            results = [r for f in futures for r in f.result()]
     return [
         EmbeddingRangeError("template " + str(r)) if isinstance(r, EmbeddingRangeError)
         else AdmittedTemplate(r.packed, r.norm)
@@ -596,6 +633,7 @@ class NormServerB:
 
 
 __all__ = [
+    "ADMIT_LANES",
     "MAX_VECTORS",
     "CheckedQuery",
     "NormBounds",
