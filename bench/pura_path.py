@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +40,12 @@ from pura.crypto.encoding import PCARotation, quantize
 from pura.crypto.paillier import RandomnessPool
 from pura.crypto.params import ParameterSet
 from pura.engine.local import SERIAL, LocalEngine
+from pura.errors import ProtocolError
+from pura.gallery.copies import Copy, Position
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 from pura.pipeline import GalleryIndex, HelperChannel, Identifier, MemoryRecorder, SearchConfig
-from pura.pipeline.helper import helper_steps, loopback
+from pura.pipeline.helper import CandidateServer, helper_steps, loopback
+from pura.protocols.candidates import make_copy
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery
@@ -98,6 +101,8 @@ class PuraSystem:
     wire: HelperChannel = field(init=False)
     identifier: Identifier = field(init=False)
     client_pool: RandomnessPool = field(init=False)
+    copies: _LazyCopies = field(init=False)
+    candidate_server: CandidateServer = field(init=False)
 
     def __post_init__(self) -> None:
         pk = self.keys.public_key
@@ -107,8 +112,13 @@ class PuraSystem:
         self.server_b = ServerB(self.keys.share_b, self.exact,
                                 RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))),
                                 engine=self.engine)
+        # B serves candidates from its copies of the current gallery (set by PuraGallery).
+        self.copies = _LazyCopies()
+        self.candidate_server = CandidateServer(self.server_b, self.ckks_secret, self.copies,
+                                                SEARCH, random.Random(self.rng.getrandbits(64)))
         # One wire for every A→B step, as in the service (byte counts are complete).
-        self.wire = HelperChannel(loopback(helper_steps(self.server_b, self.ckks_secret)))
+        self.wire = HelperChannel(loopback(helper_steps(self.server_b, self.ckks_secret,
+                                                        self.candidate_server)))
         a_rng = random.Random(self.rng.getrandbits(64))
         self.server_a = ServerA(self.keys.share_a, self.exact, self.wire.paillier(pk),
                                 engine=self.engine, rng=a_rng)
@@ -149,6 +159,10 @@ class PuraGallery:
                                          rng=random.Random(system.rng.getrandbits(64)),
                                          pool=self.pool)
         self.index = GalleryIndex(self.layout, self.preselect)
+        #: (block, slot) -> gallery row, for B's copies.
+        self.position_ids: dict[Position, int] = {
+            (b.block_id, slot): tid for b in blocks for slot, tid in b.live.items()}
+        system.copies.attach(self)
         self._prepared: dict[int, PreparedTemplate] = {}
         self.n_blocks = len(blocks)
 
@@ -196,6 +210,77 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
+class _LazyCopies:
+    """B's copies of the bench gallery, made on first use (the service's B receives one per
+    enrolment, which is not query time). Making one encrypts and admits the template (with B,
+    through the wire), so its seconds and bytes are tallied here and subtracted as offline."""
+
+    NAMESPACE = "bench"
+
+    def __init__(self) -> None:
+        self.gallery: PuraGallery | None = None
+        self._made: dict[Position, Copy] = {}
+        self.offline = 0.0
+        self.offline_bytes = 0
+
+    def attach(self, gallery: PuraGallery) -> None:
+        self.gallery, self._made = gallery, {}
+
+    def copies(self, namespace: str) -> Mapping[Position, Copy]:
+        return _CopyView(self)
+
+    def make(self, position: Position) -> Copy:
+        copy = self._made.get(position)
+        if copy is None:
+            gallery = self.gallery
+            assert gallery is not None
+            s = gallery.system
+            started, before = time.perf_counter(), s.wire.totals()
+            tid = gallery.position_ids[position]
+            copy = make_copy(gallery.template(tid).template, tid, position, str(tid),
+                             s.client_pool)
+            after = s.wire.totals()
+            self.offline += time.perf_counter() - started
+            self.offline_bytes += (after.bytes_to_b - before.bytes_to_b
+                                   + after.bytes_from_b - before.bytes_from_b)
+            self._made[position] = copy
+        return copy
+
+    def put(self, namespace: str, copies: Sequence[Copy]) -> int:
+        raise ProtocolError("the bench gallery is built directly, not enrolled")
+
+    def erase(self, namespace: str, positions: Sequence[Position]) -> int:
+        raise ProtocolError("the bench gallery is built directly, not enrolled")
+
+    def sync(
+        self, namespace: str, entries: Sequence[tuple[Position, str]]
+    ) -> tuple[list[Position], int]:
+        raise ProtocolError("the bench gallery is built directly, not enrolled")
+
+
+class _CopyView(Mapping[Position, Copy]):
+    """Every live position of the bench gallery; a copy is made when B reads it."""
+
+    def __init__(self, owner: _LazyCopies) -> None:
+        self._owner = owner
+        assert owner.gallery is not None
+        self._ids = owner.gallery.position_ids
+
+    def __getitem__(self, position: Position) -> Copy:
+        if position not in self._ids:
+            raise KeyError(position)
+        return self._owner.make(position)
+
+    def __contains__(self, position: object) -> bool:
+        return position in self._ids
+
+    def __iter__(self) -> Iterator[Position]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
 @dataclass
 class _PreparedSource:
     """The bench's stand-in for A's store: templates encrypted and prepared on first use (the
@@ -213,6 +298,13 @@ class _PreparedSource:
         self.offline += time.perf_counter() - started
         return out
 
+    @property
+    def namespace(self) -> str:
+        return _LazyCopies.NAMESPACE
+
+    def subject_of(self, template_id: int) -> str:
+        return str(template_id)
+
 
 def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     """One identification through the product's pipeline (:class:`pura.pipeline.Identifier`,
@@ -227,6 +319,7 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     (head, query), times.client_encrypt = _timed(lambda: encrypt_probe(s, probe))
     times.query_bytes = sum(len(h) for h in head) + len(query.to_bytes())
     before = s.wire.totals()
+    made, made_bytes = s.copies.offline, s.copies.offline_bytes
     recorder = MemoryRecorder()
     s.wire.recorder = recorder
     source = _PreparedSource(gallery)
@@ -235,17 +328,20 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
         result = s.identifier.identify(gallery.index, query, head, tau, source)
     finally:
         s.wire.recorder = None
-    times.server = time.perf_counter() - arrival - source.offline
+    copies_offline = s.copies.offline - made
+    times.server = time.perf_counter() - arrival - source.offline - copies_offline
     stages = s.identifier.last_stages
-    b_time = sum(e.seconds for e in recorder.exchanges if e.step == Step.PRESELECT)
+    b_time = sum(e.seconds for e in recorder.exchanges
+                 if e.step == Step.PRESELECT) - copies_offline
     times.preselect_b = b_time
     times.preselect_a = stages["preselect"] - b_time
     times.admit_query = stages["admit_query"]
-    times.exact = stages["exact"]
+    times.exact = stages["exact"] + stages.get("open", 0.0)
     after = s.wire.totals()
     times.a_b_rounds = after.rounds - before.rounds
     times.a_b_bytes = (after.bytes_to_b - before.bytes_to_b
-                       + after.bytes_from_b - before.bytes_from_b)
+                       + after.bytes_from_b - before.bytes_from_b
+                       - (s.copies.offline_bytes - made_bytes))
     times.answer = int(result.label) if result.matched and result.label is not None else -1
     s.server_a.refill(SEARCH.top_k)  # offline between queries, as the service does
     s.server_b.refill(SEARCH.top_k)
@@ -255,12 +351,11 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
 def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:
     """Offline precomputation for the templates a probe's preselection selects (untimed).
 
-    Padding draws fresh random extras per query, so those may still be prepared at query
-    time; that work is counted as offline (:class:`_PreparedSource`)."""
+    B's padding draws fresh random extras per query, so copies may still be made at query
+    time; that work is counted as offline (:class:`_LazyCopies`)."""
     s = gallery.system
     head, _ = encrypt_probe(s, probe)
-    for t in s.identifier.candidate_ids(gallery.index, head):
-        gallery.template(t)
+    s.identifier.candidates(gallery.index, head, _PreparedSource(gallery))
     s.server_a.refill(SEARCH.top_k)
     s.server_b.refill(SEARCH.top_k)
     s.client_pool.refill(s.params.encoding.dim + 1)

@@ -75,7 +75,8 @@ def serve(
     role: Annotated[str, typer.Option(help="a or b")] = "",
     keys: Annotated[Path | None, typer.Option(help="this server's key directory")] = None,
     listen: Annotated[str, typer.Option()] = "127.0.0.1:0",
-    data: Annotated[Path, typer.Option(help="server A's data directory")] = Path(".pura/data"),
+    data: Annotated[Path, typer.Option(
+        help="data directory (A: the gallery; B: its candidate copies)")] = Path(".pura/data"),
     tls: Annotated[Path, typer.Option(help="directory made by `pura certs`")] = Path(".pura/tls"),
     peer: Annotated[str, typer.Option(help="server B's address (A only)")] = "",
     forbid: Annotated[

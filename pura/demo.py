@@ -181,7 +181,7 @@ def start_pair(
     """B then A, separate processes, mTLS, free loopback ports."""
     keys, tls = workdir / "keys", workdir / "tls"
     b = ServerProcess(["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls),
-                       "--workers", str(workers)],
+                       "--data", str(workdir / "b-data"), "--workers", str(workers)],
                       workdir / "b.port", workdir / "b.log")
     try:
         a = ServerProcess(

@@ -78,6 +78,7 @@ def stages(profile: str, templates: int) -> None:
     from pura.audit_log import AuditLog
     from pura.crypto.encoding import load_shipped_pca
     from pura.crypto.params import get_preset
+    from pura.gallery.copies import CopyStore
     from pura.gallery.store import GalleryStore
     from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
     from pura.protocols.secure_distance import PreparedTemplate
@@ -91,7 +92,8 @@ def stages(profile: str, templates: int) -> None:
     generate_key_set(root / "k", params)
     pca = load_shipped_pca()
     node = NodeA(load_a_keys(root / "k" / "a"), GalleryStore(root / "a.db"),
-                 AuditLog(root / "audit.jsonl"), loopback(NodeB(load_b_keys(root / "k" / "b"))),
+                 AuditLog(root / "audit.jsonl"),
+                 loopback(NodeB(load_b_keys(root / "k" / "b"), CopyStore(root / "b" / "c.db"))),
                  pca, rng=random.SystemRandom())
     node.create_collection("c")
     enc = Encryptor(load_public_keys(root / "k" / "public"), pca)
@@ -115,7 +117,8 @@ def stages(profile: str, templates: int) -> None:
                                                      q.ckks_head))
         head = unpack_blobs(q.ckks_head, what="query head")
         t0 = time.perf_counter()
-        candidates = node.identifier.candidates(node._gallery("c"), head, node.candidates("c"))
+        candidates = node.identifier.candidates(node._gallery("c"), head,
+                                                node.candidates("c")).entries
         t1 = time.perf_counter()
         node.server_a.match(parsed, candidates, coll.threshold)
         t2 = time.perf_counter()

@@ -279,9 +279,18 @@ class GalleryStore:
         for pragma in ("synchronous=FULL", "secure_delete=ON", "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('instance', ?)",
+                         (secrets.token_hex(16),))
         columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(templates)")}
         if "request_digest" not in columns:  # a store made before request ids were bound
             self._db.execute("ALTER TABLE templates ADD COLUMN request_digest TEXT")
+
+    @property
+    def instance_id(self) -> str:
+        """A random id made when this store was created: B files its candidate copies under it,
+        so two A stores that share one B (tests, a migration) never share copies."""
+        return str(self._query("SELECT value FROM meta WHERE key = 'instance'")[0][0])
 
     def close(self) -> None:
         with self._lock:

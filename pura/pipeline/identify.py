@@ -18,32 +18,52 @@ Stages of one query:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pura.crypto.ckks import CKKSContext
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.config import SearchConfig
 from pura.pipeline.gallery import GalleryIndex
+from pura.protocols import candidates as cand
 from pura.protocols.identify import Candidate, MatchResult, ServerA
 from pura.protocols.messages import PaillierQuery
 from pura.protocols.norms import CheckedQuery
-from pura.protocols.preselect import PreselectResponse, parse_query
+from pura.protocols.preselect import parse_query
 from pura.protocols.steps import Step
 
 T = TypeVar("T")
 
 
 class TemplateSource(Protocol):
-    """Where A's stored templates come from (the store in the server, memory in the bench)."""
+    """A's view of one collection's stored templates (the store in the server, memory in the
+    bench). ``namespace`` names the collection's copies at B."""
+
+    @property
+    def namespace(self) -> str: ...
 
     def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
-        """``(label, template)`` for each id, in order."""
+        """``(label, template)`` for each id, in order (galleries of at most ``top_k``)."""
         ...
+
+    def subject_of(self, template_id: int) -> str:
+        """The subject of a template A learned by opening the winner's label."""
+        ...
+
+
+@dataclass
+class _Candidates:
+    """The exact stage's input and how to name its winner: a subject label directly (A's own
+    templates, small galleries), or an index into B's served order whose label is opened."""
+
+    entries: list[tuple[str, Candidate]]
+    request_id: bytes | None = None
 
 
 @contextlib.contextmanager
@@ -99,10 +119,13 @@ class Identifier:
         stages: dict[str, float] = {}
         with self.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
             checked = pool.submit(_timed, stages, "admit_query", self.server_a.check_query, query)
-            ids = _timed(stages, "preselect", self.candidate_ids, gallery, head)
-            candidates = _timed(stages, "fetch", source.candidates, ids)
+            served = _timed(stages, "preselect", self.candidates, gallery, head, source)
             admitted = checked.result()
-            result = _timed(stages, "exact", self.server_a.match, admitted, candidates, tau)
+            result = _timed(stages, "exact", self.server_a.match, admitted, served.entries, tau)
+            if result.matched and served.request_id is not None and result.label is not None:
+                subject = _timed(stages, "open", self._open, served.request_id,
+                                 int(result.label), source)
+                result = MatchResult(True, subject)
         self.last_stages = stages
         return result
 
@@ -116,39 +139,39 @@ class Identifier:
 
     def candidates(
         self, gallery: GalleryIndex, head: Sequence[bytes], source: TemplateSource
-    ) -> list[tuple[str, Candidate]]:
-        """Exact-stage candidates: CKKS preselection of ``top_k`` over the whole gallery (B sees
-        only masked, permuted scores). A gallery no larger than ``top_k`` goes to the exact
-        stage whole: preselection could not discard anything and would only add a round."""
-        return source.candidates(self.candidate_ids(gallery, head))
+    ) -> _Candidates:
+        """Exact-stage candidates.
 
-    def candidate_ids(self, gallery: GalleryIndex, head: Sequence[bytes]) -> list[int]:
+        A gallery larger than ``top_k``: CKKS preselection over the whole gallery, and B serves
+        its best ``top_k`` copies re-randomised and shuffled (:mod:`pura.protocols.candidates`):
+        A works on ciphertexts it has never seen, so nothing it holds says which stored
+        templates the probe resembles. A gallery no larger than ``top_k`` goes to the exact
+        stage whole, from A's store: every template is a candidate, so which ones are reveals
+        nothing, and preselection would only add a round.
+        """
         top_k = self.search.top_k
         with gallery.lock:
             live = gallery.live()
             if len(live) <= top_k:
                 parse_query(self.ctx, head, self.head_dim)
-                return [gallery.blocks[b].live[s] for b, s in live]
-            total = len(gallery.layout.searchable_blocks()) * self.ctx.slot_count
-            request, state = gallery.preselect.request(head, min(self.search.view_k, total))
+                ids = [gallery.blocks[b].live[s] for b, s in live]
+            else:
+                total = len(gallery.layout.searchable_blocks()) * self.ctx.slot_count
+                request, _ = gallery.preselect.request(head, min(self.search.view_k, total))
+        if len(live) <= top_k:
+            return _Candidates(source.candidates(ids))
+        request = dataclasses.replace(request, namespace=source.namespace, top_k=top_k)
         raw = self.channel(Step.PRESELECT, request.to_bytes())
-        chosen = gallery.preselect.resolve(state, PreselectResponse.from_bytes(raw))
-        return self._pad(gallery, chosen[:top_k])
+        reply = cand.CandidatesReply.from_bytes(raw)
+        key = self.server_a.key
+        served = cand.parse_candidates(key, reply, request.request_id, top_k)
+        return _Candidates([(str(i), t) for i, t in enumerate(served)], request.request_id)
 
-    def _pad(self, gallery: GalleryIndex, chosen: list[int]) -> list[int]:
-        """Fill up to ``top_k`` with random other live templates.
-
-        Why: when decoys crowd B's top positions, fewer than ``top_k`` real candidates remain;
-        a short exact stage would answer faster, and the latency would tell an observer that
-        the probe resembled nobody (threat T16). Extra candidates cannot make the answer worse:
-        the exact stage takes the true minimum over a superset.
-        """
-        top_k = self.search.top_k
-        if len(chosen) >= top_k:
-            return chosen
-        taken = set(chosen)
-        others = [t for t in gallery.live_ids() if t not in taken]
-        return [*chosen, *self.rng.sample(others, min(len(others), top_k - len(chosen)))]
+    def _open(self, request_id: bytes, index: int, source: TemplateSource) -> str:
+        """After a match: open the winner's label with B (one opening per query) → subject."""
+        raw = self.channel(Step.OPEN_LABEL, cand.LabelOpenRequest(request_id, index).to_bytes())
+        template_id = cand.finish_label(self.server_a.share, cand.LabelOpenReply.from_bytes(raw))
+        return source.subject_of(template_id)
 
 
 __all__ = ["Identifier", "TemplateSource"]

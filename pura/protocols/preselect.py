@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 import pura.errors as errors
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
@@ -53,19 +54,29 @@ _ID_BYTES = 16
 
 @dataclass(frozen=True)
 class PreselectRequest:
-    """A → B: masked, permuted block scores (score-level ciphertexts) and k."""
+    """A → B: masked, permuted block scores (score-level ciphertexts) and k.
+
+    For oblivious candidates (:mod:`pura.protocols.candidates`) A also names the gallery
+    (``namespace``), the block behind each view block and its rotation: B maps its ranking to
+    the copies it holds. ``top_k`` is the exact stage's size."""
 
     request_id: bytes
     key_id: bytes
     k: int
     scores: tuple[bytes, ...]
+    namespace: str = ""
+    blocks: tuple[int, ...] = ()
+    rotations: tuple[int, ...] = ()
+    top_k: int = 0
 
     def __repr__(self) -> str:
         rid = self.request_id.hex()[:8]
         return f"PreselectRequest(id={rid}, k={self.k}, blocks={len(self.scores)})"
 
     def to_bytes(self) -> bytes:
-        header = {"id": self.request_id.hex(), "key": self.key_id.hex(), "k": self.k}
+        header = {"id": self.request_id.hex(), "key": self.key_id.hex(), "k": self.k,
+                  "ns": self.namespace, "blocks": list(self.blocks),
+                  "rot": list(self.rotations), "top_k": self.top_k}
         return _wire.pack(_REQ_MAGIC, header, list(self.scores))
 
     @classmethod
@@ -76,6 +87,10 @@ class PreselectRequest:
             key_id=_hex(header, "key"),
             k=_wire.field(header, "k", int),
             scores=tuple(blobs),
+            namespace=str(header.get("ns", "")),
+            blocks=tuple(_wire.int_list(header, "blocks")) if "blocks" in header else (),
+            rotations=tuple(_wire.int_list(header, "rot")) if "rot" in header else (),
+            top_k=int(header.get("top_k", 0)) if isinstance(header.get("top_k", 0), int) else 0,
         )
 
 
@@ -498,7 +513,9 @@ class PreselectServer:
             tuple(dict(blocks[i].live) for i in order),
             slots,
         )
-        return PreselectRequest(request_id, self.ctx.key_id, k, tuple(scores)), state
+        request = PreselectRequest(request_id, self.ctx.key_id, k, tuple(scores),
+                                   blocks=state.block_order, rotations=state.rotations)
+        return request, state
 
     @staticmethod
     def resolve(state: PreselectState, response: PreselectResponse) -> list[TemplateId]:
@@ -518,15 +535,23 @@ class PreselectServer:
         return out
 
 
-def answer_preselect(ctx: CKKSContext, req: PreselectRequest) -> PreselectResponse:
-    """B: decrypt every masked score ciphertext, return the k best positions in its view."""
+def decrypt_view(ctx: CKKSContext, req: PreselectRequest) -> npt.NDArray[np.float64]:
+    """B: its view of one query, every masked score ciphertext decrypted, in view order."""
     if req.key_id != ctx.key_id:
         raise ProtocolError("preselect request is for another CKKS key")
     if not req.scores or not 1 <= req.k <= len(req.scores) * ctx.slot_count:
         raise ProtocolError(f"bad preselect request: k={req.k}, {len(req.scores)} blocks")
-    values = np.concatenate(
+    values: npt.NDArray[np.float64] = np.concatenate(
         [ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)) for raw in req.scores]
     )
+    return values
+
+
+def answer_preselect(ctx: CKKSContext, req: PreselectRequest) -> PreselectResponse:
+    """B: decrypt every masked score ciphertext, return the k best positions in its view
+    (the plaintext studies' path; the service serves candidates instead, see
+    :mod:`pura.protocols.candidates`)."""
+    values = decrypt_view(ctx, req)
     top = np.argpartition(-values, req.k - 1)[: req.k]
     best = top[np.argsort(-values[top], kind="stable")]
     return PreselectResponse(req.request_id, tuple(int(p) for p in best))
@@ -555,6 +580,7 @@ __all__ = [
     "ScoringBackend",
     "ScoringPool",
     "answer_preselect",
+    "decrypt_view",
     "parse_query",
     "preselect",
     "shard_of",

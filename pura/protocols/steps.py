@@ -19,7 +19,14 @@ class Step(StrEnum):
     NORM_CHECK = "paillier.norm_check"
     ARGMIN = "paillier.argmin"
     REFRESH = "ckks.refresh"
+    #: Preselection: B ranks its view and serves re-randomised candidate copies.
     PRESELECT = "ckks.preselect"
+    #: Candidate copies at B (issue 11): forwarded at enrolment, erased at deletion,
+    #: reconciled at A's start-up; the winner's label opened after a match.
+    COPY_PUT = "copies.put"
+    COPY_ERASE = "copies.erase"
+    COPY_SYNC = "copies.sync"
+    OPEN_LABEL = "paillier.open_label"
 
 
 __all__ = ["Step"]

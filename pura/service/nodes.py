@@ -41,13 +41,16 @@ from pura.crypto.params import ParameterSet
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import (
     DimensionError,
+    EmbeddingRangeError,
     KeyMismatchError,
     NotFoundError,
     ParameterError,
+    PeerUnavailableError,
     ProtocolError,
     PuraError,
     StoreError,
 )
+from pura.gallery.copies import CopyStore
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 from pura.gallery.store import (
     Collection,
@@ -59,14 +62,16 @@ from pura.gallery.store import (
 from pura.keys import AKeys, BKeys
 from pura.pipeline import Enroller, GalleryIndex, HelperCall, HelperChannel, Identifier, Recorder
 from pura.pipeline.config import SearchConfig
-from pura.pipeline.helper import helper_steps
+from pura.pipeline.helper import CandidateServer, helper_steps
 from pura.pipeline.helper import loopback as helper_loopback
+from pura.protocols import candidates as cand
 from pura.protocols.enroll import check_template
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
 from pura.protocols.preselect import (
     PreselectServer,
     ScoringBackend,
+    parse_query,
 )
 from pura.protocols.secure_distance import PreparedTemplate
 from pura.protocols.steps import Step
@@ -435,6 +440,7 @@ class NodeA:
         key = self.keys.public.paillier
         for name in self.store.list_collections():
             total += self._refresh_dirty(name, self._gallery(name))
+            self.sync_copies(name)
             records = self.store.all_templates(name)
             self.offline.queue([(r.template_id, AdmittedTemplate.from_bytes(key, r.paillier))
                                 for r in records])
@@ -456,7 +462,7 @@ class NodeA:
                                  f"{self.params.encoding.dim}")
         template = PaillierTemplate.from_bytes(self.keys.public.paillier, item.paillier)
         check_template(template, self.exact.template, self.keys.public.paillier)
-        self.ctx.ciphertext_from_bytes(item.ckks_head)
+        self.ctx.head_from_bytes(item.ckks_head)
         return NewTemplate(item.subject_id, item.request_id, item.model_id, coll.parameter_set_id,
                            coll.key_id, item.paillier, item.ckks_head)
 
@@ -478,7 +484,7 @@ class NodeA:
             return admitted
         key = self.keys.public.paillier
         uploads = [PaillierTemplate.from_bytes(key, t.paillier) for t in admitted]
-        verdicts = self.enroller.admit(uploads)
+        verdicts = self._admit_isolating(uploads)
         pending = iter(zip(admitted, verdicts, strict=True))
         kept: list[NewTemplate] = []
         for i, outcome in enumerate(outcomes):
@@ -489,6 +495,46 @@ class NodeA:
                 kept.append(dataclasses.replace(template, paillier=verdict.to_bytes()))
             else:
                 outcomes[i] = EnrollOutcome(items[i].request_id, "", False, verdict)
+        return kept
+
+    def _admit_isolating(
+        self, uploads: Sequence[PaillierTemplate]
+    ) -> list[AdmittedTemplate | PuraError]:
+        """:meth:`Enroller.admit` for the batch; when the batch as a whole fails, halve it
+        until the failing items stand alone, so one bad upload is one rejected item.
+
+        Why: an upload can be well-formed enough to pass A's shape checks and still make a
+        helper step fail for everything it travels with (a Paillier ``c = 2`` decrypts to
+        slots B cannot unpack). Bisection costs ``O(bad · log n)`` extra rounds, only when an
+        item is bad. B being down is not an item's fault: that error ends the batch.
+        """
+        try:
+            return list(self.enroller.admit(uploads))
+        except PeerUnavailableError:
+            raise
+        except PuraError as exc:
+            if len(uploads) == 1:
+                return [EmbeddingRangeError(f"template refused at admission: {exc}")]
+        half = len(uploads) // 2
+        return [*self._admit_isolating(uploads[:half]), *self._admit_isolating(uploads[half:])]
+
+    def _check_request_ids(
+        self, collection: str, admitted: list[NewTemplate], items: Sequence[TemplateUpload],
+        outcomes: list[EnrollOutcome | None],
+    ) -> list[NewTemplate]:
+        """Reject, per item, request ids already naming another enrolment (issue 13, item 5);
+        the store would refuse them too, but for the whole batch."""
+        verdicts = iter(self.store.check_request_ids(collection, admitted))
+        pending = iter(admitted)
+        kept: list[NewTemplate] = []
+        for i, outcome in enumerate(outcomes):
+            if outcome is not None:
+                continue
+            template, error = next(pending), next(verdicts)
+            if error is None:
+                kept.append(template)
+            else:
+                outcomes[i] = EnrollOutcome(items[i].request_id, "", False, error)
         return kept
 
     def enroll(
@@ -509,6 +555,7 @@ class NodeA:
                 outcomes.append(None)
             except PuraError as exc:
                 outcomes.append(EnrollOutcome(item.request_id, "", False, exc))
+        admitted = self._check_request_ids(collection, admitted, items, outcomes)
         admitted = self._admit_norms(admitted, items, outcomes)
         gallery = self._gallery(collection)
         with self.offline.online(), gallery.lock:
@@ -521,6 +568,10 @@ class NodeA:
                 (r.template_id, AdmittedTemplate.from_bytes(key, a.paillier))
                 for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
             ])
+            self._forward_copies(collection, [
+                (r.block_no, r.slot, r.template_id, a.paillier)
+                for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
+            ])
             for outcome, item in zip(final, items, strict=True):
                 self.audit.append(principal=principal, action="enroll", outcome=outcome.label,
                                   collection=collection, target=item.subject_id,
@@ -531,6 +582,56 @@ class NodeA:
                 # Committed templates stay pending; the next enrolment or restart refreshes them.
                 log.warning("block refresh deferred: %s", exc)
         return final
+
+    # --- B's candidate copies (issue 11) ----------------------------------------------------
+
+    def namespace(self, collection: str) -> str:
+        """Where B files this collection's copies: this store's instance and the collection."""
+        return f"{self.store.instance_id}/{collection}"
+
+    def _forward_copies(
+        self, collection: str, items: Sequence[tuple[int, int, str, bytes]]
+    ) -> None:
+        """Send B a re-randomised copy of each newly stored template (block, slot, id,
+        admitted bytes), with its label under the joint key, before the enrolment is
+        acknowledged. If B cannot store them, the rows stay and :meth:`sync_copies` sends the
+        copies again at the next start (B reports what it lacks)."""
+        if not items:
+            return
+        key = self.keys.public.paillier
+        pool = self.server_a.pool
+        copies = tuple(
+            cand.make_copy(AdmittedTemplate.from_bytes(key, blob), _tid(tid), (b, s_),
+                                 tid, pool)
+            for b, s_, tid, blob in items
+        )
+        request = cand.CopyPut(self.namespace(collection), copies)
+        try:
+            self.helper(Step.COPY_PUT, request.to_bytes())
+        except ProtocolError as exc:
+            log.warning("candidate copies deferred to the next start: %s", exc)
+
+    def sync_copies(self, collection: str) -> int:
+        """Reconcile B's copies with A's rows (start-up): B drops copies of positions A does not
+        hold, A re-sends the ones B lacks. Returns how many were re-sent."""
+        records = self.store.all_templates(collection)
+        entries = tuple(((r.block_no, r.slot), r.template_id) for r in records)
+        request = cand.CopySync(self.namespace(collection), entries)
+        reply = cand.CopySyncReply.from_bytes(self.helper(Step.COPY_SYNC,
+                                                                request.to_bytes()))
+        missing = set(reply.missing)
+        resend = [(r.block_no, r.slot, r.template_id, r.paillier) for r in records
+                  if (r.block_no, r.slot) in missing]
+        for start in range(0, len(resend), 64):
+            self._forward_copies(collection, resend[start:start + 64])
+        if resend or reply.dropped:
+            log.info("copies at B for %s: %d re-sent, %d dropped", collection, len(resend),
+                     reply.dropped)
+        return len(resend)
+
+    def _erase_copies(self, collection: str, positions: Sequence[tuple[int, int]]) -> int:
+        request = cand.CopyErase(self.namespace(collection), tuple(positions))
+        return cand.Ack.from_bytes(self.helper(Step.COPY_ERASE, request.to_bytes())).count
 
     # --- matching --------------------------------------------------------------------------
 
@@ -572,18 +673,44 @@ class NodeA:
         self, collection: str, subject_id: str, query: QueryUpload, principal: str, *,
         parameter_set_id: str = "", key_id: str = "",
     ) -> bool:
-        """1:1 against the subject's templates; unknown subject -> NotFoundError."""
+        """1:1 against the subject's templates.
+
+        An unknown subject is answered exactly like a non-match ("no match", same audit entry)
+        and after the same work: the exact stage runs against a randomly chosen stored template
+        and its decision is discarded. Why: NOT_FOUND, or a faster "no match", would let an
+        identifier test who is enrolled without a face (issue 13, item 13). In an empty
+        collection there is nothing to hide and nothing to run against."""
         coll = self.collection(collection, parameter_set_id=parameter_set_id, key_id=key_id)
         parsed = self._parse_query(coll, query)
+        # Verify does not use the head, but a query is one object: garbage in half of it is a
+        # malformed query, refused like in Identify (issue 13, item 8).
+        parse_query(self.ctx, unpack_blobs(query.ckks_head, what="query head",
+                                           max_items=self.params.encoding.head_dim),
+                    self.params.encoding.head_dim)
         records = self.store.templates_of_subject(collection, subject_id)
-        if not records:
-            raise NotFoundError(f"unknown subject in collection {collection!r}")
         key = self.keys.public.paillier
-        templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
-        matched = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
+        if records:
+            templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
+            matched = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
+        else:
+            matched = False
+            stand_in = self._stand_in(collection)
+            if stand_in is not None:
+                self.identifier.verify(parsed, subject_id, [stand_in], coll.threshold)
         self.audit.append(principal=principal, action="verify", collection=collection,
                           target=subject_id, outcome="match" if matched else "no-match")
         return matched
+
+    def _stand_in(self, collection: str) -> AdmittedTemplate | None:
+        """A random stored template of ``collection`` (None when it is empty)."""
+        gallery = self._gallery(collection)
+        ids = gallery.live_ids()
+        if not ids:
+            return None
+        records = self.store.templates_by_id(collection, [_hex(self.rng.choice(ids))])
+        if not records:  # deleted since the ids were read
+            return None
+        return AdmittedTemplate.from_bytes(self.keys.public.paillier, records[0].paillier)
 
     # --- deletion --------------------------------------------------------------------------
 
@@ -596,10 +723,12 @@ class NodeA:
             self._reconcile(collection, gallery)
             refreshed = self._refresh_dirty(collection, gallery)
             self.store.checkpoint()
+            erased = self._erase_copies(collection, deleted.slots) if deleted.slots else 0
         when = datetime.now(UTC)
         entry = self.audit.append(principal=principal, action="delete", outcome="ok",
                                   collection=collection, target=subject_id,
-                                  detail=f"{len(deleted.template_ids)} templates", when=when)
+                                  detail=f"{len(deleted.template_ids)} templates, "
+                                         f"{erased} copies erased at B", when=when)
         return Receipt(collection, subject_id, len(deleted.template_ids), refreshed,
                        when.isoformat(timespec="seconds"), entry)
 
@@ -611,6 +740,16 @@ class _StoreSource:
 
     node: NodeA
     collection: str
+
+    @property
+    def namespace(self) -> str:
+        return self.node.namespace(self.collection)
+
+    def subject_of(self, template_id: int) -> str:
+        records = self.node.store.templates_by_id(self.collection, [_hex(template_id)])
+        if not records:  # deleted while the query ran: the answer is "no match" from now on
+            raise NotFoundError("the matched template was deleted during the query")
+        return records[0].subject_id
 
     def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
         records = self.node.store.templates_by_id(self.collection, [_hex(t) for t in template_ids])
@@ -657,7 +796,8 @@ class NodeB:
     """Server B's core: the Paillier helper steps and the CKKS block refresh."""
 
     def __init__(
-        self, keys: BKeys, *, engine: LocalEngine = SERIAL, search: SearchConfig | None = None
+        self, keys: BKeys, copies: CopyStore, *, engine: LocalEngine = SERIAL,
+        search: SearchConfig | None = None,
     ) -> None:
         self.keys = keys
         params = keys.public.parameters
@@ -667,6 +807,8 @@ class NodeB:
         self.server_b = ServerB(keys.share, exact, engine=engine)
         self.search = search if search is not None else SearchConfig()
         self.offline = HelperOffline(self.server_b, self.search.top_k)
+        #: B's own copies of every admitted template, served as candidates (issue 11).
+        self.candidates = CandidateServer(self.server_b, keys.ckks_secret, copies, self.search)
 
     def __repr__(self) -> str:
         return f"NodeB(key_id={self.keys.public.key_id})"
@@ -675,7 +817,7 @@ class NodeB:
         """``step -> (request bytes -> reply bytes)`` for the helper servicer; serving them
         starts B's offline refill (a daemon thread, see :class:`HelperOffline`)."""
         self.offline.start()
-        steps = helper_steps(self.server_b, self.keys.ckks_secret)
+        steps = helper_steps(self.server_b, self.keys.ckks_secret, self.candidates)
         return {step: self.offline.serving(handler) for step, handler in steps.items()}
 
 

@@ -23,6 +23,7 @@ from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.engine.local import LocalEngine
 from pura.errors import ConfigError
+from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
 from pura.pipeline.config import SearchConfig
@@ -56,7 +57,8 @@ def _authenticator(config: ServerConfig) -> Authenticator:
 def start_b(config: ServerConfig) -> RunningServer:
     keys = load_b_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
     engine = LocalEngine(config.engine_workers)
-    node = NodeB(keys, engine=engine)
+    copies = CopyStore(config.data_dir / "copies.db")
+    node = NodeB(keys, copies, engine=engine, search=SearchConfig(top_k=config.top_k))
     identity = HelperIdentity(keys.public.parameters.id, keys.public.key_id)
     servicer = HelperServicer(identity, node.handlers(),
                               max_request=config.limits.max_payload_bytes)

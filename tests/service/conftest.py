@@ -75,7 +75,8 @@ def deployment(
     root = tmp_path_factory.mktemp("deploy")
     make_demo_pki(root / "tls")
     generate_key_set(root / "keys", FAST_PARAMETERS)
-    b = start_b(ServerConfig(role="b", key_dir=root / "keys" / "b", tls_dir=root / "tls"))
+    b = start_b(ServerConfig(role="b", key_dir=root / "keys" / "b", tls_dir=root / "tls",
+                             data_dir=root / "b-data"))
     limits = Limits(max_message_bytes=16 << 20, bulk_batch=5, query_budget=1000)
     a = start_a(config_a(root, b.port, root / "data", limits))
     dep = Deployment(root, b, a, load_shipped_pca(), lfw_identification_set)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pura.crypto.params import FAST_PARAMETERS
+from pura.gallery.copies import CopyStore
 from pura.keys import generate_key_set, load_b_keys
 from pura.pipeline.config import SearchConfig
 from pura.service.nodes import NodeB
@@ -29,7 +30,8 @@ def _wait_for(predicate: Callable[[], bool], timeout_s: float = 60.0) -> bool:
 def node_b(tmp_path_factory: pytest.TempPathFactory) -> NodeB:
     root: Path = tmp_path_factory.mktemp("bkeys")
     generate_key_set(root, FAST_PARAMETERS)
-    return NodeB(load_b_keys(root / "b"), search=SearchConfig(top_k=2))
+    return NodeB(load_b_keys(root / "b"), CopyStore(root / "copies.db"),
+                 search=SearchConfig(top_k=2))
 
 
 def test_pool_is_stocked_once_serving_and_pauses_for_online_work(node_b: NodeB) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +18,7 @@ from pura_client.encryptor import Encryptor
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.crypto.params import FAST_PARAMETERS
+from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
 from pura.pipeline import MemoryRecorder, SearchConfig
@@ -49,7 +49,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("nodes")
     generate_key_set(root / "k", FAST_PARAMETERS)
     pca: PCARotation = load_shipped_pca()
-    node_b = NodeB(load_b_keys(root / "k" / "b"))
+    node_b = NodeB(load_b_keys(root / "k" / "b"), CopyStore(root / "b" / "copies.db"),
+                   search=SearchConfig(top_k=3, view_k=16))
     recorder = MemoryRecorder()
     node_a = NodeA(load_a_keys(root / "k" / "a"), GalleryStore(root / "a.db"),
                    AuditLog(root / "audit.jsonl"), loopback(node_b), pca,
