@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pura.crypto.paillier import Ciphertext, KeyShare, PartialPool, PublicKey, RandomnessPool
@@ -82,6 +82,7 @@ from pura.protocols.secure_min import (
     secure_argmin,
     start_threshold,
 )
+from pura.protocols.tickets import TICKET_STEP, TicketKind, parse_ticket, seal
 
 STEP_BLINDED_PRODUCT = "paillier.blinded_product"
 STEP_COMPARE = "paillier.compare_select"
@@ -238,6 +239,19 @@ class BytesChannel:
     key: PublicKey
     call: Callable[[str, bytes], bytes]
     stats: ChannelStats = field(default_factory=ChannelStats)
+    #: B takes per-query tickets (:mod:`pura.protocols.helper_guard`): open one per query with
+    #: :meth:`open_session`; every request of that session carries it.
+    ticketed: bool = False
+    ticket: bytes = field(default=b"", repr=False)
+
+    def open_session(self, kind: TicketKind) -> BytesChannel:
+        """This channel bound to a fresh ticket of ``kind`` from B (itself if B takes none).
+
+        The bound copy shares :attr:`stats`, so one object still counts every round."""
+        if not self.ticketed:
+            return self
+        ticket = parse_ticket(self._exchange(TICKET_STEP, kind.value.encode("ascii")))
+        return replace(self, ticket=ticket)
 
     @classmethod
     def loopback(cls, server_b: ServerB) -> BytesChannel:
@@ -252,6 +266,8 @@ class BytesChannel:
         return cls(server_b.key, call)
 
     def _exchange(self, step: str, payload: bytes) -> bytes:
+        if self.ticket:
+            payload = seal(self.ticket, payload)
         reply = self.call(step, payload)
         self.stats.rounds += 1
         self.stats.bytes_to_b += len(payload)
@@ -334,7 +350,8 @@ class ServerA:
         for start in range(0, len(uploads), ADMIT_BATCH):
             chunk = uploads[start:start + ADMIT_BATCH]
             out += admit_templates([u.packed for u in chunk], self.config.norms, self.share,
-                                   self.pool, self.channel, self.engine, self.rng)
+                                   self.pool, self.session(TicketKind.ENROL), self.engine,
+                                   self.rng)
         return out
 
     def _admitted(
@@ -367,7 +384,16 @@ class ServerA:
             raise EmbeddingRangeError(f"templates {bad} are not encodings of unit vectors")
         return prepare_templates(ok, self.share, self.engine)
 
-    def check_query(self, query: PaillierQuery) -> CheckedQuery:
+    def session(self, kind: TicketKind = TicketKind.QUERY) -> HelperChannel:
+        """The channel for one query (or enrolment batch): bound to a fresh ticket from B when
+        B takes tickets. Every step of one query must use the same session — B counts its
+        quotas per ticket and refuses a step whose predecessors ran under another one."""
+        channel = self.channel
+        return channel.open_session(kind) if isinstance(channel, BytesChannel) else channel
+
+    def check_query(
+        self, query: PaillierQuery, session: HelperChannel | None = None
+    ) -> CheckedQuery:
         """Admit a query (two rounds with B): its coordinates become B's checked re-encryption
         and its norm the servers' own; raises :class:`EmbeddingRangeError` for anything that
         is not the encoding of a unit vector.
@@ -377,21 +403,26 @@ class ServerA:
         """
         check_template(query, self.config.template, self.key)
         return admit_query(query.packed, self.config.norms, self.share, self.pool,
-                           self.channel, self.engine, self.rng)
+                           session if session is not None else self.channel, self.engine,
+                           self.rng)
 
     def match(
         self,
         query: PaillierQuery | CheckedQuery,
         candidates: Sequence[tuple[str, Candidate]],
         tau: int,
+        session: HelperChannel | None = None,
     ) -> MatchResult:
         """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?
 
         A :class:`PaillierQuery` is admitted first (:meth:`check_query`); a query that is not
         the encoding of a unit vector raises :class:`EmbeddingRangeError` — neither "match" nor
         "no match". Candidates not yet admitted are admitted here (refused ones can never match).
+        ``session``: the query's (:meth:`session`); a query admitted with :meth:`check_query`
+        must come with the session it was admitted under.
         """
-        checked = query if isinstance(query, CheckedQuery) else self.check_query(query)
+        channel = session if session is not None else self.session(TicketKind.QUERY)
+        checked = query if isinstance(query, CheckedQuery) else self.check_query(query, channel)
         admitted = self._admitted([t for _, t in candidates])
         order = [(label, t) for (label, _), t in zip(candidates, admitted, strict=True)
                  if t is not None]
@@ -402,18 +433,18 @@ class ServerA:
             checked, [t for _, t in order], self.config.template, self.masks, self.engine,
             self.rng,
         )
-        distances = finish_distance(state, self.channel.blinded_product(request))
+        distances = finish_distance(state, channel.blinded_product(request))
         # σ: a secret relabelling of the k positions. The threshold round opens σ(winner),
         # and B range-checks what it opens (< k); B saw the winner's position in the argmin,
         # so without σ it could tell an opened index from A's random filler (the decision).
         labels = list(range(len(order)))
         self.rng.shuffle(labels)
-        d_min, i_min = self._argmin(distances, labels)
+        d_min, i_min = self._argmin(distances, labels, channel)
         t_state, t_request = start_threshold(
             d_min, i_min, tau, self.config.compare, self.share, self.pool, self.rng,
             k=len(order), labels=labels, masks=self.masks, engine=self.engine,
         )
-        decision = finish_threshold(t_state, self.channel.threshold_decide(t_request), self.share)
+        decision = finish_threshold(t_state, channel.threshold_decide(t_request), self.share)
         if not decision.matched:
             return MatchResult(False)
         if decision.index is None or not 0 <= decision.index < len(order):
@@ -421,16 +452,16 @@ class ServerA:
         return MatchResult(True, order[decision.index][0])
 
     def _argmin(
-        self, distances: Sequence[Ciphertext], labels: Sequence[int]
+        self, distances: Sequence[Ciphertext], labels: Sequence[int], channel: HelperChannel
     ) -> tuple[Ciphertext, Ciphertext]:
         """``([D_min], [σ(I_min)])`` with ``σ`` = ``labels``: one round for small k, the
         tournament above ~16 candidates."""
         layout = self.config.compare
         if prefer_one_round(layout, len(distances)):
             return one_round_argmin(distances, layout, self.share, self.pool,
-                                    self.channel.argmin, self.engine, self.rng, labels)
+                                    channel.argmin, self.engine, self.rng, labels)
         entries = [(d, self.key.encrypt(labels[j], self.pool)) for j, d in enumerate(distances)]
-        return secure_argmin(entries, layout, self.share, self.pool, self.channel.compare_select,
+        return secure_argmin(entries, layout, self.share, self.pool, channel.compare_select,
                              self.engine, self.rng)
 
     def verify(

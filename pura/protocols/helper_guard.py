@@ -1,0 +1,415 @@
+"""B's own defences against a deviating A: per-query quotas, protocol order, a request log.
+
+The protocols are designed for a semi-honest A. Each of B's steps, taken alone, is an oracle
+when A deviates (issue 12): the threshold round opened whatever A placed in the chosen slot, the
+norm check answered up to 8,192 A-chosen comparisons per call, preselection accepted any ``k`` up
+to every slot. :class:`HelperGuard` sits in front of B's step handlers and answers only what an
+honest A's query needs, *per query*:
+
+=====================  ====================================================================
+step                   allowed per query ticket (:class:`~pura.protocols.tickets.TicketKind`)
+=====================  ====================================================================
+``norm_square``        once; one vector, no repacking (query) / 1..``max_enrol_batch``
+                       vectors with repacking (enrolment ticket)
+``norm_check``         once, after ``norm_square``; exactly two comparisons per vector B
+                       found valid there (enrolment: in as many lanes as A runs, never
+                       more than two per valid vector in total)
+``ckks.preselect``     once (query ticket), before the distance round; ``k`` equal to B's own
+                       ``view_k`` (capped at the slots B is shown)
+``blinded_product``    once, after ``norm_check``; 1..``max_candidates`` candidates (this
+                       fixes the query's ``k``)
+``argmin``             once, after ``blinded_product``, over exactly ``k`` candidates
+``compare_select``     instead of ``argmin``: tournament rounds of exactly ⌊m/2⌋ comparisons
+                       while ``m > 1`` entries remain (m starts at ``k``)
+``threshold``          once, after the argmin is complete; the opened value must lie in
+                       ``[0, k)`` (:func:`~pura.protocols.secure_min.helper_threshold`)
+=====================  ====================================================================
+
+Anything else — an unknown or expired ticket, a step out of order, a second opening, a count
+that differs — is refused with :class:`~pura.errors.HelperRefusedError` *before* B decrypts
+anything, counted in :attr:`HelperGuard.refusals`, and logged. Tickets are issued at a bounded
+rate, so the quotas bound what a deviating A extracts per unit of time, not just per ticket.
+
+Every request, answered or refused, gets one entry in B's append-only, hash-chained log
+(:class:`pura.audit_log.AuditLog` under B's data directory, written and ``fsync``\\ ed before the
+reply leaves B): the step, the ticket, the sizes and item counts, and the SHA-256 of the request
+bytes — never the bytes themselves. An auditor holding A's record of the exchange (the pipeline's
+recorder) can match every entry by digest.
+
+What this does not do: B cannot see *what* a request's ciphertexts encrypt before decrypting
+them, so within its quota a deviating A still chooses the values. The quotas bound that to the
+one query's worth of answers an honest A gets anyway (docs/security.md, "B's defences").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pura.errors import HelperRefusedError, ProtocolError, PuraError
+from pura.protocols.identify import (
+    STEP_ARGMIN,
+    STEP_BLINDED_PRODUCT,
+    STEP_COMPARE,
+    STEP_NORM_CHECK,
+    STEP_NORM_SQUARE,
+    STEP_THRESHOLD,
+    ServerB,
+)
+from pura.protocols.messages import (
+    ArgminRequest,
+    BlindedProductRequest,
+    CompareRequest,
+    NormCheckRequest,
+    NormReply,
+    NormRequest,
+    ThresholdRequest,
+)
+from pura.protocols.preselect import PreselectRequest, PreselectResponse
+from pura.protocols.secure_min import helper_threshold
+from pura.protocols.tickets import TICKET_BYTES, TICKET_STEP, TicketKind, unseal
+
+STEP_PRESELECT = "ckks.preselect"
+STEP_REFRESH = "ckks.refresh"
+#: The principal B writes in its log: B serves exactly one peer (A, over mTLS).
+PEER = "server-a"
+
+
+class RequestLog(Protocol):
+    """Where B records requests (:class:`pura.audit_log.AuditLog` has this method)."""
+
+    def append(
+        self, *, principal: str, action: str, outcome: str, collection: str = "",
+        target: str = "", detail: str = "",
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """B's own limits (from B's configuration; nothing here is taken from A's requests)."""
+
+    #: Positions B ranks and returns in preselection (``ServerConfig.view_k``).
+    view_k: int
+    #: Largest candidate count of one exact stage (``k`` of the distance round).
+    max_candidates: int = 64
+    #: Largest enrolment batch admitted under one ticket (A's ``ADMIT_BATCH``).
+    max_enrol_batch: int = 32
+    #: Tickets B holds open at once (oldest dropped first) and how long one stays valid.
+    max_open_tickets: int = 1024
+    ticket_ttl_s: float = 600.0
+    #: Tickets issued per rolling minute: bounds the whole oracle budget per unit of time.
+    tickets_per_minute: int = 600
+
+    def __post_init__(self) -> None:
+        if min(self.view_k, self.max_candidates, self.max_enrol_batch, self.max_open_tickets,
+               self.tickets_per_minute) < 1 or self.ticket_ttl_s <= 0:
+            raise ProtocolError(f"every quota must be positive: {self}")
+
+
+@dataclass
+class _Ticket:
+    """B's bookkeeping for one query: which steps ran, and the counts they fixed."""
+
+    kind: TicketKind
+    issued: float
+    done: set[str] = field(default_factory=set)
+    vectors: int = 0  # vectors admitted to norm rounds so far
+    valid: int = 0  # of which B found valid (answered norm rounds)
+    checked: int = 0  # norm comparisons answered so far (2 per valid vector at most)
+    k: int = 0  # set by blinded_product
+    remaining: int = 0  # argmin entries left (1 = minimum known)
+
+
+R = TypeVar("R")
+
+
+class HelperGuard:
+    """B's step handlers behind tickets, quotas and the request log (module docstring)."""
+
+    def __init__(
+        self,
+        server_b: ServerB,
+        quotas: Quotas,
+        log: RequestLog,
+        *,
+        preselect: Callable[[PreselectRequest], PreselectResponse] | None = None,
+        refresh: Callable[[bytes], bytes] | None = None,
+        ckks_slots: int = 0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server_b = server_b
+        self.quotas = quotas
+        self.log = log
+        self._preselect = preselect
+        self._refresh = refresh
+        self._slots = ckks_slots
+        self._rng = rng if rng is not None else secrets.SystemRandom()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tickets: OrderedDict[bytes, _Ticket] = OrderedDict()
+        self._issued: deque[float] = deque()
+        #: Refused requests per step (exported as ``pura_b_quota_refusals_total``).
+        self.refusals: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"HelperGuard(open_tickets={len(self._tickets)}, refusals={self.refusals_total})"
+
+    @property
+    def refusals_total(self) -> int:
+        return sum(self.refusals.values())
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+        """``step -> (request bytes -> reply bytes)``: what B serves, every step guarded."""
+        b = self.server_b
+        key = b.key
+        out: dict[str, Callable[[bytes], bytes]] = {
+            TICKET_STEP: self._issue,
+            STEP_NORM_SQUARE: self._guarded(
+                STEP_NORM_SQUARE, lambda p: NormRequest.from_bytes(key, p),
+                lambda r, _t: b.norm_square(r)),
+            STEP_NORM_CHECK: self._guarded(
+                STEP_NORM_CHECK, lambda p: NormCheckRequest.from_bytes(key, p),
+                lambda r, _t: b.norm_check(r)),
+            STEP_BLINDED_PRODUCT: self._guarded(
+                STEP_BLINDED_PRODUCT, lambda p: BlindedProductRequest.from_bytes(key, p),
+                lambda r, _t: b.blinded_product(r)),
+            STEP_ARGMIN: self._guarded(
+                STEP_ARGMIN, lambda p: ArgminRequest.from_bytes(key, p),
+                lambda r, _t: b.argmin(r)),
+            STEP_COMPARE: self._guarded(
+                STEP_COMPARE, lambda p: CompareRequest.from_bytes(key, p),
+                lambda r, _t: b.compare_select(r)),
+            STEP_THRESHOLD: self._guarded(
+                STEP_THRESHOLD, lambda p: ThresholdRequest.from_bytes(key, p),
+                lambda r, t: helper_threshold(r, b.config.compare, b.share, k=t.k)),
+        }
+        if self._preselect is not None:
+            run = self._preselect
+            out[STEP_PRESELECT] = self._guarded(
+                STEP_PRESELECT, PreselectRequest.from_bytes, lambda r, _t: run(r))
+        if self._refresh is not None:
+            out[STEP_REFRESH] = self._logged_refresh
+        return out
+
+    def _issue(self, payload: bytes) -> bytes:
+        """Open a ticket of the kind A names (rate-limited)."""
+        digest = hashlib.sha256(payload).hexdigest()
+        try:
+            try:
+                kind = TicketKind(payload.decode("ascii"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise HelperRefusedError("unknown ticket kind") from exc
+            with self._lock:
+                ticket = self._open(kind)
+        except HelperRefusedError as exc:
+            self._refuse(TICKET_STEP, "", len(payload), digest, "", exc)
+            raise
+        self.log.append(principal=PEER, action=TICKET_STEP, outcome="ok", target=ticket.hex(),
+                        detail=f"kind={kind.value} sha256={digest}")
+        return ticket
+
+    def _open(self, kind: TicketKind) -> bytes:
+        now = self._clock()
+        self._expire(now)
+        while self._issued and self._issued[0] <= now - 60.0:
+            self._issued.popleft()
+        if len(self._issued) >= self.quotas.tickets_per_minute:
+            raise HelperRefusedError(
+                f"ticket rate above {self.quotas.tickets_per_minute} per minute")
+        while len(self._tickets) >= self.quotas.max_open_tickets:
+            self._tickets.popitem(last=False)
+        ticket = self._rng.randbytes(TICKET_BYTES)
+        self._tickets[ticket] = _Ticket(kind, now)
+        self._issued.append(now)
+        return ticket
+
+    def _expire(self, now: float) -> None:
+        ttl = self.quotas.ticket_ttl_s
+        while self._tickets:
+            first = next(iter(self._tickets.values()))
+            if first.issued > now - ttl:
+                return
+            self._tickets.popitem(last=False)
+
+    def _guarded(
+        self, step: str, parse: Callable[[bytes], Any], run: Callable[[Any, _Ticket], Any],
+    ) -> Callable[[bytes], bytes]:
+        def handle(data: bytes) -> bytes:
+            ticket_id, digest, shape = b"", hashlib.sha256(data).hexdigest(), ""
+            try:
+                ticket_id, payload = unseal(data)
+                digest = hashlib.sha256(payload).hexdigest()
+                request = parse(payload)
+                shape = _shape(request)
+                with self._lock:
+                    ticket = self._admit(step, ticket_id, request)
+                reply = run(request, ticket)
+                with self._lock:
+                    self._answered(step, ticket_id, ticket, reply)
+                raw: bytes = reply.to_bytes()
+            except HelperRefusedError as exc:
+                self._refuse(step, ticket_id.hex(), len(data), digest, shape, exc)
+                raise
+            except PuraError as exc:
+                self.log.append(principal=PEER, action=step, target=ticket_id.hex(),
+                                outcome=f"error: {type(exc).__name__}",
+                                detail=f"req={len(data)} {shape} sha256={digest}")
+                raise
+            self.log.append(principal=PEER, action=step, outcome="ok", target=ticket_id.hex(),
+                            detail=f"req={len(data)} rep={len(raw)} {shape} sha256={digest}")
+            return raw
+
+        return handle
+
+    def _logged_refresh(self, payload: bytes) -> bytes:
+        """Block refresh: A's gallery maintenance, not part of a query; logged, not ticketed."""
+        assert self._refresh is not None
+        digest = hashlib.sha256(payload).hexdigest()
+        try:
+            reply = self._refresh(payload)
+        except PuraError as exc:
+            self.log.append(principal=PEER, action=STEP_REFRESH,
+                            outcome=f"error: {type(exc).__name__}",
+                            detail=f"req={len(payload)} sha256={digest}")
+            raise
+        self.log.append(principal=PEER, action=STEP_REFRESH, outcome="ok",
+                        detail=f"req={len(payload)} rep={len(reply)} sha256={digest}")
+        return reply
+
+    def _refuse(self, step: str, ticket: str, size: int, digest: str, shape: str,
+                exc: HelperRefusedError) -> None:
+        with self._lock:
+            self.refusals[step] += 1
+        self.log.append(principal=PEER, action=step, outcome=f"refused: {exc}", target=ticket,
+                        detail=f"req={size} {shape} sha256={digest}")
+
+    # --- the rules -----------------------------------------------------------------------------
+
+    def _admit(self, step: str, ticket_id: bytes, request: Any) -> _Ticket:
+        """Check ``request`` against its ticket and mark the step taken (under the lock).
+
+        A step is consumed when admitted, not when answered: a failing or concurrent duplicate
+        request still counts, so no retry can buy a second answer.
+        """
+        self._expire(self._clock())
+        ticket = self._tickets.get(ticket_id)
+        if ticket is None:
+            raise HelperRefusedError("unknown or expired query ticket")
+        rule = _RULES.get((ticket.kind, step))
+        if rule is None:
+            raise HelperRefusedError(f"{step} is not part of a {ticket.kind.value} ticket")
+        # Enrolment admission may run its batch in concurrent lanes (one norm round pair
+        # each): its counters, not a once-only rule, bound it.
+        once = step != STEP_COMPARE and ticket.kind is not TicketKind.ENROL
+        if once and step in ticket.done:
+            raise HelperRefusedError(f"a second {step} for one {ticket.kind.value}")
+        rule(self, ticket, request)
+        ticket.done.add(step)
+        if step == STEP_THRESHOLD:  # the query is over: nothing more may be asked under it
+            del self._tickets[ticket_id]
+        return ticket
+
+    def _answered(self, step: str, ticket_id: bytes, ticket: _Ticket, reply: Any) -> None:
+        if step == STEP_NORM_SQUARE and isinstance(reply, NormReply):
+            ticket.valid += sum(reply.valid)
+
+    def _norm_square(self, ticket: _Ticket, r: NormRequest) -> None:
+        if ticket.kind is TicketKind.QUERY:
+            if r.n_vectors != 1 or r.repack:
+                raise HelperRefusedError("a query admits exactly one vector, not repacked")
+        elif not (r.repack and r.n_vectors >= 1
+                  and ticket.vectors + r.n_vectors <= self.quotas.max_enrol_batch):
+            raise HelperRefusedError(
+                f"an enrolment ticket admits at most {self.quotas.max_enrol_batch} repacked "
+                f"vectors")
+        ticket.vectors += r.n_vectors
+
+    def _norm_check(self, ticket: _Ticket, r: NormCheckRequest) -> None:
+        """Exactly two comparisons (lower and upper bound) per vector B found valid."""
+        owed = 2 * ticket.valid - ticket.checked
+        if owed < 2:
+            raise HelperRefusedError("norm check without a valid vector awaiting it")
+        if r.n_comparisons % 2 or not 2 <= r.n_comparisons <= owed \
+                or (ticket.kind is TicketKind.QUERY and r.n_comparisons != 2):
+            raise HelperRefusedError(
+                f"norm check of {r.n_comparisons} comparisons; the protocol needs exactly 2 per "
+                f"admitted vector ({owed} owed)")
+        ticket.checked += r.n_comparisons
+
+    def _preselect_rule(self, ticket: _Ticket, r: PreselectRequest) -> None:
+        if STEP_BLINDED_PRODUCT in ticket.done:
+            raise HelperRefusedError("preselection after the distance round")
+        shown = len(r.scores) * self._slots if self._slots else r.k
+        want = min(self.quotas.view_k, shown)
+        if r.k != want:
+            raise HelperRefusedError(f"preselection k={r.k}; B ranks view_k={want}")
+
+    def _blinded_product(self, ticket: _Ticket, r: BlindedProductRequest) -> None:
+        if STEP_NORM_CHECK not in ticket.done:
+            raise HelperRefusedError("distance round before the query's norm check")
+        if not 1 <= r.n_candidates <= self.quotas.max_candidates:
+            raise HelperRefusedError(
+                f"{r.n_candidates} candidates; B allows 1..{self.quotas.max_candidates}")
+        ticket.k = ticket.remaining = r.n_candidates
+
+    def _argmin(self, ticket: _Ticket, r: ArgminRequest) -> None:
+        if ticket.k < 2 or ticket.remaining != ticket.k:
+            raise HelperRefusedError("argmin outside the distance round's candidate set")
+        if r.n_comparisons != ticket.k:
+            raise HelperRefusedError(f"argmin over {r.n_comparisons}; the query has k={ticket.k}")
+        ticket.remaining = 1
+
+    def _compare(self, ticket: _Ticket, r: CompareRequest) -> None:
+        if STEP_ARGMIN in ticket.done or ticket.remaining < 2:
+            raise HelperRefusedError("tournament round with no pair left to compare")
+        if r.n_comparisons != ticket.remaining // 2:
+            raise HelperRefusedError(
+                f"tournament round of {r.n_comparisons}; {ticket.remaining} entries left")
+        ticket.remaining -= r.n_comparisons
+
+    def _threshold(self, ticket: _Ticket, r: ThresholdRequest) -> None:
+        if ticket.k < 1 or ticket.remaining != 1:
+            raise HelperRefusedError("threshold opening before the argmin is complete")
+        if r.k != ticket.k:
+            raise HelperRefusedError(f"threshold over k={r.k}; the query has k={ticket.k}")
+
+
+def _shape(request: Any) -> str:
+    """Item counts of a request for the log (never values)."""
+    parts = []
+    for name in ("n_vectors", "repack", "n_comparisons", "n_candidates", "k", "dim"):
+        value = getattr(request, name, None)
+        if value is not None:
+            parts.append(f"{name}={int(value)}")
+    for name in ("masked", "packed", "scores", "query"):
+        value = getattr(request, name, None)
+        if isinstance(value, tuple):
+            parts.append(f"{name}={len(value)}")
+    return " ".join(parts)
+
+
+_Rule = Callable[[HelperGuard, _Ticket, Any], None]
+_RULES: dict[tuple[TicketKind, str], _Rule] = {
+    (TicketKind.QUERY, STEP_NORM_SQUARE): HelperGuard._norm_square,
+    (TicketKind.QUERY, STEP_NORM_CHECK): HelperGuard._norm_check,
+    (TicketKind.QUERY, STEP_PRESELECT): HelperGuard._preselect_rule,
+    (TicketKind.QUERY, STEP_BLINDED_PRODUCT): HelperGuard._blinded_product,
+    (TicketKind.QUERY, STEP_ARGMIN): HelperGuard._argmin,
+    (TicketKind.QUERY, STEP_COMPARE): HelperGuard._compare,
+    (TicketKind.QUERY, STEP_THRESHOLD): HelperGuard._threshold,
+    (TicketKind.ENROL, STEP_NORM_SQUARE): HelperGuard._norm_square,
+    (TicketKind.ENROL, STEP_NORM_CHECK): HelperGuard._norm_check,
+}
+
+
+__all__ = ["PEER", "STEP_PRESELECT", "STEP_REFRESH", "HelperGuard", "Quotas", "RequestLog"]
