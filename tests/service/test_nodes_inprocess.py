@@ -6,9 +6,11 @@ verification, deletion, and the wire seen through the pipeline's one channel.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -18,11 +20,15 @@ from pura_client.encryptor import Encryptor
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.crypto.params import FAST_PARAMETERS
-from pura.gallery.copies import CopyStore
+from pura.errors import ProtocolError
+from pura.gallery.copies import Copy, CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
 from pura.pipeline import MemoryRecorder, SearchConfig
+from pura.protocols import candidates as cand
+from pura.protocols.messages import AdmittedTemplate
 from pura.protocols.steps import Step
+from pura.service.chunks import unpack_blobs
 from pura.service.nodes import NodeA, NodeB, QueryUpload, TemplateUpload, loopback
 
 DIM = FAST_PARAMETERS.encoding.dim
@@ -104,3 +110,70 @@ def test_verify_and_delete(pair: Pair) -> None:
     receipt = pair.a.delete("c", "s5", "test")
     assert receipt.templates_removed == 1
     assert pair.a.identify("c", _query(pair, v), "test") is None
+
+
+# --- oblivious candidates (issue 11) ------------------------------------------------------
+
+
+def _stored_ciphertexts(pair: Pair) -> set[bytes]:
+    """Every Paillier ciphertext A stores (raw bytes), to look for in what A received."""
+    key = pair.a.keys.public.paillier
+    out: set[bytes] = set()
+    for r in pair.a.store.all_templates("c"):
+        t = AdmittedTemplate.from_bytes(key, r.paillier)
+        out |= {c.raw_bytes() for c in (*t.packed, t.norm)}
+    return out
+
+
+def test_a_receives_no_stored_template_for_a_non_match(pair: Pair) -> None:
+    pair.recorder.exchanges.clear()
+    probe = _unit(np.random.default_rng(11), 1)[0]
+    assert pair.a.identify("c", _query(pair, probe), "test") is None
+    steps = [e.step for e in pair.recorder.exchanges]
+    assert Step.OPEN_LABEL not in steps  # nothing opened on no match
+    served = [e for e in pair.recorder.exchanges if e.step == Step.PRESELECT]
+    assert len(served) == 1
+    key = pair.a.keys.public.paillier
+    reply = cand.CandidatesReply.from_bytes(served[0].reply)
+    received = {c.raw_bytes() for t in reply.templates
+                for c in (*AdmittedTemplate.from_bytes(key, t).packed,
+                          AdmittedTemplate.from_bytes(key, t).norm)}
+    assert len(reply.templates) == pair.a.search.top_k
+    assert not received & _stored_ciphertexts(pair)  # fresh ciphertexts, unlinkable by bytes
+
+
+def test_a_match_opens_only_the_winner_once(pair: Pair) -> None:
+    pair.recorder.exchanges.clear()
+    assert pair.a.identify("c", _query(pair, pair.gallery[1]), "test") == "s1"
+    opened = [e for e in pair.recorder.exchanges if e.step == Step.OPEN_LABEL]
+    assert len(opened) == 1
+    # B opens one label per query: asking again (another index) is refused.
+    again = cand.LabelOpenRequest.from_bytes(opened[0].request)
+    with pytest.raises(ProtocolError, match="one label per query"):
+        pair.a.helper(Step.OPEN_LABEL, cand.LabelOpenRequest(again.request_id, 0).to_bytes())
+
+
+def test_b_refuses_a_wider_view_or_more_candidates(pair: Pair) -> None:
+    gallery = pair.a._gallery("c")
+    head = unpack_blobs(pair.enc.query(pair.gallery[0]).ckks_head, what="head")
+    request, _ = gallery.preselect.request(head, pair.a.search.view_k * 2)
+    wide = dataclasses.replace(request, namespace=pair.a.namespace("c"),
+                               top_k=pair.a.search.top_k)
+    with pytest.raises(ProtocolError, match="view_k"):
+        pair.a.helper(Step.PRESELECT, wide.to_bytes())
+
+
+def test_b_copies_are_durable_and_reconciled(tmp_path: Path, pair: Pair) -> None:
+    ns = pair.a.namespace("c")
+    store = pair.b.candidates.copies
+    assert isinstance(store, CopyStore)
+    held = dict(store.copies(ns))
+    assert len(held) == len(pair.a.store.all_templates("c"))
+    reopened = CopyStore(store.path)  # what a restarted B reads (WAL, synchronous=FULL)
+    assert set(reopened.copies(ns)) == set(held)
+    # B lost one copy and holds a stale one: A's start-up sync repairs both.
+    lost = next(iter(held))
+    store.erase(ns, [lost])
+    store.put(ns, [Copy(99, 0, "stale", held[lost].template, held[lost].label)])
+    assert pair.a.sync_copies("c") == 1
+    assert set(store.copies(ns)) == set(held)
