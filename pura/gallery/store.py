@@ -13,9 +13,11 @@ Why these settings:
 * Private files: the data directory is made 0700 and the database is created 0600 *before*
   SQLite opens it, because SQLite creates ``-wal`` and ``-shm`` with the database file's mode;
   created 0644 they would let other local users read subject ids (issue 13, item 10).
-* A request id names one request: a resend with the same subject and head is the same enrolment
-  (``already_enrolled``), a reuse for another subject or another template is refused with
-  :class:`~pura.errors.AlreadyExistsError`, never answered "OK" (issue 13, item 5).
+* A request id names one request: a resend for the same subject is the same enrolment
+  (``already_enrolled``); a reuse for another subject is refused with
+  :class:`~pura.errors.AlreadyExistsError`, never answered "OK" (issue 13, item 5). The template
+  itself cannot be compared: encryption is randomised and a client retrying after a failure
+  re-encrypts the same face, so a retry and a different face of the same subject look alike.
 
 Only ciphertexts and ids are stored; the store never sees a plaintext template. Template ids are
 128-bit random hex (unguessable, threat T18); the generator is injectable for tests.
@@ -27,7 +29,6 @@ stores the refreshed block, so there is exactly one copy of every head.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -74,7 +75,6 @@ CREATE TABLE IF NOT EXISTS templates (
     head BLOB,
     placed INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
-    request_digest TEXT,
     UNIQUE (collection, request_id),
     UNIQUE (collection, block_no, slot)
 );
@@ -128,33 +128,16 @@ def check_subject_id(subject_id: str) -> None:
         )
 
 
-def request_digest(subject_id: str, head: bytes) -> str:
-    """What a request id is bound to: the subject and the uploaded head ciphertext.
-
-    The head is the client's own encryption (fresh randomness per template), so a resend of the
-    same upload has the same digest and a different template for the same subject does not.
-    The Paillier part cannot serve: the stored form is the servers' re-packed admission output.
-    """
-    h = hashlib.sha256()
-    h.update(subject_id.encode())
-    h.update(b"\x00")
-    h.update(head)
-    return h.hexdigest()
-
-
 def _private_file(path: Path) -> None:
     """Create ``path`` 0600 if missing, tighten it if it exists (see the module docstring)."""
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     os.chmod(path, 0o600)
 
 
-def _same_request(item: NewTemplate, digest: str, subject: str, stored: object) -> None:
-    """Raise unless ``item`` is a resend of the stored request (same subject and head)."""
+def _same_request(item: NewTemplate, subject: str) -> None:
+    """Raise unless ``item`` can be a resend of a request made for ``subject``."""
     if subject != item.subject_id:
         raise AlreadyExistsError("request id already names an enrolment of another subject; "
-                                 "use a fresh request id per template")
-    if stored is not None and str(stored) != digest:
-        raise AlreadyExistsError("request id already names another template of this subject; "
                                  "use a fresh request id per template")
 
 
@@ -282,9 +265,6 @@ class GalleryStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('instance', ?)",
                          (secrets.token_hex(16),))
-        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(templates)")}
-        if "request_digest" not in columns:  # a store made before request ids were bound
-            self._db.execute("ALTER TABLE templates ADD COLUMN request_digest TEXT")
 
     @property
     def instance_id(self) -> str:
@@ -368,9 +348,9 @@ class GalleryStore:
     # --- enrolment ---------------------------------------------------------------------------
 
     def add_templates(self, collection: str, items: Sequence[NewTemplate]) -> list[EnrollResult]:
-        """Store a batch in ONE transaction; items whose request_id is already stored with the
-        same subject and head are reported as ``already_enrolled`` (resumable bulk upload) and
-        not stored twice. A request id reused for another subject or template raises
+        """Store a batch in ONE transaction; items whose request_id is already stored for the
+        same subject are reported as ``already_enrolled`` (resumable bulk upload) and not
+        stored twice. A request id reused for another subject raises
         :class:`AlreadyExistsError` (use :meth:`check_request_ids` first to reject such items
         one by one instead of failing the batch)."""
         coll = self.get_collection(collection)
@@ -379,14 +359,13 @@ class GalleryStore:
             free = self._free_slots(db, collection, coll.block_size)
             for item in items:
                 check_subject_id(item.subject_id)
-                digest = request_digest(item.subject_id, item.head)
                 row = db.execute(
-                    "SELECT template_id, block_no, slot, subject_id, request_digest "
+                    "SELECT template_id, block_no, slot, subject_id "
                     "FROM templates WHERE collection=? AND request_id=?",
                     (collection, item.request_id),
                 ).fetchone()
                 if row:
-                    _same_request(item, digest, str(row[3]), row[4])
+                    _same_request(item, str(row[3]))
                     results.append(
                         EnrollResult(item.request_id, str(row[0]), True, int(row[1]), int(row[2]))
                     )
@@ -396,11 +375,11 @@ class GalleryStore:
                 db.execute(
                     "INSERT INTO templates (template_id, collection, subject_id, request_id, "
                     "model_id, parameter_set_id, key_id, block_no, slot, paillier, head, placed, "
-                    "created_at, request_digest) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?,?)",
+                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,0,?)",
                     (
                         template_id, collection, item.subject_id, item.request_id, item.model_id,
                         item.parameter_set_id, item.key_id, block_no, slot, item.paillier,
-                        item.head, _now(), digest,
+                        item.head, _now(),
                     ),
                 )
                 results.append(EnrollResult(item.request_id, template_id, False, block_no, slot))
@@ -409,26 +388,22 @@ class GalleryStore:
     def check_request_ids(self, collection: str, items: Sequence[NewTemplate]) -> list[
         AlreadyExistsError | None
     ]:
-        """Per item: the error :meth:`add_templates` would raise for a reused request id (a
-        different subject or template under an id already stored, or twice in ``items``), or
-        None. Lets BulkEnroll reject such items one by one."""
+        """Per item: the error :meth:`add_templates` would raise for a reused request id (an id
+        already stored, or earlier in ``items``, for another subject), or None. Lets
+        BulkEnroll reject such items one by one."""
         out: list[AlreadyExistsError | None] = []
         seen: dict[str, str] = {}
         for item in items:
-            digest = request_digest(item.subject_id, item.head)
-            rows = self._query(
-                "SELECT subject_id, request_digest FROM templates "
-                "WHERE collection=? AND request_id=?", (collection, item.request_id))
+            rows = self._query("SELECT subject_id FROM templates WHERE collection=? AND "
+                               "request_id=?", (collection, item.request_id))
             try:
-                if item.request_id in seen and seen[item.request_id] != digest:
-                    raise AlreadyExistsError("request id used twice in one batch for different "
-                                             "enrolments")
+                _same_request(item, seen.get(item.request_id, item.subject_id))
                 if rows:
-                    _same_request(item, digest, str(rows[0][0]), rows[0][1])
+                    _same_request(item, str(rows[0][0]))
                 out.append(None)
             except AlreadyExistsError as exc:
                 out.append(exc)
-            seen.setdefault(item.request_id, digest)
+            seen.setdefault(item.request_id, item.subject_id)
         return out
 
     @staticmethod
@@ -661,5 +636,4 @@ __all__ = [
     "NewTemplate",
     "TemplateRecord",
     "check_subject_id",
-    "request_digest",
 ]

@@ -148,19 +148,20 @@ def test_slot_allocation_matches_lowest_free_model(
 
 
 def test_request_id_names_one_request(tmp_path: Path) -> None:
-    """A resend (same subject, same head) is "already enrolled"; a reuse for another subject or
-    another template is ALREADY_EXISTS, never a silent "OK" (issue 13, item 5)."""
+    """A resend for the same subject (a retry re-encrypts: the bytes differ) is "already
+    enrolled"; a reuse for another subject is ALREADY_EXISTS, never a silent "OK" (issue 13,
+    item 5)."""
     store = _store(tmp_path)
     [first] = store.add_templates("c", [_tpl("alice", "r1")])
-    [again] = store.add_templates("c", [_tpl("alice", "r1")])
+    retry = NewTemplate("alice", "r1", "m", "ps", "k", b"p", b"re-encrypted head")
+    [again] = store.add_templates("c", [retry])
     assert again.already_enrolled and again.template_id == first.template_id
     bob = NewTemplate("bob", "r1", "m", "ps", "k", b"p", b"head-r1")
-    other_head = NewTemplate("alice", "r1", "m", "ps", "k", b"p", b"another head")
-    for reuse in (bob, other_head):
-        with pytest.raises(AlreadyExistsError, match="request id"):
-            store.add_templates("c", [reuse])
-    verdicts = store.check_request_ids("c", [_tpl("alice", "r1"), bob, _tpl("carol", "r7")])
-    assert [v is None for v in verdicts] == [True, False, True]
+    with pytest.raises(AlreadyExistsError, match="request id"):
+        store.add_templates("c", [bob])
+    verdicts = store.check_request_ids(
+        "c", [_tpl("alice", "r1"), bob, _tpl("carol", "r7"), _tpl("dave", "r7")])
+    assert [v is None for v in verdicts] == [True, False, True, False]
     assert store.list_subjects("c", limit=10) == ["alice"]
 
 
