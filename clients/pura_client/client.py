@@ -35,9 +35,8 @@ from pura.errors import (
     PuraError,
 )
 from pura.keys import PublicKeys
-from pura.service import chunks
-from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
-from pura.service.server import secure_channel
+from pura.transport import join, secure_channel
+from pura_client._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura_client.encryptor import EncryptedParts, Encryptor
 
 _ERRORS: dict[grpc.StatusCode, type[PuraError]] = {
@@ -256,7 +255,7 @@ class PuraClient:
             try:
                 stream = self._stub.GetPublicKeys(request, timeout=self._timeout,
                                                   metadata=self._metadata)
-                blob = chunks.join((m.chunk for m in stream), max_total=1 << 30)
+                blob = join((m.chunk for m in stream), max_total=1 << 30)
             except grpc.RpcError as exc:
                 raise translate(exc) from None
             keys = PublicKeys.from_bundle(blob)

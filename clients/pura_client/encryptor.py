@@ -27,7 +27,7 @@ from pura.crypto.paillier import RandomnessPool
 from pura.errors import ConfigError
 from pura.keys import PublicKeys
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
-from pura.service.chunks import pack_blobs
+from pura.transport import pack_blobs
 
 
 @dataclass(frozen=True)

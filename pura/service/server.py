@@ -24,10 +24,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from pura.certs import CertPaths
 from pura.config import Limits
 from pura.errors import ConfigError
 from pura.service.interceptors import Authenticator, AuthInterceptor
+from pura.transport import channel_credentials, channel_options, secure_channel, tls_material
 
 Registrar = Callable[[grpc.Server], None]
 
@@ -42,50 +42,16 @@ def server_options(limits: Limits) -> list[tuple[str, Any]]:
     ]
 
 
-def channel_options(limits: Limits) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", limits.max_message_bytes),
-        ("grpc.max_send_message_length", limits.max_message_bytes),
-    ]
-
-
-def _tls_material(tls_dir: Path, name: str) -> tuple[bytes, bytes, bytes]:
-    try:
-        ca = (tls_dir / "ca.pem").read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"no CA certificate at {tls_dir / 'ca.pem'} (run `pura certs`)") from None
-    cert, key = CertPaths(tls_dir / f"{name}.pem", tls_dir / f"{name}.key").load()
-    return ca, cert, key
-
-
 def server_credentials(
     tls_dir: Path, name: str, *, require_client_cert: bool = True
 ) -> grpc.ServerCredentials:
     """TLS presenting ``name``'s certificate. With ``require_client_cert`` (the default) the
     handshake fails for clients without a certificate from our CA; without it (only when bearer
     tokens are configured) the interceptor still refuses calls that bring neither."""
-    ca, cert, key = _tls_material(tls_dir, name)
+    ca, cert, key = tls_material(tls_dir, name)
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=ca, require_client_auth=require_client_cert
     )
-
-
-def channel_credentials(tls_dir: Path, name: str) -> grpc.ChannelCredentials:
-    """Client side of mTLS with ``name``'s certificate."""
-    ca, cert, key = _tls_material(tls_dir, name)
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca, private_key=key, certificate_chain=cert
-    )
-
-
-def secure_channel(
-    address: str, tls_dir: Path | None, name: str, limits: Limits | None = None
-) -> grpc.Channel:
-    """A channel to ``address``; plaintext only when ``tls_dir`` is None (dev)."""
-    options = channel_options(limits or Limits())
-    if tls_dir is None:
-        return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, channel_credentials(tls_dir, name), options=options)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
