@@ -64,6 +64,7 @@ from pura.pipeline import Enroller, GalleryIndex, HelperCall, HelperChannel, Ide
 from pura.pipeline.config import SearchConfig
 from pura.pipeline.helper import CandidateServer, helper_steps
 from pura.pipeline.helper import loopback as helper_loopback
+from pura.pipeline.identify import still_wanted
 from pura.protocols import candidates as cand
 from pura.protocols.enroll import check_template
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
@@ -289,6 +290,9 @@ class NodeA:
         self._galleries: dict[str, GalleryIndex] = {}
         self._galleries_lock = threading.Lock()
         self.identifications = 0
+        #: Collections whose copies at B may lag A's rows (a forward failed): synced before
+        #: their next query.
+        self._copies_dirty: set[str] = set()
         self.offline = OfflineWork(self.server_a, self.search.top_k)
         self.identifier = Identifier(self.server_a, self.ctx, self.params.encoding.head_dim,
                                      self.helper, self.search, self.rng, self.offline.online)
@@ -609,7 +613,8 @@ class NodeA:
         try:
             self.helper(Step.COPY_PUT, request.to_bytes())
         except ProtocolError as exc:
-            log.warning("candidate copies deferred to the next start: %s", exc)
+            self._copies_dirty.add(collection)
+            log.warning("candidate copies deferred to the next sync with B: %s", exc)
 
     def sync_copies(self, collection: str) -> int:
         """Reconcile B's copies with A's rows (start-up): B drops copies of positions A does not
@@ -652,17 +657,24 @@ class NodeA:
 
     def identify(
         self, collection: str, query: QueryUpload, principal: str, *,
-        parameter_set_id: str = "", key_id: str = "",
+        parameter_set_id: str = "", key_id: str = "", alive: Callable[[], bool] | None = None,
     ) -> str | None:
-        """1:N. Returns the matched subject id or None ("no match" is a result)."""
+        """1:N. Returns the matched subject id or None ("no match" is a result). ``alive``:
+        the call's liveness, checked between stages (:func:`~pura.pipeline.identify.
+        still_wanted`)."""
         coll = self.collection(collection, parameter_set_id=parameter_set_id, key_id=key_id)
         parsed = self._parse_query(coll, query)
         head = unpack_blobs(query.ckks_head, what="query head",
                             max_items=self.params.encoding.head_dim)
         gallery = self._gallery(collection)
         self._refresh_dirty(collection, gallery)
+        if collection in self._copies_dirty:
+            with gallery.lock:
+                self.sync_copies(collection)
+                self._copies_dirty.discard(collection)
+        still_wanted(alive, "preselection")
         result = self.identifier.identify(gallery, parsed, head, coll.threshold,
-                                          self.candidates(collection))
+                                          self.candidates(collection), alive)
         self.identifications += 1
         self.audit.append(principal=principal, action="identify", collection=collection,
                           outcome="match" if result.matched else "no-match",
@@ -671,7 +683,7 @@ class NodeA:
 
     def verify(
         self, collection: str, subject_id: str, query: QueryUpload, principal: str, *,
-        parameter_set_id: str = "", key_id: str = "",
+        parameter_set_id: str = "", key_id: str = "", alive: Callable[[], bool] | None = None,
     ) -> bool:
         """1:1 against the subject's templates.
 
@@ -689,6 +701,7 @@ class NodeA:
                     self.params.encoding.head_dim)
         records = self.store.templates_of_subject(collection, subject_id)
         key = self.keys.public.paillier
+        still_wanted(alive, "the exact stage")
         if records:
             templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
             matched = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
