@@ -26,6 +26,7 @@ Tree::
     ├── StoreError
     │   ├── NotFoundError            unknown collection / subject
     │   └── AlreadyExistsError
+    ├── CallAbandonedError           the client gave up on the call; the work stopped
     ├── AccessError
     │   ├── PermissionDeniedError    role not allowed for this operation
     │   └── BudgetExhaustedError     per-client query budget used up
@@ -125,6 +126,13 @@ class AlreadyExistsError(StoreError):
     """The object already exists."""
 
 
+class CallAbandonedError(PuraError):
+    """The client cancelled the call (or its deadline passed) while the server worked on it.
+
+    Raised between the stages of a query, so that a server does not finish, and charge, work
+    that nobody will read (issue 13, item 9)."""
+
+
 class AccessError(PuraError):
     """Base class for authorisation failures."""
 
@@ -145,6 +153,7 @@ __all__ = [
     "AccessError",
     "AlreadyExistsError",
     "BudgetExhaustedError",
+    "CallAbandonedError",
     "ConfigError",
     "CryptoError",
     "DecryptionError",

@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS templates (
 );
 CREATE INDEX IF NOT EXISTS templates_subject ON templates (collection, subject_id);
 CREATE INDEX IF NOT EXISTS templates_pending ON templates (collection, placed);
+CREATE TABLE IF NOT EXISTS budget_events (
+    subject TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_events_at ON budget_events (at);
 CREATE TABLE IF NOT EXISTS blocks (
     collection TEXT NOT NULL REFERENCES collections(name) ON DELETE CASCADE,
     block_no INTEGER NOT NULL,
@@ -602,6 +608,29 @@ class GalleryStore:
                 raise StoreError(f"checkpoint failed: {exc}") from exc
         if busy:
             raise StoreError("WAL checkpoint was blocked by a reader; deletion not yet final")
+
+    # --- query budgets -----------------------------------------------------------------------
+
+    def add_budget_event(self, subject: str, kind: str, at: float) -> None:
+        """Record one charge against a budget (``subject``: a principal or a verification
+        target; ``kind``: which budget). Durable before it returns, like every write here:
+        a restart must not hand an attacker a fresh budget (issue 13, item 9)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO budget_events VALUES (?,?,?)", (subject, kind, at))
+
+    def remove_budget_event(self, subject: str, kind: str, at: float) -> None:
+        """Undo one charge (a query that was charged and then not answered)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM budget_events WHERE rowid = (SELECT rowid FROM "
+                       "budget_events WHERE subject=? AND kind=? AND at=? LIMIT 1)",
+                       (subject, kind, at))
+
+    def budget_events(self, since: float) -> list[tuple[str, str, float]]:
+        """Every charge at or after ``since``, oldest first; older ones are deleted."""
+        with self._tx() as db:
+            db.execute("DELETE FROM budget_events WHERE at < ?", (since,))
+        rows = self._query("SELECT subject, kind, at FROM budget_events ORDER BY at")
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
     # --- health ------------------------------------------------------------------------------
 

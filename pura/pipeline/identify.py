@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pura.crypto.ckks import CKKSContext
+from pura.errors import CallAbandonedError
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.config import SearchConfig
 from pura.pipeline.gallery import GalleryIndex
@@ -69,6 +70,12 @@ class _Candidates:
 @contextlib.contextmanager
 def _no_guard() -> Iterator[None]:
     yield
+
+
+def still_wanted(alive: Callable[[], bool] | None, stage: str) -> None:
+    """Raise :class:`CallAbandonedError` when the caller is gone (``alive`` says False)."""
+    if alive is not None and not alive():
+        raise CallAbandonedError(f"the client gave up before {stage}")
 
 
 def _timed(stages: dict[str, float], name: str, fn: Callable[..., T], *args: Any) -> T:
@@ -114,13 +121,18 @@ class Identifier:
         head: Sequence[bytes],
         tau: int,
         source: TemplateSource,
+        alive: Callable[[], bool] | None = None,
     ) -> MatchResult:
-        """1:N. ``MatchResult(False)`` is a result ("no match"), not an error."""
+        """1:N. ``MatchResult(False)`` is a result ("no match"), not an error.
+
+        ``alive`` (the server passes its call's ``is_active``) is checked between stages: a
+        client that gave up stops the work at the next stage (:class:`CallAbandonedError`)."""
         stages: dict[str, float] = {}
         with self.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
             checked = pool.submit(_timed, stages, "admit_query", self.server_a.check_query, query)
             served = _timed(stages, "preselect", self.candidates, gallery, head, source)
             admitted = checked.result()
+            still_wanted(alive, "the exact stage")
             result = _timed(stages, "exact", self.server_a.match, admitted, served.entries, tau)
             if result.matched and served.request_id is not None and result.label is not None:
                 subject = _timed(stages, "open", self._open, served.request_id,
@@ -174,4 +186,4 @@ class Identifier:
         return source.subject_of(template_id)
 
 
-__all__ = ["Identifier", "TemplateSource"]
+__all__ = ["Identifier", "TemplateSource", "still_wanted"]

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -340,11 +340,32 @@ class StreamGuard:
             self.sweep()
 
 
-class QueryBudget:
-    """Sliding-window query budget per principal, plus failed-probe budget per target.
+class BudgetLedger(Protocol):
+    """Where budget charges are kept across restarts (:class:`~pura.gallery.store.GalleryStore`
+    implements it)."""
 
-    ``clock`` is injectable for tests. State is in memory: a restart resets budgets, which an
-    attacker cannot trigger; persistent budgets belong with a shared store in multi-A setups.
+    def add_budget_event(self, subject: str, kind: str, at: float) -> None: ...
+
+    def remove_budget_event(self, subject: str, kind: str, at: float) -> None: ...
+
+    def budget_events(self, since: float) -> list[tuple[str, str, float]]: ...
+
+
+QUERY, FAILED, MALFORMED = "query", "failed-verification", "malformed"
+
+
+class QueryBudget:
+    """Sliding-window budgets: answered queries per principal, failed probes per verification
+    target, and refused malformed queries per principal (issue 13, item 9).
+
+    Why three: a query is charged when it starts and refunded when it is not answered (the
+    client went away, B was down, or the query was refused as malformed), so a client pays
+    only for answers; but refusals are themselves an oracle (is this crafted vector a unit
+    vector?), so they are counted against a budget of their own.
+
+    With a ``ledger`` every charge and refund is written to it and the windows are reloaded
+    from it at start, so a restart does not reset them; the clock is then wall time (monotonic
+    time does not survive a restart). ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -353,48 +374,87 @@ class QueryBudget:
         per_principal: int,
         window_s: float,
         failed_per_target: int = 20,
-        clock: Callable[[], float] = time.monotonic,
+        malformed_per_principal: int | None = None,
+        clock: Callable[[], float] | None = None,
+        ledger: BudgetLedger | None = None,
     ) -> None:
         self.per_principal = per_principal
         self.failed_per_target = failed_per_target
-        self.window_s = window_s
-        self._clock = clock
-        self._calls: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
+        self.malformed_per_principal = (
+            per_principal if malformed_per_principal is None else malformed_per_principal
         )
-        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
+        self.window_s = window_s
+        self._clock = clock or (time.time if ledger is not None else time.monotonic)
+        self._ledger = ledger
+        self._events: dict[tuple[str, str], collections.deque[float]] = (
+            collections.defaultdict(collections.deque)
         )
         self._lock = threading.Lock()
+        if ledger is not None:
+            for subject, kind, at in ledger.budget_events(self._clock() - window_s):
+                self._events[(subject, kind)].append(at)
 
     def _trim(self, queue: collections.deque[float], now: float) -> None:
         while queue and queue[0] <= now - self.window_s:
             queue.popleft()
 
+    def _count(self, subject: str, kind: str) -> int:
+        queue = self._events[(subject, kind)]
+        self._trim(queue, self._clock())
+        return len(queue)
+
+    def _add(self, subject: str, kind: str) -> float:
+        now = self._clock()
+        self._events[(subject, kind)].append(now)
+        if self._ledger is not None:
+            self._ledger.add_budget_event(subject, kind, now)
+        return now
+
     def charge(self, principal: str) -> int:
         """Count one query; returns what is left, or raises when the budget is used up."""
         with self._lock:
-            now = self._clock()
-            queue = self._calls[principal]
-            self._trim(queue, now)
-            if len(queue) >= self.per_principal:
+            if self._count(principal, QUERY) >= self.per_principal:
                 raise BudgetExhaustedError(
                     f"query budget of {self.per_principal} per {self.window_s:.0f} s used up"
                 )
-            queue.append(now)
-            return self.per_principal - len(queue)
+            self._add(principal, QUERY)
+            return self.per_principal - len(self._events[(principal, QUERY)])
+
+    def remaining(self, principal: str) -> int:
+        """Queries ``principal`` may still make in the current window."""
+        with self._lock:
+            return max(0, self.per_principal - self._count(principal, QUERY))
+
+    def refund(self, principal: str) -> None:
+        """Give back the latest charge of ``principal`` (its query was not answered)."""
+        with self._lock:
+            queue = self._events[(principal, QUERY)]
+            if queue:
+                at = queue.pop()
+                if self._ledger is not None:
+                    self._ledger.remove_budget_event(principal, QUERY, at)
+
+    def check_malformed(self, principal: str) -> None:
+        """Refuse a principal whose malformed queries used up their own budget."""
+        with self._lock:
+            if self._count(principal, MALFORMED) >= self.malformed_per_principal:
+                raise BudgetExhaustedError(
+                    f"too many refused malformed queries ({self.malformed_per_principal} per "
+                    f"{self.window_s:.0f} s)")
+
+    def record_malformed(self, principal: str) -> None:
+        with self._lock:
+            self._add(principal, MALFORMED)
 
     def check_target(self, target: str) -> None:
         """Refuse verification against a subject that has had too many failed probes."""
         with self._lock:
-            queue = self._failures[target]
-            self._trim(queue, self._clock())
-            if len(queue) >= self.failed_per_target:
+            if self._count(target, FAILED) >= self.failed_per_target:
                 raise BudgetExhaustedError("too many failed verifications against this subject")
 
     def record_failure(self, target: str) -> None:
         with self._lock:
-            self._failures[target].append(self._clock())
+            self._add(target, FAILED)
 
 
 __all__ = [
@@ -403,6 +463,7 @@ __all__ = [
     "ROLES",
     "AuthInterceptor",
     "Authenticator",
+    "BudgetLedger",
     "OpenStream",
     "Principal",
     "QueryBudget",

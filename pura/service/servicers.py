@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 
 from pura.config import Limits
-from pura.errors import AlreadyExistsError, InvalidArgumentError, ProtocolError
+from pura.errors import (
+    AlreadyExistsError,
+    CallAbandonedError,
+    InvalidArgumentError,
+    ProtocolError,
+    PuraError,
+)
 from pura.service import chunks
 from pura.service._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura.service.interceptors import OpenStream, QueryBudget, StreamGuard, current_principal
 from pura.service.nodes import EnrollOutcome, NodeA, QueryUpload, TemplateUpload
-from pura.service.status import Deadline, abort, guarded, guarded_stream, invalid
+from pura.service.status import Deadline, abort, code_for, guarded, guarded_stream, invalid
 
 _Ctx = grpc.ServicerContext
+_T = TypeVar("_T")
 
 
 def _upload(request: pura_pb2.EnrollRequest) -> TemplateUpload:
@@ -161,6 +169,35 @@ class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
         for outcome in outcomes:
             yield _status(outcome)
 
+    def _answered(self, context: _Ctx, principal: str, run: Callable[[], _T]) -> _T:
+        """Run one budgeted query: charged up front (so concurrent calls cannot overspend),
+        refunded unless it is answered to a client still waiting for it.
+
+        Why (issue 13, item 9): a client that gave up must not pay for, or keep the server busy
+        with, a query nobody will read; ``context.is_active`` is checked before the work and
+        between its stages (the node raises :class:`CallAbandonedError`). A query refused as
+        malformed is refunded but counted against the malformed budget, which is checked
+        first, so that probing the servers' checks stays limited too."""
+        self.budget.check_malformed(principal)
+        self.budget.charge(principal)
+        try:
+            if not context.is_active():
+                raise CallAbandonedError("the client cancelled the call before it started")
+            result = run()
+        except PuraError as exc:
+            self.budget.refund(principal)
+            if code_for(exc) in (grpc.StatusCode.INVALID_ARGUMENT,
+                                 grpc.StatusCode.FAILED_PRECONDITION):
+                self.budget.record_malformed(principal)
+            raise
+        except BaseException:
+            self.budget.refund(principal)
+            raise
+        if not context.is_active():
+            self.budget.refund(principal)
+            raise CallAbandonedError("the client cancelled the call; its answer was not sent")
+        return result
+
     @guarded
     def Identify(  # noqa: N802
         self, request: pura_pb2.IdentifyRequest, context: _Ctx
@@ -169,15 +206,21 @@ class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
         ref = request.ref
         self.node.collection(ref.collection, parameter_set_id=ref.parameter_set_id,
                              key_id=ref.key_id)
-        remaining = self.budget.charge(current_principal().name)
-        deadline.check(context, "identification")
-        subject = self.node.identify(
-            ref.collection, _query(request.query), current_principal().name,
-            parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
-        )
+        principal = current_principal().name
+
+        def run() -> str | None:
+            deadline.check(context, "identification")
+            return self.node.identify(
+                ref.collection, _query(request.query), principal,
+                parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
+                alive=context.is_active,
+            )
+
+        subject = self._answered(context, principal, run)
         decision = common_pb2.MATCH if subject is not None else common_pb2.NO_MATCH
         return pura_pb2.IdentifyReply(
-            decision=decision, subject_id=subject or "", budget_remaining=remaining
+            decision=decision, subject_id=subject or "",
+            budget_remaining=self.budget.remaining(principal),
         )
 
     @guarded
@@ -189,12 +232,18 @@ class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
         self.node.collection(ref.collection, parameter_set_id=ref.parameter_set_id,
                              key_id=ref.key_id)
         self.budget.check_target(f"{ref.collection}/{request.subject_id}")
-        remaining = self.budget.charge(current_principal().name)
-        deadline.check(context, "verification")
-        matched = self.node.verify(
-            ref.collection, request.subject_id, _query(request.query), current_principal().name,
-            parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
-        )
+        principal = current_principal().name
+
+        def run() -> bool:
+            deadline.check(context, "verification")
+            return self.node.verify(
+                ref.collection, request.subject_id, _query(request.query), principal,
+                parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
+                alive=context.is_active,
+            )
+
+        matched = self._answered(context, principal, run)
+        remaining = self.budget.remaining(principal)
         if not matched:
             self.budget.record_failure(f"{ref.collection}/{request.subject_id}")
         decision = common_pb2.MATCH if matched else common_pb2.NO_MATCH

@@ -23,6 +23,7 @@ from pura.errors import (
     AccessError,
     AlreadyExistsError,
     BudgetExhaustedError,
+    CallAbandonedError,
     ConfigError,
     CryptoError,
     DecryptionError,
@@ -44,6 +45,7 @@ log = logging.getLogger("pura.service")
 #: Most specific class first.
 _CODES: tuple[tuple[type[PuraError], grpc.StatusCode], ...] = (
     (PeerUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (CallAbandonedError, grpc.StatusCode.CANCELLED),
     (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFoundError, grpc.StatusCode.NOT_FOUND),
     (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
