@@ -290,6 +290,9 @@ class NodeA:
         self._galleries: dict[str, GalleryIndex] = {}
         self._galleries_lock = threading.Lock()
         self.identifications = 0
+        #: Collections whose copies at B may lag A's rows (a forward failed): synced before
+        #: their next query.
+        self._copies_dirty: set[str] = set()
         self.offline = OfflineWork(self.server_a, self.search.top_k)
         self.identifier = Identifier(self.server_a, self.ctx, self.params.encoding.head_dim,
                                      self.helper, self.search, self.rng, self.offline.online)
@@ -610,7 +613,8 @@ class NodeA:
         try:
             self.helper(Step.COPY_PUT, request.to_bytes())
         except ProtocolError as exc:
-            log.warning("candidate copies deferred to the next start: %s", exc)
+            self._copies_dirty.add(collection)
+            log.warning("candidate copies deferred to the next sync with B: %s", exc)
 
     def sync_copies(self, collection: str) -> int:
         """Reconcile B's copies with A's rows (start-up): B drops copies of positions A does not
@@ -664,6 +668,10 @@ class NodeA:
                             max_items=self.params.encoding.head_dim)
         gallery = self._gallery(collection)
         self._refresh_dirty(collection, gallery)
+        if collection in self._copies_dirty:
+            with gallery.lock:
+                self.sync_copies(collection)
+                self._copies_dirty.discard(collection)
         still_wanted(alive, "preselection")
         result = self.identifier.identify(gallery, parsed, head, coll.threshold,
                                           self.candidates(collection), alive)
