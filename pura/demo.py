@@ -43,6 +43,24 @@ from pura.protocols.identify import threshold_units
 COLLECTION = "demo"
 
 
+def require_client() -> None:
+    """Fail early and clearly on a server-only install (``pip install pura[server]``).
+
+    The demo is the one ``pura`` command that plays the client too: it embeds faces with the
+    client's torch pipeline. Servers must not need torch, dlib or matplotlib, so those come with
+    the ``client`` extra only; this check turns an ImportError deep in the embedding code into a
+    ConfigError that says what to install.
+    """
+    import importlib.util
+
+    missing = [m for m in ("torch", "dlib", "pura_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"`pura demo` plays the client too and needs {', '.join(missing)}: install the "
+            "client extra (pip install 'pura[client]'; `make demo` installs everything)"
+        )
+
+
 @dataclass(frozen=True)
 class Faces:
     """Embeddings for the demo: one gallery image per person, mated and unknown probes."""
@@ -204,6 +222,7 @@ def run_demo(
     params = get_preset(profile)
     fast = params.paillier.security_bits < 128
     label = " [yellow](FAST PROFILE ~112-bit, not for production)[/]" if fast else " (128-bit)"
+    require_client()
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
