@@ -23,6 +23,7 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pura import wire
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.paillier import (
     KeyShare,
@@ -190,11 +191,7 @@ def read_key(
 
 def key_id_of(*public_parts: bytes) -> str:
     """Key id: SHA-256 over the public key material (length-prefixed), first 16 hex chars."""
-    h = hashlib.sha256()
-    for part in public_parts:
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()[:16]
+    return hashlib.sha256(wire.pack_parts(public_parts)).hexdigest()[:16]
 
 
 def check_role_isolation(role: str, directory: Path, *, others: tuple[Path, ...] = ()) -> None:
@@ -238,18 +235,11 @@ class PublicKeys:
             self.ckks.public(with_galois_keys=False).to_bytes(),
             self.key_id.encode(),
         )
-        return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+        return wire.pack_parts(parts)
 
     @classmethod
     def from_bundle(cls, data: bytes) -> PublicKeys:
-        parts: list[bytes] = []
-        pos = 0
-        while pos < len(data) and len(parts) < 4:
-            size = int.from_bytes(data[pos:pos + 8], "big")
-            parts.append(data[pos + 8:pos + 8 + size])
-            pos += 8 + size
-        if len(parts) != 4 or pos != len(data):
-            raise ConfigError("malformed public key bundle")
+        parts = wire.unpack_parts(data, 4, what="public key bundle", error=ConfigError)
         params = ParameterSet.from_json(parts[0].decode())
         ckks = CKKSContext.from_bytes(parts[2], expect_secret=False, params=params.ckks)
         return cls(params, public_key_from_bytes(parts[1]), ckks, parts[3].decode())

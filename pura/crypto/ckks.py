@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
+from pura import wire
 from pura.errors import (
     ConfigError,
     DimensionError,
@@ -162,23 +163,12 @@ def _check_seal_length(body: bytes) -> None:
 
 
 def _frame(*parts: bytes) -> bytes:
-    return b"".join(struct.pack(">Q", len(p)) + p for p in parts)
+    """Context files are ``part*`` of :mod:`pura.wire` (the bytes existing key directories hold)."""
+    return wire.pack_parts(parts)
 
 
 def _unframe(data: bytes, count: int) -> list[bytes]:
-    out, pos = [], 0
-    for _ in range(count):
-        if pos + 8 > len(data):
-            raise ConfigError("CKKS context bytes are truncated")
-        (n,) = struct.unpack_from(">Q", data, pos)
-        pos += 8
-        if pos + n > len(data):
-            raise ConfigError("CKKS context bytes are truncated")
-        out.append(data[pos : pos + n])
-        pos += n
-    if pos != len(data):
-        raise ConfigError("CKKS context bytes have trailing data")
-    return out
+    return wire.unpack_parts(data, count, what="CKKS context bytes", error=ConfigError)
 
 
 def _seal_context(params: CKKSParams) -> Any:

@@ -17,11 +17,12 @@ A's round state objects (:mod:`pura.protocols.secure_distance`, :mod:`pura.proto
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum, unique
 from typing import ClassVar, Self
 
+from pura import wire
 from pura.crypto.paillier import Ciphertext, PartialDecryption, PublicKey
 from pura.errors import KeyMismatchError, ProtocolError
 
@@ -31,23 +32,46 @@ VERSION = 1
 MAX_ITEMS = 1_000_000
 
 
-class _Writer:
-    def __init__(self, kind: int, key: PublicKey) -> None:
-        self.key = key
-        self.buf = bytearray(_MAGIC + bytes([VERSION, kind]) + key.fingerprint)
+@unique
+class Kind(IntEnum):
+    """The kind byte of every message in this module, registered in one place.
 
-    def u32(self, value: int) -> _Writer:
-        if not 0 <= value < 1 << 32:
-            raise ProtocolError(f"field value {value} does not fit u32")
-        self.buf += struct.pack(">I", value)
-        return self
+    Why one registry: the reader refuses a message whose kind byte is not the one it expects, so
+    two classes sharing a number would parse each other's bytes (a reply accepted as a request).
+    ``@unique`` makes a duplicate number an import error; numbers are part of the wire format and
+    of stored templates (``ADMITTED_TEMPLATE``), so never renumber one. 10-15 are unassigned.
+    """
+
+    PAILLIER_QUERY = 1
+    PAILLIER_TEMPLATE = 2
+    BLINDED_PRODUCT_REQUEST = 3
+    BLINDED_PRODUCT_REPLY = 4
+    COMPARE_REQUEST = 5
+    COMPARE_REPLY = 6
+    THRESHOLD_REQUEST = 7
+    THRESHOLD_REPLY = 8
+    ADMITTED_TEMPLATE = 9
+    NORM_REQUEST = 16
+    NORM_REPLY = 17
+    NORM_CHECK_REQUEST = 18
+    NORM_CHECK_REPLY = 19
+    ARGMIN_REQUEST = 20
+    ARGMIN_REPLY = 21
+
+
+class _Writer(wire.Writer):
+    """:class:`pura.wire.Writer` with the message header and fixed-width Paillier values."""
+
+    def __init__(self, kind: Kind, key: PublicKey) -> None:
+        super().__init__(_MAGIC + bytes([VERSION, kind]) + key.fingerprint)
+        self.key = key
 
     def cts(self, items: Sequence[Ciphertext]) -> _Writer:
         self.u32(len(items))
         for c in items:
             if c.key != self.key:
                 raise KeyMismatchError("message mixes ciphertexts of two keys")
-            self.buf += c.raw_bytes()
+            self.raw(c.raw_bytes())
         return self
 
     def pds(self, items: Sequence[PartialDecryption]) -> _Writer:
@@ -55,57 +79,36 @@ class _Writer:
         for p in items:
             if p.key != self.key:
                 raise KeyMismatchError("message mixes partial decryptions of two keys")
-            self.buf += p.raw_bytes()
+            self.raw(p.raw_bytes())
         return self
 
-    def done(self) -> bytes:
-        return bytes(self.buf)
 
+class _Reader(wire.Reader):
+    """:class:`pura.wire.Reader` that checks the header (magic, version, kind, key) first."""
 
-class _Reader:
-    def __init__(self, data: bytes, kind: int, key: PublicKey, name: str) -> None:
+    def __init__(self, data: bytes, kind: Kind, key: PublicKey, name: str) -> None:
+        super().__init__(data, what=name)
         self.key = key
         self.name = name
-        head = len(_MAGIC) + 2 + len(key.fingerprint)
-        if len(data) < head or not data.startswith(_MAGIC):
-            raise ProtocolError(f"{name}: not a Pura protocol message")
-        if data[2] != VERSION or data[3] != kind:
-            raise ProtocolError(f"{name}: version {data[2]} kind {data[3]} not expected")
-        if data[4:head] != key.fingerprint:
-            raise KeyMismatchError(f"{name}: made under key {data[4:head].hex()}, not {key.key_id}")
-        self.data = memoryview(data)
-        self.pos = head
-
-    def _take(self, size: int) -> bytes:
-        if self.pos + size > len(self.data):
-            raise ProtocolError(f"{self.name}: truncated")
-        out = bytes(self.data[self.pos:self.pos + size])
-        self.pos += size
-        return out
-
-    def u32(self) -> int:
-        value: int = struct.unpack(">I", self._take(4))[0]
-        return value
-
-    def _count(self) -> int:
-        n = self.u32()
-        if n > MAX_ITEMS or n * self.key.ciphertext_bytes > len(self.data) - self.pos:
-            raise ProtocolError(f"{self.name}: list of {n} items exceeds the message")
-        return n
+        if len(data) < len(_MAGIC) + 2 + len(key.fingerprint):
+            raise self.fail("not a Pura protocol message")
+        self.expect(_MAGIC, "not a Pura protocol message")
+        version, got = self.take(2)
+        if version != VERSION or got != kind:
+            raise self.fail(f"version {version} kind {got} not expected")
+        made = self.take(len(key.fingerprint))
+        if made != key.fingerprint:
+            raise KeyMismatchError(f"{name}: made under key {made.hex()}, not {key.key_id}")
 
     def cts(self) -> tuple[Ciphertext, ...]:
         w = self.key.ciphertext_bytes
-        return tuple(Ciphertext.from_raw(self.key, self._take(w)) for _ in range(self._count()))
+        return tuple(Ciphertext.from_raw(self.key, self.take(w))
+                     for _ in range(self.count(MAX_ITEMS, w)))
 
     def pds(self, index: int) -> tuple[PartialDecryption, ...]:
         w = self.key.ciphertext_bytes
-        return tuple(
-            PartialDecryption.from_raw(self.key, index, self._take(w)) for _ in range(self._count())
-        )
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise ProtocolError(f"{self.name}: {len(self.data) - self.pos} trailing bytes")
+        return tuple(PartialDecryption.from_raw(self.key, index, self.take(w))
+                     for _ in range(self.count(MAX_ITEMS, w)))
 
 
 def _key_of(items: Sequence[Ciphertext]) -> PublicKey:
@@ -129,7 +132,7 @@ class PaillierQuery:
     coordinate it decoded, so nothing the client encrypted is used as it was sent.
     """
 
-    KIND: ClassVar[int] = 1
+    KIND: ClassVar[Kind] = Kind.PAILLIER_QUERY
     packed: tuple[Ciphertext, ...]
 
     def to_bytes(self) -> bytes:
@@ -153,7 +156,7 @@ class PaillierTemplate:
     it into an :class:`AdmittedTemplate` (or rejects it).
     """
 
-    KIND: ClassVar[int] = 2
+    KIND: ClassVar[Kind] = Kind.PAILLIER_TEMPLATE
     packed: tuple[Ciphertext, ...]
 
     def to_bytes(self) -> bytes:
@@ -178,7 +181,7 @@ class AdmittedTemplate:
     :class:`PaillierTemplate`, so bytes a client uploads never parse as an admitted template.
     """
 
-    KIND: ClassVar[int] = 9
+    KIND: ClassVar[Kind] = Kind.ADMITTED_TEMPLATE
     packed: tuple[Ciphertext, ...]
     norm: Ciphertext
 
@@ -209,7 +212,7 @@ class BlindedProductRequest:
     :func:`pura.protocols.secure_distance.stream_order` for ``(dim, n_candidates)``.
     """
 
-    KIND: ClassVar[int] = 3
+    KIND: ClassVar[Kind] = Kind.BLINDED_PRODUCT_REQUEST
     dim: int
     slot_bits: int
     n_candidates: int
@@ -235,7 +238,7 @@ class BlindedProductRequest:
 class BlindedProductReply:
     """B → A: ``[⟨q(x), v_j⟩]`` per candidate, re-randomised by B."""
 
-    KIND: ClassVar[int] = 4
+    KIND: ClassVar[Kind] = Kind.BLINDED_PRODUCT_REPLY
     products: tuple[Ciphertext, ...]
 
     def to_bytes(self) -> bytes:
@@ -262,7 +265,7 @@ class _PackedComparisons:
     differ only in their message kind (so one can never be replayed as the other).
     """
 
-    KIND: ClassVar[int]
+    KIND: ClassVar[Kind]
     slot_bits: int
     n_comparisons: int
     packed: tuple[Ciphertext, ...]
@@ -285,14 +288,14 @@ class _PackedComparisons:
 class CompareRequest(_PackedComparisons):
     """A → B: one tournament round; per comparison three packed slots (w, y_D, y_I)."""
 
-    KIND: ClassVar[int] = 5
+    KIND: ClassVar[Kind] = Kind.COMPARE_REQUEST
 
 
 @dataclass(frozen=True)
 class CompareReply:
     """B → A: fresh ``[β_j]``, ``[β_j·y_D,j]``, ``[β_j·y_I,j]`` per comparison."""
 
-    KIND: ClassVar[int] = 6
+    KIND: ClassVar[Kind] = Kind.COMPARE_REPLY
     bits: tuple[Ciphertext, ...]
     sel_dist: tuple[Ciphertext, ...]
     sel_index: tuple[Ciphertext, ...]
@@ -314,14 +317,14 @@ class ArgminRequest(_PackedComparisons):
     """A → B: the one-round argmin of ``n_comparisons`` = k candidates: ``k(k−1)/2`` pairwise
     blinded differences, then ``k`` masked distances, packed (:mod:`pura.protocols.secure_min`)."""
 
-    KIND: ClassVar[int] = 20
+    KIND: ClassVar[Kind] = Kind.ARGMIN_REQUEST
 
 
 @dataclass(frozen=True)
 class ArgminReply:
     """B → A: fresh one-hot ``[e_j]`` of the winner and fresh ``[y_{j*}]`` (its masked distance)."""
 
-    KIND: ClassVar[int] = 21
+    KIND: ClassVar[Kind] = Kind.ARGMIN_REPLY
     onehot: tuple[Ciphertext, ...]
     masked_min: Ciphertext
 
@@ -348,7 +351,7 @@ class ThresholdRequest:
     partial decryptions of the two choices, which B needs to run that check.
     """
 
-    KIND: ClassVar[int] = 7
+    KIND: ClassVar[Kind] = Kind.THRESHOLD_REQUEST
     slot_bits: int
     k: int
     packed: Ciphertext
@@ -379,7 +382,7 @@ class ThresholdRequest:
 class ThresholdReply:
     """B → A: B's (flipped) comparison bit and B's partial decryption of the chosen index."""
 
-    KIND: ClassVar[int] = 8
+    KIND: ClassVar[Kind] = Kind.THRESHOLD_REPLY
     bit: int
     partial: PartialDecryption
 
@@ -409,10 +412,7 @@ def _write_bits(w: _Writer, bits: Sequence[int]) -> _Writer:
 
 
 def _read_bits(r: _Reader) -> tuple[int, ...]:
-    n = r.u32()
-    if n > MAX_ITEMS or 4 * n > len(r.data) - r.pos:
-        raise ProtocolError(f"{r.name}: list of {n} bits exceeds the message")
-    bits = tuple(r.u32() for _ in range(n))
+    bits = tuple(r.u32() for _ in range(r.count(MAX_ITEMS, 4)))
     if any(b not in (0, 1) for b in bits):
         raise ProtocolError(f"{r.name}: a bit is neither 0 nor 1")
     return bits
@@ -425,7 +425,7 @@ class NormRequest:
     ``repack`` asks B for a canonical packed re-encryption as well (templates at enrolment).
     """
 
-    KIND: ClassVar[int] = 16
+    KIND: ClassVar[Kind] = Kind.NORM_REQUEST
     dim: int
     slot_bits: int
     n_vectors: int
@@ -453,7 +453,7 @@ class NormRequest:
 class NormReply:
     """B → A: per vector a validity bit; for the valid ones fresh ``[Σv²]``, ``[v_i]``, packing."""
 
-    KIND: ClassVar[int] = 17
+    KIND: ClassVar[Kind] = Kind.NORM_REPLY
     key: PublicKey = field(repr=False)
     valid: tuple[int, ...]
     sums: tuple[Ciphertext, ...]
@@ -477,14 +477,14 @@ class NormReply:
 class NormCheckRequest(_PackedComparisons):
     """A → B: ``n_comparisons`` blinded comparisons (two per norm), packed, + A's partials."""
 
-    KIND: ClassVar[int] = 18
+    KIND: ClassVar[Kind] = Kind.NORM_CHECK_REQUEST
 
 
 @dataclass(frozen=True)
 class NormCheckReply:
     """B → A: B's comparison bits, each XOR-ed with A's secret flip (uniform in B's view)."""
 
-    KIND: ClassVar[int] = 19
+    KIND: ClassVar[Kind] = Kind.NORM_CHECK_REPLY
     key: PublicKey = field(repr=False)
     bits: tuple[int, ...]
 

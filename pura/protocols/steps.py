@@ -27,6 +27,8 @@ class Step(StrEnum):
     COPY_ERASE = "copies.erase"
     COPY_SYNC = "copies.sync"
     OPEN_LABEL = "paillier.open_label"
+    #: A opens a per-query ticket at B (:mod:`pura.protocols.tickets`).
+    TICKET = "b.ticket"
 
 
 __all__ = ["Step"]

@@ -19,9 +19,10 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pura.errors import HelperRefusedError, ProtocolError
+from pura.protocols.steps import Step
 
 #: The step A calls to open a ticket (payload: the kind; reply: the ticket).
-TICKET_STEP = "b.ticket"
+TICKET_STEP = Step.TICKET
 TICKET_BYTES = 16
 _MAGIC = b"PURA-TK1"
 
@@ -48,6 +49,13 @@ def unseal(data: bytes) -> tuple[bytes, bytes]:
     return data[len(_MAGIC):head], data[head:]
 
 
+def strip(data: bytes) -> bytes:
+    """The request bytes of ``data`` with any envelope removed (recorders and audits read the
+    step's own message; the ticket is B's bookkeeping)."""
+    head = len(_MAGIC) + TICKET_BYTES
+    return data[head:] if data.startswith(_MAGIC) and len(data) >= head else data
+
+
 def parse_ticket(reply: bytes) -> bytes:
     """A: check B's answer to :data:`TICKET_STEP`."""
     if len(reply) != TICKET_BYTES:
@@ -55,4 +63,5 @@ def parse_ticket(reply: bytes) -> bytes:
     return reply
 
 
-__all__ = ["TICKET_BYTES", "TICKET_STEP", "TicketKind", "parse_ticket", "seal", "unseal"]
+__all__ = ["TICKET_BYTES", "TICKET_STEP", "TicketKind", "parse_ticket", "seal", "strip",
+           "unseal"]

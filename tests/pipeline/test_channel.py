@@ -19,8 +19,8 @@ def test_counts_and_records_every_step() -> None:
     totals = wire.totals()
     assert (totals.rounds, totals.bytes_to_b, totals.bytes_from_b) == (2, 5, 7)
     assert [(e.step, e.request, e.reply) for e in recorder.exchanges] == [
-        ("ckks.refresh", b"abc", b"cba"), ("ckks.preselect", b"xy", b"xyxy")]
-    assert wire.per_step["ckks.preselect"].bytes_from_b == 4
+        (Step.REFRESH, b"abc", b"cba"), (Step.PRESELECT, b"xy", b"xyxy")]
+    assert wire.per_step[Step.PRESELECT].bytes_from_b == 4
 
 
 def test_unknown_step_is_a_protocol_error() -> None:

@@ -11,11 +11,15 @@ from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, generate_k
 from pura.crypto.params import PAILLIER_2048_FAST
 from pura.errors import InvalidCiphertextError, KeyMismatchError, ProtocolError
 from pura.protocols.messages import (
+    VERSION,
     AdmittedTemplate,
+    ArgminReply,
+    ArgminRequest,
     BlindedProductReply,
     BlindedProductRequest,
     CompareReply,
     CompareRequest,
+    Kind,
     NormCheckReply,
     NormCheckRequest,
     NormReply,
@@ -48,6 +52,8 @@ def _messages(keys: Keys) -> list[Any]:
         NormReply(pk, (1, 0), (c[0],), tuple(c[:2]), (c[3],)),
         NormCheckRequest(154, 2, (c[0],), (p1[0],)),
         NormCheckReply(pk, (0, 1)),
+        ArgminRequest(76, 3, tuple(c[:3]), tuple(p1[:3])),
+        ArgminReply(tuple(c[:3]), c[3]),
     ]
 
 
@@ -105,3 +111,31 @@ def test_semantic_checks(paillier_fast_keys: Keys) -> None:
         pool = RandomnessPool(other, rng=random.Random(0))
         BlindedProductReply((msgs[3].products[0], other.encrypt(1, pool))).to_bytes()
     assert s2.index == 2
+
+
+def test_kinds_are_unique_and_every_message_uses_its_own(paillier_fast_keys: Keys) -> None:
+    """Two classes sharing a kind byte would parse each other's bytes (a reply taken for a
+    request); the registry is one IntEnum and every message class names a distinct member."""
+    values = [k.value for k in Kind]
+    assert len(values) == len(set(values)) and all(0 < v < 256 for v in values)
+    msgs = _messages(paillier_fast_keys)
+    kinds = {type(m): type(m).KIND for m in msgs}
+    assert all(isinstance(k, Kind) for k in kinds.values())
+    assert len(set(kinds.values())) == len(kinds) == len(Kind)  # every kind is exercised here
+    pk = paillier_fast_keys[0]
+    for msg in msgs:  # known answer for the header: b"PM" | version | kind | key fingerprint
+        assert msg.to_bytes()[:12] == b"PM" + bytes([VERSION, type(msg).KIND]) + pk.fingerprint
+
+
+def test_argmin_reply_needs_an_indicator_and_one_minimum(paillier_fast_keys: Keys) -> None:
+    pk = paillier_fast_keys[0]
+    msgs = _messages(paillier_fast_keys)
+    reply = msgs[-1]
+    assert isinstance(reply, ArgminReply)
+    two_minima = ArgminReply(reply.onehot, reply.masked_min).to_bytes()[:-pk.ciphertext_bytes - 4]
+    w = bytearray(two_minima)
+    w += (2).to_bytes(4, "big") + reply.masked_min.raw_bytes() * 2
+    with pytest.raises(ProtocolError, match="one masked minimum"):
+        ArgminReply.from_bytes(pk, bytes(w))
+    with pytest.raises(ProtocolError):  # an argmin request is not a compare request
+        CompareRequest.from_bytes(pk, msgs[-2].to_bytes())
