@@ -111,6 +111,10 @@ class ServerConfig:
     ray_address: str | None = None
     #: Shard actors on that cluster; None = one per live Ray node that offers CPUs.
     ray_shards: int | None = None
+    #: ``--record DIR``: an auditor's tool for evaluation galleries (pura/service/recording.py):
+    #: every A↔B payload, and at A the candidates read and the preselection secrets, written in
+    #: the clear to DIR. Never set it on a server holding real people's templates.
+    record_dir: Path | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -176,7 +180,7 @@ class ServerConfig:
         unknown = set(raw) - known
         if unknown:
             raise ConfigError(f"unknown config keys in {path}: {sorted(unknown)}")
-        for key in ("key_dir", "data_dir", "tls_dir"):
+        for key in ("key_dir", "data_dir", "tls_dir", "record_dir"):
             if raw.get(key) is not None:
                 raw[key] = Path(raw[key])
         raw["forbidden_key_dirs"] = tuple(Path(p) for p in raw.get("forbidden_key_dirs", ()))

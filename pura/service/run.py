@@ -32,6 +32,7 @@ from pura.service import servicers
 from pura.service.interceptors import Authenticator, QueryBudget, TokenTable
 from pura.service.nodes import NodeA, NodeB
 from pura.service.peer import HelperClient, HelperIdentity, HelperServicer, register_helper
+from pura.service.recording import ARecording, instrument_a
 from pura.service.server import RunningServer, secure_channel, start_server
 
 log = logging.getLogger("pura.serve")
@@ -60,8 +61,12 @@ def start_b(config: ServerConfig) -> RunningServer:
     copies = CopyStore(config.data_dir / "copies.db")
     node = NodeB(keys, copies, engine=engine, search=SearchConfig(top_k=config.top_k))
     identity = HelperIdentity(keys.public.parameters.id, keys.public.key_id)
-    servicer = HelperServicer(identity, node.handlers(),
-                              max_request=config.limits.max_payload_bytes)
+    handlers = node.handlers()
+    if config.record_dir is not None:  # auditor tool: see pura/service/recording.py
+        from pura.service.recording import record_b
+
+        handlers, _ = record_b(handlers, config.record_dir)
+    servicer = HelperServicer(identity, handlers, max_request=config.limits.max_payload_bytes)
     return start_server(
         listen=config.listen, registrars=[register_helper(servicer)],
         service_names=["pura.v1.PuraHelper"], limits=config.limits,
@@ -107,12 +112,16 @@ class ServerAHandle:
 
     running: RunningServer
     node: NodeA
+    #: Set by ``--record`` (an auditor tool): closed, with a copy of A's store, on stop.
+    recording: ARecording | None = None
 
     def stop(self) -> None:
         self.running.stop(None)
         self.node.offline.stop()
         if self.node.scorer is not None:
             self.node.scorer.close()
+        if self.recording is not None:
+            self.recording.close()
         self.node.store.close()
 
 
@@ -128,6 +137,11 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
     node = NodeA(keys, store, audit, helper.call, pca, search=SearchConfig(top_k=config.top_k),
                  engine=LocalEngine(config.engine_workers), scorer=scorer)
     log.info("preselection scoring: %s", node.scorer_description())
+    recording = None
+    if config.record_dir is not None:  # auditor tool: see pura/service/recording.py
+        log.warning("RECORDING every A<->B payload and A's preselection secrets to %s "
+                    "(auditor tool, evaluation galleries only)", config.record_dir)
+        recording = instrument_a(node, config.record_dir, config.data_dir)
     try:
         running = _serve_a(config, node)
     except BaseException:
@@ -135,7 +149,7 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
         if scorer is not None:
             scorer.close()
         raise
-    return ServerAHandle(running, node)
+    return ServerAHandle(running, node, recording)
 
 
 def _serve_a(config: ServerConfig, node: NodeA) -> RunningServer:

@@ -218,6 +218,32 @@ def leakage(
     parity(out, seed, queries, preset)
 
 
+@app.command()
+def views(
+    out: OutOption = Path("audit-views"),
+    quick: Annotated[bool, typer.Option(help="300 people, 3 epochs (< 10 min on 2 cores)")] = (
+        False
+    ),
+    people: Annotated[int | None, typer.Option(help="enrolled LFW people")] = None,
+    seed: SeedOption = 0,
+    preset: PresetOption = "fast",
+    analyse_only: Annotated[bool, typer.Option(
+        help="re-run the attacks on the recordings already in OUT/work")] = False,
+) -> None:
+    """Real `pura serve` A and B with --record: enrol LFW, probe, attack what they recorded."""
+    from pura_client.audit.views import TARGETS, ViewsConfig, run_views
+
+    if quick:
+        config = ViewsConfig.quick(people or 300, seed, preset)
+    else:
+        config = ViewsConfig(people=people or 1000, profile=preset, seed=seed)
+    figures = run_views(out, config, log=typer.echo, analyse_only=analyse_only)
+    for key in TARGETS:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[figures["verdicts"][key]]
+        typer.echo(f"[{verdict:4}] {key} = {figures.get(key)}")
+    typer.echo(f"views: {out / 'views.json'}, report: {out / 'index.html'}")
+
+
 @app.command(name="all")
 def run_all(
     out: OutOption = Path("audit-report"),
