@@ -99,6 +99,10 @@ class ServerConfig:
     forbidden_key_dirs: tuple[Path, ...] = ()
     #: (sha256 hex of token, principal, role) bearer tokens, in addition to mTLS.
     tokens: tuple[tuple[str, str, str], ...] = ()
+    #: Address for bearer-token callers (TLS without client certificates). The ``listen``
+    #: port always requires a client certificate; when a call brings both a certificate role
+    #: and a token, the certificate wins (docs/service.md).
+    token_listen: str | None = None
     dev: bool = False
     #: Worker processes for the heavy Paillier loops (gmpy2 holds the GIL); 1 = in-process.
     engine_workers: int = 1
@@ -124,6 +128,8 @@ class ServerConfig:
             raise ConfigError("server A needs the address of server B (peer)")
         if self.tls_dir is None and not self.dev:
             raise ConfigError("TLS can only be disabled together with --dev")
+        if self.token_listen is not None and not self.tokens:
+            raise ConfigError("token_listen is set but no tokens are configured")
         self._check_scoring()
 
     def _check_scoring(self) -> None:

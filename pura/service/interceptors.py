@@ -225,6 +225,39 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc, type-arg]
         return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream, check))
 
 
+class ReadyGate(grpc.ServerInterceptor):  # type: ignore[misc, type-arg]
+    """UNAVAILABLE for every RPC except health until ``ready`` is set.
+
+    Why: server A may listen before it can serve (B is down at start, recovery not yet run); a
+    call then must get the retryable UNAVAILABLE, never a half-initialised answer."""
+
+    def __init__(self, ready: threading.Event) -> None:
+        self._ready = ready
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: Any
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(OPEN_PREFIXES):
+            return handler
+        ready = self._ready
+
+        def gate(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def gated(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+                if not ready.is_set():
+                    context.abort(grpc.StatusCode.UNAVAILABLE,
+                                  "server A is starting: waiting for server B")
+                return behavior(request_or_iterator, context)
+
+            return gated
+
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, kind)
+            if behavior:
+                return handler._replace(**{kind: gate(behavior)})
+        return handler
+
+
 @dataclass
 class _OpenStream:
     principal: str
@@ -467,6 +500,7 @@ __all__ = [
     "OpenStream",
     "Principal",
     "QueryBudget",
+    "ReadyGate",
     "StreamGuard",
     "TokenTable",
     "current_principal",

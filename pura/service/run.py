@@ -2,7 +2,9 @@
 
 Start-up order matters for safety: A loads its keys (refusing if it can read B's secrets), opens
 the store and the audit log, connects to B over mTLS and checks that B holds the *same* key and
-parameter set before serving anything, starts the preselection scorer the configuration asks
+parameter set before serving anything (while B is unreachable A listens, reports NOT_SERVING
+on health and answers UNAVAILABLE, and keeps trying; a B with other keys is fatal),
+starts the preselection scorer the configuration asks
 for (in-process, a local process pool, or Ray shard actors), then reconciles and refreshes the
 gallery blocks (crash recovery; the scorer receives the blocks here) and only then reports
 SERVING on the health service.
@@ -14,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pura.audit_log import AuditLog
@@ -22,7 +24,7 @@ from pura.config import ServerConfig
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.engine.local import LocalEngine
-from pura.errors import ConfigError
+from pura.errors import ConfigError, PuraError
 from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
@@ -71,22 +73,27 @@ def start_b(config: ServerConfig) -> RunningServer:
         listen=config.listen, registrars=[register_helper(servicer)],
         service_names=["pura.v1.PuraHelper"], limits=config.limits,
         authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
-        require_client_cert=not config.tokens,
+        token_listen=config.token_listen,
     )
 
 
-def _connect_b(config: ServerConfig, identity: HelperIdentity, wait_s: float) -> HelperClient:
+def _helper_client(config: ServerConfig) -> HelperClient:
     channel = secure_channel(config.peer, config.tls_dir, config.certificate, config.limits)
-    client = HelperClient(channel, timeout_s=config.limits.default_deadline_s,
-                          max_reply=config.limits.max_payload_bytes)
+    return HelperClient(channel, timeout_s=config.limits.default_deadline_s,
+                        max_reply=config.limits.max_payload_bytes)
+
+
+def _b_reachable(client: HelperClient, identity: HelperIdentity, wait_s: float) -> bool:
+    """True once B answers with ``identity`` (within ``wait_s``), False while B is unreachable;
+    a B holding other keys raises :class:`KeyMismatchError` (never serve against it)."""
     end = time.monotonic() + wait_s
     while True:
         try:
             client.check_identity(identity)
-            return client
+            return True
         except ConfigError:
-            if time.monotonic() > end:
-                raise
+            if time.monotonic() >= end:
+                return False
             time.sleep(0.5)
 
 
@@ -114,8 +121,13 @@ class ServerAHandle:
     node: NodeA
     #: Set by ``--record`` (an auditor tool): closed, with a copy of A's store, on stop.
     recording: ARecording | None = None
+    #: Set by :meth:`stop`; ends the wait for B of an A started while B was down.
+    stopped: threading.Event = field(default_factory=threading.Event)
+    #: Why an A started without B gave up waiting (B holds other keys), else None.
+    error: PuraError | None = None
 
     def stop(self) -> None:
+        self.stopped.set()
         self.running.stop(None)
         self.node.offline.stop()
         if self.node.scorer is not None:
@@ -125,13 +137,24 @@ class ServerAHandle:
         self.node.store.close()
 
 
-def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandle:
+def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle:
+    """Start server A. If B does not answer within ``wait_for_b_s``, A listens anyway (health
+    NOT_SERVING, RPCs UNAVAILABLE) and a thread keeps trying; once B answers with the same keys
+    A recovers its gallery and serves (issue 13: an operator would rather see A up and waiting
+    than exiting after 30 s)."""
     keys = load_a_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
     params = keys.public.parameters
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = GalleryStore(config.data_dir / "gallery.db")
     audit = AuditLog(config.data_dir / "audit.jsonl")
-    helper = _connect_b(config, HelperIdentity(params.id, keys.public.key_id), wait_for_b_s)
+    helper = _helper_client(config)
+    identity = HelperIdentity(params.id, keys.public.key_id)
+    ready = threading.Event()
+    if _b_reachable(helper, identity, wait_for_b_s):
+        ready.set()
+    else:
+        log.warning("server B at %s is unreachable: serving NOT_SERVING until it answers",
+                    config.peer)
     pca = load_pca(config.key_dir, params.encoding.model_id)
     scorer = build_scorer(config, keys.public.ckks)
     node = NodeA(keys, store, audit, helper.call, pca, search=SearchConfig(top_k=config.top_k),
@@ -143,30 +166,63 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 30.0) -> ServerAHandl
                     "(auditor tool, evaluation galleries only)", config.record_dir)
         recording = instrument_a(node, config.record_dir, config.data_dir)
     try:
-        running = _serve_a(config, node)
+        running = _serve_a(config, node, ready)
     except BaseException:
         node.offline.stop()
         if scorer is not None:
             scorer.close()
         raise
-    return ServerAHandle(running, node, recording)
+    handle = ServerAHandle(running, node, recording)
+    if not ready.is_set():
+        threading.Thread(target=_wait_for_b, args=(handle, helper, identity, ready),
+                         name="pura-wait-for-b", daemon=True).start()
+    return handle
 
 
-def _serve_a(config: ServerConfig, node: NodeA) -> RunningServer:
-    """Recover the gallery (the scorer receives its blocks here), then open the RPC port."""
+def _wait_for_b(
+    handle: ServerAHandle, helper: HelperClient, identity: HelperIdentity, ready: threading.Event
+) -> None:
+    """Started without B: retry until B answers, then recover and open the gate."""
+    while not handle.stopped.is_set():
+        try:
+            if not _b_reachable(helper, identity, 0.0):
+                handle.stopped.wait(1.0)
+                continue
+            _recover(handle.node)
+        except PuraError as exc:  # B with other keys, or recovery failed: never serve
+            log.error("server A cannot serve: %s", exc)
+            handle.error = exc
+            handle.stopped.set()
+            return
+        ready.set()
+        handle.running.set_serving(True)
+        log.info("server B answered: serving")
+        return
+
+
+def _recover(node: NodeA) -> None:
     refreshed = node.recover()
     if refreshed:
         log.info("recovery refreshed %d blocks", refreshed)
+
+
+def _serve_a(config: ServerConfig, node: NodeA, ready: threading.Event) -> RunningServer:
+    """Recover the gallery (the scorer receives its blocks here) if B is there, then open the
+    RPC port; without B the port opens gated (UNAVAILABLE) and recovery waits for B.
+
+    Budgets live in the store (issue 13, item 9): a restart does not reset them."""
+    if ready.is_set():
+        _recover(node)
     limits = config.limits
     budget = QueryBudget(per_principal=limits.query_budget, window_s=limits.budget_window_s,
-                         failed_per_target=limits.failed_per_target)
+                         failed_per_target=limits.failed_per_target, ledger=node.store)
     client = servicers.PuraServicer(node, limits, budget)
     admin = servicers.AdminServicer(node)
     return start_server(
-        listen=config.listen, registrars=servicers.registrars(client, admin),
+        listen=config.listen, registrars=servicers.registrars(client, admin), ready=ready,
         service_names=servicers.SERVICE_NAMES, limits=limits,
         authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
-        require_client_cert=not config.tokens,
+        token_listen=config.token_listen,
     )
 
 
@@ -175,19 +231,22 @@ def serve_forever(config: ServerConfig, *, ready_file: Path | None = None) -> No
     if config.role == "a":
         handle = start_a(config)
         running, closer = handle.running, handle.stop
+        stopping = handle.stopped
     else:
         running = start_b(config)
         closer = lambda: running.stop(None)  # noqa: E731
+        stopping = threading.Event()
     if ready_file is not None:
         tmp = ready_file.with_suffix(".tmp")
         tmp.write_text(str(running.port))
         tmp.replace(ready_file)
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stopping.set())
     log.info("server %s listening on port %d", config.role.upper(), running.port)
-    stop.wait()
+    stopping.wait()
     closer()
+    if config.role == "a" and handle.error is not None:
+        raise handle.error
 
 
 __all__ = ["ServerAHandle", "build_scorer", "load_pca", "serve_forever", "start_a", "start_b"]

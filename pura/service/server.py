@@ -10,11 +10,20 @@ Why each setting (threat T21, docs/architecture.md):
   without bound; HE work per call is heavy, so the cap is small.
 * keepalive enforcement: clients may not ping more often than every 10 s without data.
 * ``grpc.health.v1`` for orchestrators; reflection only in dev mode (it advertises the API).
+* Bearer tokens get a port of their own (``token_listen``): gRPC's Python API can either
+  require a client certificate or not ask for one at all, never "ask but accept none". One port
+  without client certificates made every certificate role UNAUTHENTICATED when tokens were
+  configured (issue 13, item 6); now the mTLS port always requires certificates and the token
+  port never asks for them.
+* A ``gate`` (:class:`~pura.service.interceptors.ReadyGate`) answers UNAVAILABLE until the
+  server is ready, so a server can listen (and report NOT_SERVING on health) before it can
+  serve, e.g. A while B is down.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -26,7 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from pura.config import Limits
 from pura.errors import ConfigError
-from pura.service.interceptors import Authenticator, AuthInterceptor
+from pura.service.interceptors import Authenticator, AuthInterceptor, ReadyGate
 from pura.transport import channel_credentials, channel_options, secure_channel, tls_material
 
 Registrar = Callable[[grpc.Server], None]
@@ -68,6 +77,8 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    #: Port for bearer-token callers (TLS without client certificates); 0 when none.
+    token_port: int = 0
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -92,13 +103,20 @@ def start_server(
     tls: tuple[Path, str] | None,
     dev: bool = False,
     require_client_cert: bool = True,
+    token_listen: str | None = None,
+    ready: threading.Event | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server. ``tls`` = (tls_dir, certificate name) or None (dev)."""
+    """Build, bind and start a server. ``tls`` = (tls_dir, certificate name) or None (dev).
+
+    ``token_listen``: a second address for bearer-token callers (TLS, no client certificate).
+    ``ready``: until it is set, every RPC but health answers UNAVAILABLE and health reports
+    NOT_SERVING; whoever sets it calls :meth:`RunningServer.set_serving` too."""
     if tls is None and not dev:
         raise ConfigError("refusing to serve without TLS outside dev mode")
+    gate = [] if ready is None else [ReadyGate(ready)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.worker_threads),
-        interceptors=[AuthInterceptor(authenticator)],
+        interceptors=[*gate, AuthInterceptor(authenticator)],
         options=server_options(limits),
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
     )
@@ -119,9 +137,17 @@ def start_server(
         port = server.add_secure_port(listen, creds)
     if port == 0:
         raise ConfigError(f"cannot bind {listen}")
+    token_port = 0
+    if token_listen is not None:
+        if tls is None:
+            raise ConfigError("a token port needs TLS (bearer tokens must not travel in clear)")
+        token_creds = server_credentials(*tls, require_client_cert=False)
+        token_port = server.add_secure_port(token_listen, token_creds)
+        if token_port == 0:
+            raise ConfigError(f"cannot bind {token_listen}")
     server.start()
-    running = RunningServer(server, port, health_servicer)
-    running.set_serving(True)
+    running = RunningServer(server, port, health_servicer, token_port)
+    running.set_serving(ready is None or ready.is_set())
     return running
 
 

@@ -28,12 +28,18 @@ from pura.service.server import free_port, secure_channel
 from .conftest import COLLECTION, Deployment, config_a
 
 MODEL = "dlib_face_recognition_resnet_model_v1"
+#: This module's collection on the session's A: what it enrols must not change the answers
+#: other modules expect from ``lfw``.
+HOSTILE = "hostile"
 
 
 @pytest.fixture(scope="module")
 def parts(deployment: Deployment) -> tuple[EncryptedParts, EncryptedParts]:
-    """(template, query) of one real LFW face, encrypted once for the module."""
-    with deployment.client("enroller") as client:
+    """(template, query) of one real LFW face, encrypted once for the module; creates the
+    module's collection."""
+    with deployment.client("admin", HOSTILE) as admin:
+        admin.create_collection()
+    with deployment.client("enroller", HOSTILE) as client:
         enc = client.encryptor()
         return enc.template(deployment.faces.gallery[0]), enc.query(deployment.faces.probes[0])
 
@@ -61,7 +67,7 @@ def _admin(channel: grpc.Channel) -> pura_pb2_grpc.PuraAdminStub:
     return pura_pb2_grpc.PuraAdminStub(channel)  # type: ignore[no-untyped-call]
 
 
-def _ref(deployment: Deployment, collection: str = COLLECTION) -> common_pb2.CollectionRef:
+def _ref(deployment: Deployment, collection: str = HOSTILE) -> common_pb2.CollectionRef:
     info = deployment.a.node.collection(COLLECTION)
     return common_pb2.CollectionRef(collection=collection,
                                     parameter_set_id=info.parameter_set_id, key_id=info.key_id)
@@ -153,8 +159,55 @@ def test_item5_reused_request_id_is_already_exists(
                                           timeout=120))
     assert code == grpc.StatusCode.ALREADY_EXISTS and "request id" in msg
     store = deployment.a.node.store
-    assert store.templates_of_subject(COLLECTION, "h5_bob") == []
-    assert len(store.templates_of_subject(COLLECTION, "h5_alice")) == 1
+    assert store.templates_of_subject(HOSTILE, "h5_bob") == []
+    assert len(store.templates_of_subject(HOSTILE, "h5_alice")) == 1
+
+
+# --- item 6: certificates and tokens both grant roles -------------------------------------------
+
+
+def test_item6_certificate_roles_work_when_tokens_are_configured(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """With tokens configured, admin and identifier certificates used to get UNAUTHENTICATED.
+    Now the mTLS port keeps certificate roles, tokens work on the token port, and when a call
+    brings both, the certificate wins."""
+    from dataclasses import replace
+
+    from pura.service.interceptors import TokenTable
+    from pura.service.run import start_a
+
+    token = "h6-" + secrets.token_hex(12)
+    config = replace(
+        config_a(deployment.root, deployment.b.port, tmp_path / "data", Limits()),
+        tokens=((TokenTable.digest(token), "h6-operator", "admin"),),
+        token_listen="127.0.0.1:0",
+    )
+    handle = start_a(config)
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("identifier", port=port) as client:
+            assert client.parameters().collection == COLLECTION
+        ca = (deployment.tls / "ca.pem").read_bytes()
+        plain = grpc.secure_channel(f"localhost:{handle.running.token_port}",
+                                    grpc.ssl_channel_credentials(ca))
+        bearer = (("authorization", f"Bearer {token}"),)
+        stats = _admin(plain).Stats(pura_pb2.StatsRequest(collection=COLLECTION),
+                                    metadata=bearer, timeout=30)
+        assert stats.collection == COLLECTION
+        code, _ = _code(lambda: _admin(plain).Stats(
+            pura_pb2.StatsRequest(collection=COLLECTION), timeout=30))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        plain.close()
+        identifier = secure_channel(f"localhost:{port}", deployment.tls, "identifier")
+        code, _ = _code(lambda: _admin(identifier).Stats(  # the certificate's role wins
+            pura_pb2.StatsRequest(collection=COLLECTION), metadata=bearer, timeout=30))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        identifier.close()
+    finally:
+        handle.stop()
 
 
 # --- item 7: status codes ----------------------------------------------------------------------
@@ -234,7 +287,7 @@ def test_item7_b_down_is_unavailable_and_a_starts_without_b(
             b.stop(None)
         stub = _stub(secure_channel(f"localhost:{port}", deployment.tls, "identifier"))
         request = pura_pb2.IdentifyRequest(
-            ref=_ref(deployment),
+            ref=_ref(deployment, COLLECTION),
             query=common_pb2.EncryptedQuery(model_id=MODEL, dim=128, paillier=parts[1].paillier,
                                             ckks_head=parts[1].ckks_head))
         code, _ = _code(lambda: stub.Identify(request, timeout=60))
@@ -256,7 +309,7 @@ def test_item8_subject_ids_with_invisible_or_control_characters_are_refused(
     code, _ = _code(lambda: stub.Enroll(_enroll_request(deployment, subject, parts[0]),
                                         timeout=60))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert deployment.a.node.store.templates_of_subject(COLLECTION, subject) == []
+    assert deployment.a.node.store.templates_of_subject(HOSTILE, subject) == []
 
 
 # --- item 10: store files are private ------------------------------------------------------------
@@ -266,10 +319,110 @@ def test_item10_store_files_are_not_readable_by_others(
     deployment: Deployment, parts: tuple[EncryptedParts, EncryptedParts],
 ) -> None:
     data = deployment.root / "data"
-    with deployment.client("enroller") as enroller:
+    with deployment.client("enroller", HOSTILE) as enroller:
         enroller.enroll_encrypted("h10_subject", parts[0])
     files = [p for p in data.iterdir() if p.name.startswith("gallery.db")]
     assert {p.name for p in files} >= {"gallery.db", "gallery.db-wal", "gallery.db-shm"}
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in files}
     assert all(p.stat().st_mode & 0o077 == 0 for p in files), modes
     assert data.stat().st_mode & 0o077 == 0, oct(data.stat().st_mode)
+
+
+# --- item 4: one bad ciphertext is one rejected item -----------------------------------------
+
+
+def test_item4_paillier_c2_in_a_bulk_stream_rejects_only_that_item(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+) -> None:
+    """A Paillier ``c = 2`` in item 3 of 7 (batch 5) used to end the stream with
+    INVALID_ARGUMENT, with items lost. Now: that item REJECTED, all six others stored."""
+    import gmpy2
+
+    from pura.crypto.paillier import Ciphertext
+    from pura.protocols.messages import PaillierTemplate
+
+    with deployment.client("enroller", HOSTILE) as client:
+        enc = client.encryptor()
+        faces = [enc.template(deployment.faces.gallery[100 + i]) for i in range(7)]
+    key = deployment.a.node.keys.public.paillier
+    good = PaillierTemplate.from_bytes(key, faces[2].paillier)
+    bad = PaillierTemplate((Ciphertext(key, gmpy2.mpz(2)), *good.packed[1:]))
+    faces[2] = EncryptedParts(bad.to_bytes(), faces[2].ckks_head)
+    requests = [_enroll_request(deployment, f"h4_s{i}", p) for i, p in enumerate(faces)]
+    statuses = list(_stub(channels("enroller")).BulkEnroll(iter(requests), timeout=300))
+    code = pura_pb2.EnrollItemStatus
+    assert [s.code for s in statuses] == [code.ENROLLED] * 2 + [code.REJECTED] + \
+        [code.ENROLLED] * 4, [(s.code, s.message) for s in statuses]
+    store = deployment.a.node.store
+    assert store.templates_of_subject(HOSTILE, "h4_s2") == []
+    assert all(store.templates_of_subject(HOSTILE, f"h4_s{i}") for i in (0, 1, 3, 4, 5, 6))
+
+
+# --- item 8: strict head parsing, and Verify checks the whole query -----------------------------
+
+
+def test_item8_head_with_trailing_bytes_or_at_work_level_is_refused(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],
+) -> None:
+    from pura.service.chunks import unpack_blobs
+
+    stub = _stub(channels("enroller"))
+    padded = parts[0].ckks_head + b"\x00" * (4 << 20)
+    work = unpack_blobs(parts[1].ckks_head, what="query head")[0]  # a work-level ciphertext
+    before = deployment.a.node.store.stats(HOSTILE).template_bytes
+    for name, head in (("h8_trailing", padded), ("h8_work", work)):
+        request = _enroll_request(deployment, name, EncryptedParts(parts[0].paillier, head))
+        code, msg = _code(lambda r=request: stub.Enroll(r, timeout=60))  # type: ignore[misc]
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (name, code, msg)
+        assert deployment.a.node.store.templates_of_subject(HOSTILE, name) == []
+    assert deployment.a.node.store.stats(HOSTILE).template_bytes <= before + (1 << 20)
+
+
+def test_item8_verify_checks_the_query_head(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],
+) -> None:
+    subject = deployment.faces.gallery_labels[0].replace(" ", "_")
+    with deployment.client("enroller", HOSTILE) as enroller:
+        enroller.enroll_encrypted(f"h8v_{subject}"[:200], parts[0])
+    query = common_pb2.EncryptedQuery(model_id=MODEL, dim=128, paillier=parts[1].paillier,
+                                      ckks_head=secrets.token_bytes(5000))
+    request = pura_pb2.VerifyRequest(ref=_ref(deployment), subject_id=f"h8v_{subject}"[:200],
+                                     query=query)
+    code, _ = _code(lambda: _stub(channels("identifier")).Verify(request, timeout=120))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- item 13: Verify does not tell who is enrolled ---------------------------------------------
+
+
+def test_item13_verify_of_unknown_subject_answers_like_a_non_match(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],
+) -> None:
+    """Unknown subject: NO_MATCH (not NOT_FOUND), after the same exact-stage work as a real
+    non-match (timed against an enrolled stranger; generous bounds on a shared 2-core VM)."""
+    with deployment.client("enroller", HOSTILE) as enroller:
+        enroller.enroll_encrypted("h13_known", parts[0])
+    stranger = deployment.faces.non_enrolled[7]
+    with deployment.client("identifier", HOSTILE) as client:
+        probe = client.encryptor().query(stranger)
+        stub = _stub(client.channel)
+
+        def verify(subject: str) -> tuple[int, float]:
+            request = pura_pb2.VerifyRequest(
+                ref=_ref(deployment), subject_id=subject,
+                query=common_pb2.EncryptedQuery(model_id=MODEL, dim=128,
+                                                paillier=probe.paillier,
+                                                ckks_head=probe.ckks_head))
+            started = time.perf_counter()
+            reply = stub.Verify(request, timeout=120)
+            return reply.decision, time.perf_counter() - started
+
+        known = [verify("h13_known") for _ in range(2)]
+        unknown = [verify(f"h13_nobody_{i}") for i in range(2)]
+    assert {d for d, _ in known} == {common_pb2.NO_MATCH}
+    assert {d for d, _ in unknown} == {common_pb2.NO_MATCH}
+    fastest_known = min(t for _, t in known)
+    assert min(t for _, t in unknown) > 0.5 * fastest_known, (known, unknown)
