@@ -487,6 +487,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
+        if "synthetic" in result:
+            from bench.online_exact_plot import plot
+
+            plot(result, args.out.with_suffix(".png"))
     return result
 
 
