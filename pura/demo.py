@@ -57,7 +57,7 @@ def require_client() -> None:
     if missing:
         raise ConfigError(
             f"`pura demo` plays the client too and needs {', '.join(missing)}: install the "
-            "client extra (pip install 'pura[client]'; `make demo` installs everything)"
+            "\"client\" extra of pura (pyproject.toml; `make demo` installs everything)"
         )
 
 

@@ -77,7 +77,7 @@ pids=()
 if "$BIN/pura" demo --workdir "$WORK/demo" > "$WORK/demo.log" 2>&1; then
   echo "FAIL: pura demo ran without the client extra"; exit 1
 fi
-grep -q "client extra" "$WORK/demo.log" && echo "pura demo without the client extra: refused, names the extra"
+grep -q '"client" extra' "$WORK/demo.log" && echo "pura demo without the client extra: refused, names the extra"
 
 # 6. what a server imports
 "$VPY" -X importtime -c "
