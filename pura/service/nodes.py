@@ -74,7 +74,6 @@ from pura.protocols.preselect import (
     ScoringBackend,
     parse_query,
 )
-from pura.protocols.secure_distance import PreparedTemplate
 from pura.protocols.steps import Step
 from pura.service.chunks import pack_blobs, unpack_blobs
 
@@ -208,45 +207,21 @@ class _IdleWorker(abc.ABC):
 
 
 class OfflineWork(_IdleWorker):
-    """A's offline precomputation (an :class:`_IdleWorker`).
+    """A's offline precomputation (an :class:`_IdleWorker`): its pools of encryption randomness
+    and masks, computed between queries so that they cost the query nothing.
 
-    Why: A's partial decryptions of stored templates (:class:`PreparedTemplate`) and its pools of
-    encryption randomness and masks can be computed before a query arrives; doing them between
-    queries takes them off the query's latency.
+    A no longer prepares partial decryptions of its stored templates: identification runs on
+    the copies B serves, which A has never seen (issue 11), so those would never be used; 1:1
+    verification and galleries of at most ``top_k`` compute them online.
     """
 
     def __init__(self, server_a: ServerA, top_k: int) -> None:
         super().__init__("pura-offline")
         self._server_a = server_a
         self._top_k = top_k
-        self._prepared: dict[str, PreparedTemplate] = {}
-        self._todo: list[tuple[str, AdmittedTemplate]] = []
-
-    def queue(self, items: Sequence[tuple[str, AdmittedTemplate]]) -> None:
-        with self._lock:
-            self._todo.extend(items)
-        self._wake.set()
-
-    def prepared(self, template_id: str) -> PreparedTemplate | None:
-        with self._lock:
-            return self._prepared.get(template_id)
-
-    def forget(self, template_ids: Sequence[str]) -> None:
-        with self._lock:
-            for t in template_ids:
-                self._prepared.pop(t, None)
 
     def _one_unit(self) -> bool:
         """Do one unit of offline work; False when there is nothing left."""
-        with self._lock:
-            if self._busy:
-                return False
-            item = self._todo.pop() if self._todo else None
-        if item is not None:
-            [prepared] = self._server_a.prepare([item[1]])
-            with self._lock:
-                self._prepared[item[0]] = prepared
-            return True
         for candidates in range(1, self._top_k + 1):  # small steps, yielding in between
             with self._lock:
                 if self._busy:
@@ -438,16 +413,12 @@ class NodeA:
         self.store.put_block(name, block.block_id, record, placed, version=block.version)
 
     def recover(self) -> int:
-        """At start: reconcile and refresh every collection, queue every stored template for
-        offline preparation and start the offline worker; returns blocks refreshed."""
+        """At start: reconcile and refresh every collection, reconcile B's copies with the
+        rows, and start the offline worker; returns blocks refreshed."""
         total = 0
-        key = self.keys.public.paillier
         for name in self.store.list_collections():
             total += self._refresh_dirty(name, self._gallery(name))
             self.sync_copies(name)
-            records = self.store.all_templates(name)
-            self.offline.queue([(r.template_id, AdmittedTemplate.from_bytes(key, r.paillier))
-                                for r in records])
         self.offline.start()
         return total
 
@@ -567,11 +538,6 @@ class NodeA:
             stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
             self._reserve(gallery, [r for r in results if not r.already_enrolled])
-            key = self.keys.public.paillier
-            self.offline.queue([
-                (r.template_id, AdmittedTemplate.from_bytes(key, a.paillier))
-                for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
-            ])
             self._forward_copies(collection, [
                 (r.block_no, r.slot, r.template_id, a.paillier)
                 for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
@@ -732,7 +698,6 @@ class NodeA:
         gallery = self._gallery(collection)
         with gallery.lock:
             deleted = self.store.delete_subject(collection, subject_id)
-            self.offline.forget(deleted.template_ids)
             self._reconcile(collection, gallery)
             refreshed = self._refresh_dirty(collection, gallery)
             self.store.checkpoint()
@@ -748,8 +713,8 @@ class NodeA:
 
 @dataclass(frozen=True)
 class _StoreSource:
-    """:class:`~pura.pipeline.TemplateSource` over A's store: templates by packed id, with A's
-    offline-prepared partial decryptions where they are ready."""
+    """:class:`~pura.pipeline.TemplateSource` over A's store: templates by packed id (galleries
+    of at most ``top_k``), and the subject of an opened label."""
 
     node: NodeA
     collection: str
@@ -767,11 +732,7 @@ class _StoreSource:
     def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
         records = self.node.store.templates_by_id(self.collection, [_hex(t) for t in template_ids])
         key = self.node.keys.public.paillier
-        return [
-            (t.subject_id, self.node.offline.prepared(t.template_id)
-             or AdmittedTemplate.from_bytes(key, t.paillier))
-            for t in records
-        ]
+        return [(t.subject_id, AdmittedTemplate.from_bytes(key, t.paillier)) for t in records]
 
 
 class HelperOffline(_IdleWorker):
