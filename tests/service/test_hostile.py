@@ -312,6 +312,62 @@ def test_item8_subject_ids_with_invisible_or_control_characters_are_refused(
     assert deployment.a.node.store.templates_of_subject(HOSTILE, subject) == []
 
 
+# --- item 9: abandoned calls, refused queries and budgets across a restart -----------------------
+
+
+def test_item9_abandoned_calls_are_not_charged_and_budgets_survive_restart(
+    deployment: Deployment, parts: tuple[EncryptedParts, EncryptedParts], tmp_path: Path,
+) -> None:
+    """Calls whose client gave up used to run to the end and be charged. Now they stop at the
+    next stage and are refunded; refused malformed queries have their own budget; both
+    budgets are in the store, so a restart does not reset them."""
+    data = tmp_path / "data"
+    handle = deployment.start_a(data, query_budget=4)
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("enroller", port=port) as enroller:
+            enroller.enroll_encrypted("h9_someone", parts[0])
+        channel = secure_channel(f"localhost:{port}", deployment.tls, "identifier")
+        stub = _stub(channel)
+
+        def identify(head: bytes, timeout: float) -> pura_pb2.IdentifyReply:
+            query = common_pb2.EncryptedQuery(model_id=MODEL, dim=128,
+                                              paillier=parts[1].paillier, ckks_head=head)
+            reply: pura_pb2.IdentifyReply = stub.Identify(
+                pura_pb2.IdentifyRequest(ref=_ref(deployment, COLLECTION), query=query),
+                timeout=timeout)
+            return reply
+
+        for _ in range(2):  # the client gives up after 0.2 s
+            code, _ = _code(lambda: identify(parts[1].ckks_head, 0.2))
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(10)  # let the server reach its next stage check
+        assert identify(parts[1].ckks_head, 120).budget_remaining == 3  # only this one charged
+        actions = [e["action"] for e in handle.node.audit.entries()]
+        assert actions.count("identify") == 1  # the abandoned ones never finished
+        garbage = secrets.token_bytes(3000)
+        for _ in range(4):  # refused, not charged to the query budget, but counted
+            code, _ = _code(lambda: identify(garbage, 60))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT
+        code, msg = _code(lambda: identify(garbage, 60))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "malformed" in msg
+        channel.close()
+    finally:
+        handle.stop()
+    handle = deployment.start_a(data, query_budget=4)  # restart on the same store
+    try:
+        channel = secure_channel(f"localhost:{handle.running.port}", deployment.tls,
+                                 "identifier")
+        stub = _stub(channel)
+        code, msg = _code(lambda: identify(parts[1].ckks_head, 60))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "malformed" in msg
+        channel.close()
+    finally:
+        handle.stop()
+
+
 # --- item 10: store files are private ------------------------------------------------------------
 
 
