@@ -181,7 +181,8 @@ class PuraGallery:
 
     def bytes_per_template(self) -> dict[str, float]:
         """Storage at A: the admitted Paillier template (packed ciphertexts + the servers'
-        norm, as the store keeps it) + the template's share of a CKKS block."""
+        norm, as the store keeps it) + the template's share of a CKKS block; at B
+        (``b_copy``): its copy of the admitted template with the encrypted label and tag."""
         s = self.system
         pk = s.keys.public_key
         upload = encrypt_template([0] * s.params.encoding.dim, s.exact.template, pk,
@@ -189,8 +190,12 @@ class PuraGallery:
         stored = len(AdmittedTemplate(upload.packed, pk.encrypt(0, s.client_pool)).to_bytes())
         block = self.layout.blocks[0]
         ckks_per_slot = sum(len(c) for c in block.ciphertexts) / block.slot_count
+        # B's candidate copy (issue 11): the re-randomised admitted template, [label], tag.
+        label = pk.encrypt(0, s.client_pool).to_bytes()
+        b_copy = float(stored + len(label) + 32)
         return {"paillier": float(stored), "paillier_upload": float(len(upload.to_bytes())),
-                "ckks_head_share": ckks_per_slot, "total": stored + ckks_per_slot}
+                "ckks_head_share": ckks_per_slot, "total": stored + ckks_per_slot,
+                "b_copy": b_copy}
 
 
 def encrypt_probe(system: PuraSystem, probe: FloatArray) -> tuple[list[bytes], PaillierQuery]:
