@@ -22,7 +22,8 @@ Layout of ``DIR/<role>/`` (``a`` or ``b``):
 
 Event kinds: ``exchange`` (one helper step: ``step``, ``request``, ``reply``, ``seconds``,
 ``query``), ``query-begin``/``query-end`` (A: one identification, numbered from 0), ``fetch``
-(A: the template ids and labels its pipeline read, in order), ``preselect-state`` (A: the
+(A: the template ids and labels its pipeline read, in order), ``opened`` (A: the subject a
+jointly opened label named, on a match), ``preselect-state`` (A: the
 secret state of one preselection, ground truth only).
 """
 
@@ -128,11 +129,15 @@ class FileRecorder(Recorder):
 
 
 class _RecordingSource:
-    """Wraps the TemplateSource A's pipeline reads: records which templates it fetched."""
+    """Wraps the TemplateSource A's pipeline reads: records which templates it fetched and
+    which subject an opened label named; every other attribute is the wrapped source's."""
 
     def __init__(self, inner: Any, recorder: FileRecorder) -> None:
         self._inner = inner
         self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
     def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = self._inner.candidates(template_ids)
@@ -142,6 +147,13 @@ class _RecordingSource:
             "labels": [label for label, _ in out],
         })
         return out
+
+    def subject_of(self, template_id: int) -> str:
+        subject: str = self._inner.subject_of(template_id)
+        self._recorder.log.write("opened", {"query": self._recorder.query,
+                                            "template_id": format(template_id, "032x"),
+                                            "label": subject})
+        return subject
 
 
 def _record_preselect(server: Any, recorder: FileRecorder) -> None:

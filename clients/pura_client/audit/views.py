@@ -290,10 +290,22 @@ def b_views(rec_b: Recording, key_dir: Path) -> list[list[np.ndarray]]:
     ctx = load_b_keys(key_dir).ckks_secret
     out = []
     for e in rec_b.exchanges(Step.PRESELECT):
-        request = PreselectRequest.from_bytes(rec_b.blob(e, "request"))
+        if e.get("error"):
+            continue  # refused by B: no view
+        request = PreselectRequest.from_bytes(_strip_ticket(rec_b.blob(e, "request")))
         out.append([np.asarray(ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)), float)
                     for raw in request.scores])
     return out
+
+
+def _strip_ticket(data: bytes) -> bytes:
+    """The step's own request bytes (B's per-query ticket envelope removed, where there is
+    one)."""
+    try:
+        from pura.protocols.tickets import strip
+    except ImportError:  # servers from before per-query tickets
+        return data
+    return strip(data)
 
 
 def true_heads(rec_a: Recording, key_dir: Path, block_id: int) -> np.ndarray:
@@ -456,9 +468,15 @@ def analyse(work: Path, run: Run, faces: Faces, wolf: np.ndarray,
         "probes": len(run.probes), "mated": sum(p.mated for p in run.probes),
         "seed": config.seed, "enrol_seconds": round(run.enrol_seconds, 1),
         "query_seconds": round(run.query_seconds, 1),
+        "mated_answered_right": _share([p.answer == p.label for p in run.probes if p.mated]),
+        "nonmated_no_match": _share([p.answer is None for p in run.probes if not p.mated]),
     }
     figures["verdicts"] = verdicts(figures)
     return figures
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
 
 
 def _plain(value: Any) -> Any:

@@ -64,8 +64,13 @@ def test_instrument_a_records_fetches_and_preselection_state(tmp_path: Path) -> 
     """The hooks pass values through unchanged and record what the pipeline read."""
 
     class Source:
+        namespace = "ns"
+
         def candidates(self, ids: list[int]) -> list[tuple[str, Any]]:
             return [(f"s{i}", object()) for i in ids]
+
+        def subject_of(self, template_id: int) -> str:
+            return f"s{template_id}"
 
     class Preselect:
         def request(self, head: Any, k: int) -> tuple[str, Any]:
@@ -78,7 +83,9 @@ def test_instrument_a_records_fetches_and_preselection_state(tmp_path: Path) -> 
     def identify(collection: str) -> str | None:
         node._gallery(collection).preselect.request([], 3)
         node.helper.recorder.record(Exchange("paillier.argmin", b"q", b"r", 0.0))
-        node.candidates(collection).candidates([7, 3])
+        source = node.candidates(collection)
+        source.candidates([7, 3])
+        assert source.namespace == "ns" and source.subject_of(9) == "s9"
         return None
 
     node.identify = identify
@@ -93,6 +100,8 @@ def test_instrument_a_records_fetches_and_preselection_state(tmp_path: Path) -> 
     assert fetch.get("template_ids") == [format(7, "032x"), format(3, "032x")]
     assert len(rec.by_query("preselect-state")[0]) == 1
     assert len(rec.by_query("exchange")[0]) == 1
+    [opened] = rec.by_query("opened")[0]
+    assert opened.get("label") == "s9"
 
 
 # --- A: nearest enrolled subject ---------------------------------------------------------------
