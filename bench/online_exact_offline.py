@@ -142,6 +142,44 @@ def _arr(values: Sequence[int]) -> ObjArray:
     return np.array(list(values), dtype=object)
 
 
+@dataclass(frozen=True)
+class BundlePlan:
+    """Where A's answer puts every value B opens: the k cross terms ``Q`` packed from bit 0 of
+    the first ciphertext (Horner), then every OLE value and the OT value at fixed bit offsets.
+
+    Why offsets and not Horner for the OLEs: B encrypts each OLE input already multiplied by
+    ``2^offset`` (free for B), so A's ``[v·2^off]^σ`` lands in its slot directly and A spends
+    no squarings on packing; the cross terms share the first ciphertext, which saves one
+    partial decryption on each side. Both parties derive the plan from ``(key, shape)``.
+    """
+
+    cross_width: int
+    ole_width: int
+    ole: tuple[tuple[int, int], ...]  # (ciphertext, bit offset) per OLE value, then the OT value
+    n_cts: int
+
+    @classmethod
+    def for_shape(cls, key: PublicKey, shape: Shape) -> BundlePlan:
+        cw, ow = cross_bits(shape) + shape.kappa + 1, ole_bits() + shape.kappa + 2
+        room = key.plaintext_bits
+        if shape.k * cw > room or ow > room:
+            raise ProtocolError("the key is too small for one query's correlations")
+        ct, used, spots = 0, shape.k * cw, []
+        for _ in range(shape.n_pairs + shape.k + 2):
+            if used + ow > room:
+                ct, used = ct + 1, 0
+            spots.append((ct, used))
+            used += ow
+        return cls(cw, ow, tuple(spots), ct + 1)
+
+    def ends(self, k: int) -> list[int]:
+        """Bits used in every ciphertext (B refuses plaintexts above them)."""
+        out = [k * self.cross_width] + [0] * (self.n_cts - 1)
+        for ct, off in self.ole:
+            out[ct] = max(out[ct], off + self.ole_width)
+        return out
+
+
 # --------------------------------------------------------------------------------------------
 # correlations
 # --------------------------------------------------------------------------------------------
@@ -196,31 +234,39 @@ class OfflineA:
         theirs = _parse_pds(self.key, 2, parts[4], n_p)
         mine = [self.share.partial_decrypt(c) for c in packed]
         opened = _open(mine, theirs, cross, k + 1)
-        out_q, sigma = self._cross_terms(enc_a_b, cross)
-        out_o, t_shares = self._oles(enc_u, enc_onehot)
+        plan = BundlePlan.for_shape(self.key, s)
+        cts, sigma, t_shares = self._bundle(enc_a_b, enc_u, enc_onehot, plan)
         self._finish(opened, sigma, t_shares)
-        cts = [*out_q, *out_o]
         return _cts_bytes(cts) + _cts_bytes([self.share.partial_decrypt(c) for c in cts])
 
-    def _cross_terms(self, enc_a_b: Sequence[Ciphertext],
-                     layout: PackedLayout) -> tuple[list[Ciphertext], list[int]]:
+    def _bundle(self, enc_a_b: Sequence[Ciphertext], enc_u: Sequence[Ciphertext],
+                enc_onehot: Sequence[Ciphertext], plan: BundlePlan
+                ) -> tuple[list[Ciphertext], list[int], list[int]]:
+        """``[⟨a^B, b^A_j⟩ + σ_j]`` (B learns ``φ_j + σ_j``), ``[scalar·v + R − t]`` per OLE
+        (B learns ``t^B``; A keeps ``t − R``) and ``[Σ_j M_j·δ_c,j] = [M_c]`` for the random OT
+        (B learns ``M_c``), at the plan's offsets; re-randomised."""
+        s = self.shape
         table = MultiExp(enc_a_b)
-        products = [table.power_product(bj) for bj in self.b]
-        sigma = _small(self.rng, self.shape.k, cross_bits(self.shape) + self.shape.kappa)
-        return _pack(products, sigma, layout, self.pool), sigma
-
-    def _oles(self, enc_u: Sequence[Ciphertext],
-              enc_onehot: Sequence[Ciphertext]) -> tuple[list[Ciphertext], list[int]]:
-        """``[scalar·u + R − t]`` per OLE (B learns ``t^B``; A keeps ``t − R``) and
-        ``[Σ_j M_j·δ_c,j] = [M_c]`` for the random OT (B learns ``M_c``)."""
-        kappa = self.shape.kappa
-        big = 1 << (ole_bits() + kappa)
-        ts = _small(self.rng, len(enc_u), ole_bits() + kappa)
+        cross = _horner([table.power_product(bj) for bj in self.b], plan.cross_width)
+        sigma = _small(self.rng, s.k, cross_bits(s) + s.kappa)
+        big = 1 << (ole_bits() + s.kappa)
+        ts = _small(self.rng, len(enc_u), ole_bits() + s.kappa)
         values = [u * sc for u, sc in zip(enc_u, self._scalars(), strict=True)]
-        ot = MultiExp(enc_onehot).power_product(self.ot_masks)
-        layout = _layout(self.key, ole_bits() + kappa + 2, len(values) + 1)
-        packed = _pack([*values, ot], [big - t for t in ts] + [0], layout, self.pool)
-        return packed, [(t - big) % MOD for t in ts]
+        values.append(MultiExp(enc_onehot).power_product(self.ot_masks))
+        offsets = [big - t for t in ts] + [0]
+        acc: list[Ciphertext | None] = [cross] + [None] * (plan.n_cts - 1)
+        plain = [sum(v << (j * plan.cross_width) for j, v in enumerate(sigma))]
+        plain += [0] * (plan.n_cts - 1)
+        for ct_val, off_val, (ct, bit) in zip(values, offsets, plan.ole, strict=True):
+            cur = acc[ct]
+            acc[ct] = ct_val if cur is None else cur + ct_val
+            plain[ct] += off_val << bit
+        out = []
+        for ct_opt, p in zip(acc, plain, strict=True):
+            if ct_opt is None:
+                raise ProtocolError("empty ciphertext in the bundle plan")
+            out.append(ct_opt.add_plain(p).rerandomize(self.pool))
+        return out, sigma, [(t - big) % MOD for t in ts]
 
     def _finish(self, opened: list[int], sigma: list[int], t_shares: list[int]) -> None:
         s, k = self.shape, self.shape.k
@@ -272,26 +318,30 @@ class OfflineB:
         products = [table.power_product(bj) for bj in self.b] + [table.power_product(self.a)]
         self._rho = _small(self.rng, s.k + 1, cross_bits(s) + s.kappa)
         packed = _pack(products, self._rho, self._cross_layout(), self.pool)
-        onehot = [1 if j == self.choice else 0 for j in range(s.k)]
-        encs = [*self.a, *self.u, *onehot]
+        plan = BundlePlan.for_shape(self.key, s)
+        bits = [bit for _, bit in plan.ole]
+        shifted = [v << bit for v, bit in zip(self.u, bits, strict=False)]
+        onehot = [(1 << bits[-1]) if j == self.choice else 0 for j in range(s.k)]
+        encs = [*self.a, *shifted, *onehot]
         return (_cts_bytes(self.key.encrypt_many(encs, self.pool)) + _cts_bytes(packed)
                 + _cts_bytes([self.share.partial_decrypt(c) for c in packed]))
 
     def receive(self, message: bytes) -> bytes:
         """Message 3 in: open A's packed cross terms, OLE shares and ``M_c``; nothing to say."""
         s, k = self.shape, self.shape.k
-        cross = self._cross_layout()
-        n_ole = s.n_pairs + k + 1
-        ole = _layout(self.key, ole_bits() + s.kappa + 2, n_ole + 1)
-        n_q, n_o = -(-k // cross.n_slots), -(-(n_ole + 1) // ole.n_slots)
-        w = self.key.ciphertext_bytes
-        if len(message) != 2 * w * (n_q + n_o):
+        plan = BundlePlan.for_shape(self.key, s)
+        n_ole, n, w = s.n_pairs + k + 1, plan.n_cts, self.key.ciphertext_bytes
+        if len(message) != 2 * w * n:
             raise ProtocolError("offline message of the wrong size")
-        cts = _parse_cts(self.key, message[:w * (n_q + n_o)], n_q + n_o)
-        theirs = _parse_pds(self.key, 1, message[w * (n_q + n_o):], n_q + n_o)
-        mine = [self.share.partial_decrypt(c) for c in cts]
-        phi = _open(mine[:n_q], theirs[:n_q], cross, k)
-        oles = _open(mine[n_q:], theirs[n_q:], ole, n_ole + 1)
+        cts = _parse_cts(self.key, message[:w * n], n)
+        theirs = _parse_pds(self.key, 1, message[w * n:], n)
+        plain = [combine(pa, self.share.partial_decrypt(c))
+                 for pa, c in zip(theirs, cts, strict=True)]
+        if any(p >> end for p, end in zip(plain, plan.ends(k), strict=True)):
+            raise ProtocolError("opened plaintext exceeds the agreed layout")
+        cw, ow = plan.cross_width, plan.ole_width
+        phi = [(plain[0] >> (j * cw)) & ((1 << cw) - 1) for j in range(k)]
+        oles = [(plain[ct] >> bit) & ((1 << ow) - 1) for ct, bit in plan.ole]
         a, b = _arr(self.a), np.array(self.b, dtype=object)
         c = (b @ a - _arr(self._rho[:k]) + _arr(phi)) % MOD
         c0 = (int(a @ a) - 2 * self._rho[k]) % MOD
@@ -483,6 +533,7 @@ def inputs_a(query_masks: Sequence[int], state: ConversionA) -> InputShares:
 
 
 __all__ = [
+    "BundlePlan",
     "ConversionA",
     "ConversionPlan",
     "OfflineA",
