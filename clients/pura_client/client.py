@@ -24,31 +24,15 @@ import numpy.typing as npt
 from pura.config import Limits
 from pura.crypto.encoding import PCARotation
 from pura.errors import (
-    AccessError,
-    AlreadyExistsError,
-    BudgetExhaustedError,
     ConfigError,
     KeyMismatchError,
-    NotFoundError,
-    PermissionDeniedError,
-    ProtocolError,
     PuraError,
 )
 from pura.keys import PublicKeys
+from pura.rpc_errors import error_class
 from pura.transport import join, secure_channel
 from pura_client._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura_client.encryptor import EncryptedParts, Encryptor
-
-_ERRORS: dict[grpc.StatusCode, type[PuraError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.UNAUTHENTICATED: AccessError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: BudgetExhaustedError,
-    grpc.StatusCode.FAILED_PRECONDITION: KeyMismatchError,
-    grpc.StatusCode.INVALID_ARGUMENT: ProtocolError,
-}
-
 
 #: Default for :attr:`PuraClient.idle_timeout_s`: a bulk stream fails after this long with neither
 #: an item sent nor a status received. A server acknowledges a batch (``bulk_batch`` items, 64 in
@@ -66,11 +50,11 @@ class RpcError(PuraError):
 
 
 def translate(exc: grpc.RpcError) -> PuraError:
-    """grpc.RpcError -> the Pura error class of its status code (message kept)."""
+    """grpc.RpcError -> the Pura error class the server raised, by the shared table
+    (:mod:`pura.rpc_errors`); :class:`RpcError` for a status that names no Pura class."""
     code, details = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "budget" not in details.lower():
-        return RpcError(code, details)  # message too large / server overloaded
-    cls = _ERRORS.get(code)
+    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    cls = error_class(code, trailers)
     return cls(f"{code.name}: {details}") if cls is not None else RpcError(code, details)
 
 

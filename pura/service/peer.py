@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from pura.errors import ConfigError, KeyMismatchError, PeerUnavailableError, ProtocolError
+from pura.rpc_errors import error_class
 from pura.service import chunks
 from pura.service._proto.pura.v1 import helper_pb2, helper_pb2_grpc
 from pura.service.status import guarded, guarded_stream
@@ -38,6 +39,18 @@ class HelperIdentity:
 
     parameter_set_id: str
     key_id: str
+
+
+def _helper_error(exc: grpc.RpcError) -> type[ProtocolError]:
+    """The class A raises for B's refusal, read from the shared table (:mod:`pura.rpc_errors`).
+
+    Only :class:`ProtocolError` subclasses keep their class (a :class:`HelperRefusedError` stays
+    one, so A's callers see B's defences at work); anything else B raised is a failed step,
+    ``ProtocolError``: a KeyMismatchError *at B* is not the client's fault and must not be
+    reported to the client as if its upload were.
+    """
+    cls = error_class(exc.code(), exc.trailing_metadata())
+    return cls if cls is not None and issubclass(cls, ProtocolError) else ProtocolError
 
 
 class HelperClient:
@@ -71,7 +84,7 @@ class HelperClient:
                 raise PeerUnavailableError(
                     f"server B unavailable during helper step {step!r}: {exc.code().name}"
                 ) from exc
-            raise ProtocolError(
+            raise _helper_error(exc)(
                 f"helper step {step!r} failed: {exc.code().name}: {exc.details()}"
             ) from exc
 

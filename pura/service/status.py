@@ -1,6 +1,7 @@
 """The one boundary where Pura errors become gRPC status codes.
 
-Each class of failure has one code and a message that describes the *shape* of the problem
+The table itself is :mod:`pura.rpc_errors`, shared with every client. Each class of failure has one
+code and a message that describes the *shape* of the problem
 (which collection, which parameter-set id, which dimension), never secret values -- the error
 hierarchy guarantees the messages are safe to forward. Unexpected exceptions become a generic
 INTERNAL without details: their text might carry anything.
@@ -19,57 +20,10 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import grpc
 
-from pura.errors import (
-    AccessError,
-    AlreadyExistsError,
-    BudgetExhaustedError,
-    CallAbandonedError,
-    ConfigError,
-    CryptoError,
-    DecryptionError,
-    EncodingError,
-    FaceError,
-    InvalidArgumentError,
-    KeyMismatchError,
-    NotFoundError,
-    ParameterError,
-    PeerUnavailableError,
-    PermissionDeniedError,
-    ProtocolError,
-    PuraError,
-    StoreError,
-)
+from pura.errors import DecryptionError, PuraError
+from pura.rpc_errors import code_for, error_metadata
 
 log = logging.getLogger("pura.service")
-
-#: Most specific class first.
-_CODES: tuple[tuple[type[PuraError], grpc.StatusCode], ...] = (
-    (PeerUnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (CallAbandonedError, grpc.StatusCode.CANCELLED),
-    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (ParameterError, grpc.StatusCode.FAILED_PRECONDITION),
-    (KeyMismatchError, grpc.StatusCode.FAILED_PRECONDITION),
-    (DecryptionError, grpc.StatusCode.INTERNAL),
-    (CryptoError, grpc.StatusCode.INVALID_ARGUMENT),
-    (EncodingError, grpc.StatusCode.INVALID_ARGUMENT),
-    (FaceError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
-    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (BudgetExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (AccessError, grpc.StatusCode.PERMISSION_DENIED),
-    (ConfigError, grpc.StatusCode.FAILED_PRECONDITION),
-    (StoreError, grpc.StatusCode.INTERNAL),
-)
-
-
-def code_for(error: PuraError) -> grpc.StatusCode:
-    for cls, code in _CODES:
-        if isinstance(error, cls):
-            return code
-    return grpc.StatusCode.INTERNAL
-
 
 #: Longest status message sent. Messages may quote request fields (a collection name, a step);
 #: a client that sends a 1 MB name must not get it echoed into the trailers, where it would
@@ -111,6 +65,7 @@ def _is_abort(exc: BaseException) -> bool:
 
 def _translate(context: object, exc: Exception, name: str) -> NoReturn:
     if isinstance(exc, PuraError) and isinstance(context, grpc.ServicerContext):
+        context.set_trailing_metadata(error_metadata(exc))  # the class, for the client's table
         abort(context, code_for(exc), message_for(exc))
     if _is_abort(exc) or not isinstance(context, grpc.ServicerContext):
         raise exc
