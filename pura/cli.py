@@ -99,6 +99,9 @@ def serve(
     record: Annotated[Path | None, typer.Option(
         help="AUDITOR TOOL, evaluation galleries only: write every A<->B payload (and A's "
              "candidates and preselection secrets) in the clear to this directory")] = None,
+    insecure_shared_host: Annotated[bool, typer.Option(
+        help="DEMO/TESTS ONLY: A and B run as one user on one host; skip the check that A "
+             "cannot read the sibling key directory of B")] = False,
 ) -> None:
     """Run server A or B until SIGTERM.
 
@@ -121,6 +124,7 @@ def serve(
                 scoring_workers=scoring_workers,
                 ray_address=ray_address or environment_ray_address(os.environ, role),
                 ray_shards=ray_shards, record_dir=record,
+                shared_host_keys=insecure_shared_host,
                 limits=Limits(query_budget=budget, bulk_batch=bulk_batch),
             )
         serve_forever(cfg, ready_file=ready_file)

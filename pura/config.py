@@ -95,8 +95,13 @@ class ServerConfig:
     cert_name: str = ""
     #: Address of B (A only).
     peer: str = ""
-    #: Directories holding the other server's secrets, checked to be unreadable at start.
+    #: Directories holding the other server's secrets, checked to be unreadable at start
+    #: (the sibling of ``key_dir`` in ``pura keygen``'s layout is always checked too).
     forbidden_key_dirs: tuple[Path, ...] = ()
+    #: Demo and tests only: A and B run as one user on one machine, where no file mode can
+    #: keep one from reading the other's keys, so the sibling-directory check is skipped (with
+    #: a warning). Never in a deployment: non-collusion is the whole security argument.
+    shared_host_keys: bool = False
     #: (sha256 hex of token, principal, role) bearer tokens, in addition to mTLS.
     tokens: tuple[tuple[str, str, str], ...] = ()
     #: Address for bearer-token callers (TLS without client certificates). The ``listen``

@@ -204,6 +204,7 @@ def start_pair(
     try:
         a = ServerProcess(
             ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
+             "--insecure-shared-host",
              "--data", str(workdir / "data"), "--peer", f"localhost:{b.port}",
              "--bulk-batch", str(bulk_batch), "--budget", str(budget),
              "--workers", str(workers)],

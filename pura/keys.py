@@ -214,6 +214,15 @@ def check_role_isolation(role: str, directory: Path, *, others: tuple[Path, ...]
             )
 
 
+def default_peer_key_dirs(directory: Path, role: str) -> tuple[Path, ...]:
+    """Where ``pura keygen`` put the *other* server's secrets relative to ``directory``: it
+    writes ``K/a`` and ``K/b`` side by side, so a server started from ``K/a`` must also check
+    ``K/b`` (issue 13, item 11: the check used to look only at A's own directory unless
+    ``--forbid`` named the sibling)."""
+    mine, other = ("a", "b") if role == "a" else ("b", "a")
+    return (directory.parent / other,) if directory.name == mine else ()
+
+
 # --- key sets: what `pura keygen` writes and each party loads ------------------------------
 
 
@@ -359,6 +368,7 @@ __all__ = [
     "check_private",
     "check_role_isolation",
     "decode_key_file",
+    "default_peer_key_dirs",
     "encode_key_file",
     "generate_key_set",
     "key_id_of",

@@ -67,7 +67,7 @@ wait_port() {  # file, pid, name
 pids+=($!)
 wait_port "$WORK/b.port" "${pids[0]}" b
 "$BIN/pura" serve --role a --keys "$WORK/keys/a" --tls "$WORK/tls" --data "$WORK/a-data" \
-  --peer "localhost:$(cat "$WORK/b.port")" --ready-file "$WORK/a.port" > "$WORK/a.log" 2>&1 &
+  --insecure-shared-host --peer "localhost:$(cat "$WORK/b.port")" --ready-file "$WORK/a.port" > "$WORK/a.log" 2>&1 &
 pids+=($!)
 wait_port "$WORK/a.port" "${pids[1]}" a
 for p in "${pids[@]}"; do kill -TERM "$p"; wait "$p" || true; done

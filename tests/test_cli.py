@@ -66,6 +66,16 @@ def test_serve_a_refuses_when_it_can_read_b_secrets(material: Path) -> None:
     assert result.exit_code == 2 and "must not be readable" in result.output
 
 
+def test_serve_a_refuses_the_default_layout_without_forbid(material: Path) -> None:
+    """``pura keygen`` writes K/a and K/b side by side: A started from K/a refuses when it can
+    read K/b even without --forbid (issue 13, item 11); the demo's explicit opt-out skips it."""
+    args = ["serve", "--role", "a", "--keys", str(material / "keys" / "a"),
+            "--tls", str(material / "tls"), "--peer", "localhost:1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "must not be readable" in result.output
+    assert str(material / "keys" / "b") in result.output
+
+
 def test_serve_refuses_plaintext_without_dev(material: Path) -> None:
     result = runner.invoke(app, ["serve", "--role", "b", "--keys", str(material / "keys" / "b"),
                                  "--no-tls"])

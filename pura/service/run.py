@@ -27,7 +27,7 @@ from pura.engine.local import LocalEngine
 from pura.errors import ConfigError, PuraError
 from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
-from pura.keys import FILE_NAMES, load_a_keys, load_b_keys
+from pura.keys import FILE_NAMES, default_peer_key_dirs, load_a_keys, load_b_keys
 from pura.pipeline.config import SearchConfig
 from pura.protocols.preselect import ScoringBackend, ScoringPool
 from pura.service import servicers
@@ -47,6 +47,16 @@ def load_pca(key_dir: Path, model_id: str) -> PCARotation:
     if local.exists():
         return PCARotation.load(local, model_id=model_id)
     return load_shipped_pca(model_id)
+
+
+def _forbidden(config: ServerConfig) -> tuple[Path, ...]:
+    """Key directories this server must not be able to read: the configured ones and, unless
+    ``shared_host_keys`` (demo/tests), the other server's directory in keygen's layout."""
+    if config.shared_host_keys:
+        log.warning("shared_host_keys: A and B share this host and user; the check that A "
+                    "cannot read B's keys is off (demo/tests only)")
+        return config.forbidden_key_dirs
+    return (*config.forbidden_key_dirs, *default_peer_key_dirs(config.key_dir, config.role))
 
 
 def _tls(config: ServerConfig) -> tuple[Path, str] | None:
@@ -142,7 +152,7 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle
     NOT_SERVING, RPCs UNAVAILABLE) and a thread keeps trying; once B answers with the same keys
     A recovers its gallery and serves (issue 13: an operator would rather see A up and waiting
     than exiting after 30 s)."""
-    keys = load_a_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
+    keys = load_a_keys(config.key_dir, forbidden=_forbidden(config))
     params = keys.public.parameters
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = GalleryStore(config.data_dir / "gallery.db")

@@ -65,7 +65,8 @@ class Deployment:
 
 def config_a(root: Path, b_port: int, data: Path, limits: Limits) -> ServerConfig:
     return ServerConfig(role="a", key_dir=root / "keys" / "a", data_dir=data,
-                        tls_dir=root / "tls", peer=f"localhost:{b_port}", limits=limits)
+                        tls_dir=root / "tls", peer=f"localhost:{b_port}", limits=limits,
+                        shared_host_keys=True)  # one user runs A and B here
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ KILL_AFTER = 7
 def _start_a(root: Path, b_port: int) -> ServerProcess:
     return ServerProcess(
         ["--role", "a", "--keys", str(root / "keys" / "a"), "--tls", str(root / "tls"),
+         "--insecure-shared-host",
          "--data", str(root / "data"), "--peer", f"localhost:{b_port}", "--bulk-batch", "3"],
         root / "a.port", root / "a.log",
     )

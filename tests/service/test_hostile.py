@@ -482,3 +482,23 @@ def test_item13_verify_of_unknown_subject_answers_like_a_non_match(
     assert {d for d, _ in unknown} == {common_pb2.NO_MATCH}
     fastest_known = min(t for _, t in known)
     assert min(t for _, t in unknown) > 0.5 * fastest_known, (known, unknown)
+
+
+# --- item 11: A refuses B's keys at keygen's default layout --------------------------------------
+
+
+def test_item11_a_refuses_to_start_when_it_can_read_bs_keys_next_door(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Keygen writes keys/a and keys/b side by side; A used to check only keys/a unless
+    --forbid named keys/b. Now A refuses by default (the session's servers opt out explicitly:
+    one user runs both here)."""
+    from dataclasses import replace
+
+    from pura.errors import ConfigError
+    from pura.service.run import start_a
+
+    config = replace(config_a(deployment.root, deployment.b.port, tmp_path / "data", Limits()),
+                     shared_host_keys=False)
+    with pytest.raises(ConfigError, match="must not be readable"):
+        start_a(config)
