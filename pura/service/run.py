@@ -13,6 +13,7 @@ SERVING on the health service.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -237,7 +238,11 @@ def _serve_a(config: ServerConfig, node: NodeA, ready: threading.Event) -> Runni
 
 
 def serve_forever(config: ServerConfig, *, ready_file: Path | None = None) -> None:
-    """Run until SIGTERM/SIGINT. ``ready_file`` receives the bound port once serving."""
+    """Run until SIGTERM/SIGINT. ``ready_file`` receives the bound port once serving.
+
+    Everything the server creates is private to its user (umask 0077): the stores, their WAL
+    and shared-memory files, the audit log (issue 13, item 10)."""
+    os.umask(0o077)
     if config.role == "a":
         handle = start_a(config)
         running, closer = handle.running, handle.stop
