@@ -20,7 +20,7 @@ while receiving, before anything is deserialised (threat T10/T21).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ import grpc
 from pura.certs import CertPaths
 from pura.config import Limits
 from pura.errors import ConfigError, ProtocolError
+from pura.wire import pack_blobs, unpack_blobs  # re-exported: blob lists are pura.wire's
 
 DEFAULT_CHUNK = 1 << 20
 
@@ -134,36 +135,6 @@ def join(chunks: Iterable[ChunkLike], *, max_total: int) -> bytes:
                 raise ProtocolError("payload digest mismatch after reassembly")
             return payload
     raise ProtocolError("stream ended before the final chunk")
-
-
-def pack_blobs(parts: Sequence[bytes]) -> bytes:
-    """Length-prefixed list of byte strings (block records, broadcast query heads)."""
-    out = bytearray(len(parts).to_bytes(4, "big"))
-    for part in parts:
-        out += len(part).to_bytes(8, "big") + part
-    return bytes(out)
-
-
-def unpack_blobs(data: bytes, *, what: str, max_items: int = 1 << 16) -> list[bytes]:
-    """Inverse of :func:`pack_blobs`; every malformed input is a ProtocolError naming ``what``."""
-    if len(data) < 4:
-        raise ProtocolError(f"{what}: truncated")
-    count = int.from_bytes(data[:4], "big")
-    if count > max_items:
-        raise ProtocolError(f"{what}: {count} items exceed the limit {max_items}")
-    parts, pos = [], 4
-    for _ in range(count):
-        if pos + 8 > len(data):
-            raise ProtocolError(f"{what}: truncated")
-        size = int.from_bytes(data[pos:pos + 8], "big")
-        pos += 8
-        if pos + size > len(data):
-            raise ProtocolError(f"{what}: truncated")
-        parts.append(data[pos:pos + size])
-        pos += size
-    if pos != len(data):
-        raise ProtocolError(f"{what}: {len(data) - pos} trailing bytes")
-    return parts
 
 
 __all__ = [

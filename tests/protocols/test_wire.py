@@ -1,8 +1,9 @@
 """The one framing codec (pura.wire): known answers, byte compatibility, refusals.
 
-The hex constants below were produced by the codecs this module replaced
-(``pura.protocols._wire.pack``, ``pura.service.chunks.pack_blobs``, ``pura.crypto.ckks._frame``)
-before they were removed; stored block records and key files depend on these exact bytes.
+The hex constants below were produced by the hand-written codecs this module replaced
+(``pura.protocols._wire.pack``, ``pura.service.chunks.pack_blobs``, ``pura.crypto.ckks._frame``),
+captured before the switch: stored block records in gallery.db and key files depend on these
+exact bytes, so a store written by the previous version loads without a migration.
 """
 
 from __future__ import annotations
