@@ -599,6 +599,21 @@ class GalleryStore:
             tuple((int(r[1]), int(r[2])) for r in rows if int(r[3]) == 1),
         )
 
+    def drop_pending_template(self, collection: str, template_id: str) -> TemplateRecord | None:
+        """Delete a template that was never placed (its head could not be written into its
+        block); returns what was deleted, or None if it is gone or already placed."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT template_id, subject_id, block_no, slot, paillier, head FROM templates "
+                "WHERE collection=? AND template_id=? AND placed=0", (collection, template_id),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM templates WHERE collection=? AND template_id=?",
+                       (collection, template_id))
+        return TemplateRecord(str(row[0]), str(row[1]), int(row[2]), int(row[3]),
+                              bytes(row[4]), None if row[5] is None else bytes(row[5]))
+
     def checkpoint(self) -> None:
         """Fold the WAL into the database and truncate it to zero bytes."""
         with self._lock:

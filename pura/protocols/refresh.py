@@ -40,6 +40,11 @@ from pura.gallery.packing import DecoySource, HeadBlock, TemplateId
 from . import _wire
 
 FloatArray = npt.NDArray[np.float64]
+#: What B accepts for a masked head value ``y + R`` (``|y| ≤ 1`` for a unit vector's PCA head,
+#: ``|R| ≤ 2^REFRESH_MASK_BITS``), with a margin for CKKS noise. A coarse range check only: it
+#: refuses the heads near 2^80 that made every later refresh fail (issue 13, item 1), but a
+#: head of 2^34 passes it with probability ~1 − 2^-7 (the precise check is item 2, not done).
+HEAD_BOUND = 2.0**REFRESH_MASK_BITS + 2.0
 _REQ_MAGIC = b"PURA-RFQ"
 _RESP_MAGIC = b"PURA-RFP"
 _ID_BYTES = 16
@@ -198,6 +203,8 @@ def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
     values = np.stack([ctx.decrypt(ctx.ciphertext_from_bytes(raw)) for raw in req.block])
     m = values.shape[0]
     heads = [ctx.decrypt(ctx.ciphertext_from_bytes(raw))[:m] for raw in req.heads]
+    if any(not np.all(np.abs(h) <= HEAD_BOUND) for h in heads):
+        raise ProtocolError("a head lies outside the masked range of a unit vector's head")
     delta = np.zeros_like(values)
     for head, slot in zip(heads, req.write_slots, strict=True):
         delta[:, slot] = head - values[:, slot]

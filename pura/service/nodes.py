@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import dataclasses
 import logging
 import random
@@ -264,6 +265,8 @@ class NodeA:
                                 engine=engine, rng=self.rng)
         self._galleries: dict[str, GalleryIndex] = {}
         self._galleries_lock = threading.Lock()
+        #: Template ids dropped because their head could not be placed (enroll reports them).
+        self.dropped: set[str] = set()
         self.identifications = 0
         #: Collections whose copies at B may lag A's rows (a forward failed): synced before
         #: their next query.
@@ -407,18 +410,77 @@ class NodeA:
             if t.block_no == block.block_id
         }
         heads = {tid: rec.head for tid, rec in pending.items() if rec.head is not None}
-        written = self.enroller.refresh(block, heads)
+        try:
+            written = self.enroller.refresh(block, heads)
+        except PeerUnavailableError:
+            raise
+        except PuraError as exc:
+            # One enrolment's head must not stop every later refresh, identification and
+            # restart (issue 13, item 1): find the heads that fail on their own, drop their
+            # rows, and refresh the rest.
+            log.warning("refresh of block %d failed (%s); isolating bad heads",
+                        block.block_id, exc)
+            for tid in self._bad_heads(block, sorted(heads.items())):
+                self._drop_pending(name, block, tid)
+                heads.pop(tid)
+            written = self.enroller.refresh(block, heads)
         placed = [pending[t].template_id for t in written if t in pending]
         record = pack_blobs([block.metadata_bytes(), *block.ciphertexts])
         self.store.put_block(name, block.block_id, record, placed, version=block.version)
+
+    def _bad_heads(self, block: HeadBlock, items: list[tuple[int, bytes]]) -> list[int]:
+        """Template ids among ``items`` whose head makes a refresh fail, found by bisection
+        on copies of ``block`` (the block itself is not touched). B being down is no head's
+        fault and propagates."""
+        if not items:
+            return []
+        probe = copy.deepcopy(block)
+        wanted = {t for t, _ in items}
+        probe.pending = {s: t for s, t in block.pending.items() if t in wanted}
+        probe.clearing = set()
+        try:
+            self.enroller.refresh(probe, dict(items))
+            return []
+        except PeerUnavailableError:
+            raise
+        except PuraError:
+            if len(items) == 1:
+                return [items[0][0]]
+        half = len(items) // 2
+        return self._bad_heads(block, items[:half]) + self._bad_heads(block, items[half:])
+
+    def _drop_pending(self, name: str, block: HeadBlock, tid: int) -> None:
+        """Remove a pending template whose head cannot be placed: its row, its slot
+        reservation and B's copy; say so in the audit log (the enroller may have been told
+        "enrolled" if the refresh ran after the acknowledgement)."""
+        slot = next(s for s, t in block.pending.items() if t == tid)
+        del block.pending[slot]
+        record = self.store.drop_pending_template(name, _hex(tid))
+        self.dropped.add(_hex(tid))
+        try:
+            self._erase_copies(name, [(block.block_id, slot)])
+        except ProtocolError as exc:  # B reconciles its copies with the rows at start-up
+            log.warning("copy of dropped template not erased yet: %s", exc)
+        self.audit.append(principal="server-a", action="enroll-dropped",
+                          outcome="rejected: CKKS head out of range", collection=name,
+                          target=record.subject_id if record is not None else "",
+                          detail=_hex(tid))
+        log.error("dropped template %s of collection %r: its CKKS head cannot be placed",
+                  _hex(tid), name)
 
     def recover(self) -> int:
         """At start: reconcile and refresh every collection, reconcile B's copies with the
         rows, and start the offline worker; returns blocks refreshed."""
         total = 0
         for name in self.store.list_collections():
-            total += self._refresh_dirty(name, self._gallery(name))
-            self.sync_copies(name)
+            try:
+                total += self._refresh_dirty(name, self._gallery(name))
+                self.sync_copies(name)
+            except PeerUnavailableError:
+                raise
+            except PuraError as exc:  # one collection must not keep A from serving the others
+                log.error("collection %r not recovered (retried on its next request): %s",
+                          name, exc)
         self.offline.start()
         return total
 
@@ -551,7 +613,7 @@ class NodeA:
             except (ProtocolError, StoreError) as exc:
                 # Committed templates stay pending; the next enrolment or restart refreshes them.
                 log.warning("block refresh deferred: %s", exc)
-        return final
+        return [_unless_dropped(o, self.dropped) for o in final]
 
     # --- B's candidate copies (issue 11) ----------------------------------------------------
 
@@ -709,6 +771,14 @@ class NodeA:
                                          f"{erased} copies erased at B", when=when)
         return Receipt(collection, subject_id, len(deleted.template_ids), refreshed,
                        when.isoformat(timespec="seconds"), entry)
+
+
+def _unless_dropped(outcome: EnrollOutcome, dropped: set[str]) -> EnrollOutcome:
+    """``outcome``, or a rejection when its template was dropped by the refresh just run."""
+    if outcome.error is None and outcome.template_id in dropped:
+        return EnrollOutcome(outcome.request_id, "", False, EmbeddingRangeError(
+            "the template's CKKS head is out of range; it was dropped, not placed"))
+    return outcome
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,61 @@ def _code(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details() or ""
 
 
+# --- item 1: one enrolment cannot take identification (or A's restart) down ------------------
+
+
+def test_item1_out_of_range_head_is_dropped_and_cannot_stop_identify_or_restart(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A head encrypting values near 2^80 used to make every later refresh fail: Identify
+    INVALID_ARGUMENT, later enrolments never placed, and A exiting at restart. Now B refuses
+    the head, A drops that row (reported, audited) and everything else goes on; a bad row
+    already in the store (written by older code) cannot stop recovery either."""
+    import numpy as np
+
+    from pura.gallery.store import GalleryStore, NewTemplate
+
+    data = tmp_path / "data"
+    handle = deployment.start_a(data)
+    faces = deployment.faces
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("enroller", port=port) as enroller:
+            enc = enroller.encryptor()
+            enroller.enroll_encrypted("h1_good", enc.template(faces.gallery[200]))
+            ctx = enc.keys.ckks
+            m = deployment.a.node.params.encoding.head_dim
+            huge = ctx.ciphertext_to_bytes(ctx.encrypt_head(np.full(m, 2.0**80)))
+            wolf = EncryptedParts(enc.template(faces.gallery[201]).paillier, huge)
+            with pytest.raises(Exception, match="out of range"):
+                enroller.enroll_encrypted("h1_wolf", wolf)
+            enroller.enroll_encrypted("h1_after", enc.template(faces.gallery[202]))
+        with deployment.client("identifier", port=port) as client:
+            assert client.identify(faces.gallery[200]).subject == "h1_good"
+        with deployment.client("admin", port=port) as admin:
+            assert admin.stats().pending_templates == 0
+            assert "h1_wolf" not in admin.list_subjects()
+        dropped = [e for e in handle.node.audit.entries() if e["action"] == "enroll-dropped"]
+        assert [e["target"] for e in dropped] == ["h1_wolf"]
+        good = handle.node.store.templates_of_subject(COLLECTION, "h1_good")[0]
+    finally:
+        handle.stop()
+    with GalleryStore(data / "gallery.db") as store:  # a bad row left by older code
+        info = store.get_collection(COLLECTION)
+        store.add_templates(COLLECTION, [NewTemplate(
+            "h1_old_wolf", "h1-old", info.model_id, info.parameter_set_id, info.key_id,
+            good.paillier, huge)])
+    handle = deployment.start_a(data)  # used to exit with the refresh's ProtocolError
+    try:
+        with deployment.client("identifier", port=handle.running.port) as client:
+            assert client.identify(faces.gallery[202]).subject == "h1_after"
+        assert handle.node.store.templates_of_subject(COLLECTION, "h1_old_wolf") == []
+    finally:
+        handle.stop()
+
+
 # --- item 3: idle streams cannot starve Identify ---------------------------------------------
 
 
