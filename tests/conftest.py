@@ -82,3 +82,17 @@ def paillier_default_keys() -> tuple[PublicKey, KeyShare, KeyShare]:
     from pura.crypto.params import PAILLIER_3072
 
     return generate_keypair(PAILLIER_3072, random.Random(3072))
+
+
+# --- client key pins (owner: client SDK) -----------------------------------------------------
+# ``private_known_keys`` (autouse) points $PURA_KNOWN_KEYS at this test's own file.
+#     Clients pin server keys on first use (pura_client.pins) in ~/.config/pura by default. Tests
+#     start servers with fresh keys on reused loopback ports, so a shared pin file would make
+#     one test's keys look like a key change to the next, and tests must not write to $HOME.
+
+
+@pytest.fixture(autouse=True)
+def private_known_keys(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PURA_KNOWN_KEYS",
+                       str(tmp_path_factory.mktemp("known-keys") / "known_keys.json"))

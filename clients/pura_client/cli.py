@@ -30,6 +30,7 @@ from pura.crypto.encoding import PCARotation, load_shipped_pca
 from pura.errors import PuraError
 from pura.keys import load_public_keys
 from pura_client.client import DEFAULT_IDLE_TIMEOUT_S, PuraClient
+from pura_client.pins import KnownKeys
 
 if TYPE_CHECKING:
     from pura_client.embedding.pipeline import Embedder
@@ -44,20 +45,31 @@ Tls = Annotated[Path, typer.Option(help="directory with ca.pem and <cert>.pem/.k
 Cert = Annotated[str, typer.Option(help="certificate (role) to present")]
 Pca = Annotated[Path | None, typer.Option(help="PCA rotation .npz (default: shipped)")]
 Keys = Annotated[Path | None, typer.Option(
-    help="trusted public key directory (keygen's public/); pins the key id A must announce")]
+    help="trusted public key directory (keygen's public/); pins the key id A must announce. "
+         "Without it the keys are pinned on first use in $PURA_KNOWN_KEYS, else "
+         "~/.config/pura/known_keys.json, and a changed key is refused")]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def _connect(
     server: str, collection: str, tls: Path, cert: str, pca: Path | None,
-    keys: Path | None = None, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    keys: Path | None = None, idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S, *, pin: bool = True,
 ) -> PuraClient:
+    """A client for A. Commands that encrypt (``pin``) check A's keys before anything else:
+    against ``--keys`` when given, else against the trust-on-first-use pin file."""
     rotation = load_shipped_pca() if pca is None else PCARotation.load(
         pca, model_id="dlib_face_recognition_resnet_model_v1"
     )
     trusted = load_public_keys(keys) if keys is not None else None
-    return PuraClient.connect(server, collection, tls_dir=tls, cert_name=cert, pca=rotation,
-                              trusted_keys=trusted, idle_timeout_s=idle_timeout)
+    client = PuraClient.connect(server, collection, tls_dir=tls, cert_name=cert, pca=rotation,
+                                trusted_keys=trusted, idle_timeout_s=idle_timeout)
+    if pin and trusted is None:
+        try:
+            KnownKeys().check(server, collection, client.public_keys())
+        except BaseException:
+            client.close()
+            raise
+    return client
 
 
 def _fail(exc: PuraError) -> typer.Exit:
@@ -187,7 +199,7 @@ def delete(
 ) -> None:
     """Delete every template of SUBJECT; prints the receipt."""
     try:
-        with _connect(server, collection, tls, cert, None) as client:
+        with _connect(server, collection, tls, cert, None, pin=False) as client:
             receipt = client.delete(subject)
     except PuraError as exc:
         raise _fail(exc) from None
