@@ -557,3 +557,131 @@ def test_item11_a_refuses_to_start_when_it_can_read_bs_keys_next_door(
                      shared_host_keys=False)
     with pytest.raises(ConfigError, match="must not be readable"):
         start_a(config)
+
+
+# --- soak: four threads of real traffic plus hostile items, then the invariants ---------------
+
+
+@pytest.mark.slow
+def test_soak_enroll_delete_identify_with_hostile_items(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """>= 60 s of Enroll, Delete, Identify and hostile requests on four threads against a real
+    A and B. Afterwards the subject list equals acknowledged minus deleted, every hostile item
+    was refused (never OK), and every answer equals plaintext 1:N on the final gallery."""
+    import random
+
+    import gmpy2
+
+    from pura.crypto.paillier import Ciphertext
+    from pura.protocols.messages import PaillierTemplate
+
+    from .test_rpcs import plaintext_identify
+
+    handle = deployment.start_a(tmp_path / "data", query_budget=100_000)
+    faces = deployment.faces
+    people = [(faces.gallery_labels[i], faces.gallery[i]) for i in range(300, 316)]
+    rng = random.Random(13)
+    lock = threading.Lock()
+    acknowledged: set[str] = set()
+    deleted: set[str] = set()
+    failures: list[str] = []
+    done = {"identify": 0, "hostile": 0}
+    stop = time.monotonic() + 60
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("enroller", port=port) as client:
+            enc = client.encryptor()
+            templates = {label: enc.template(v) for label, v in people}
+            queries = [enc.query(v) for _, v in people[:6]]
+        key = handle.node.keys.public.paillier
+
+        def enrol() -> None:
+            with deployment.client("enroller", port=port) as c:
+                while time.monotonic() < stop:
+                    label, _ = rng.choice(people)
+                    with lock:
+                        if label in acknowledged - deleted:
+                            continue
+                    c.enroll_encrypted(label, templates[label], uuid_like(label))
+                    with lock:
+                        acknowledged.add(label)
+                        deleted.discard(label)
+
+        def delete() -> None:
+            with deployment.client("admin", port=port) as c:
+                while time.monotonic() < stop:
+                    time.sleep(2)
+                    with lock:
+                        live = sorted(acknowledged - deleted)
+                    if len(live) > 4:
+                        victim = rng.choice(live)
+                        c.delete(victim)
+                        with lock:
+                            deleted.add(victim)
+
+        def identify() -> None:
+            with deployment.client("identifier", port=port) as c:
+                while time.monotonic() < stop:
+                    answer = c.identify_encrypted(rng.choice(queries)).subject
+                    done["identify"] += 1
+                    if answer is not None and answer not in {p for p, _ in people}:
+                        failures.append(f"identify answered {answer!r}")
+
+        def hostile() -> None:
+            stub = _stub(secure_channel(f"localhost:{port}", deployment.tls, "enroller"))
+            base = templates[people[0][0]]
+            packed = PaillierTemplate.from_bytes(key, base.paillier).packed
+            c2 = EncryptedParts(PaillierTemplate((Ciphertext(key, gmpy2.mpz(2)),
+                                                  *packed[1:])).to_bytes(), base.ckks_head)
+            bad = [("h_soak\u202e", base), ("h_soak_junk", EncryptedParts(
+                base.paillier, base.ckks_head + b"\x00" * 64)), ("h_soak_c2", c2)]
+            while time.monotonic() < stop:
+                subject, parts = rng.choice(bad)
+                done["hostile"] += 1
+                request = _enroll_request(deployment, subject, parts)
+                request.ref.collection = COLLECTION
+                try:
+                    stub.Enroll(request, timeout=120)
+                    failures.append(f"hostile {subject!r} was accepted")
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        failures.append(f"hostile {subject!r}: {exc.code().name}")
+
+        def uuid_like(label: str) -> str:
+            return f"{label}-{rng.getrandbits(64):016x}"
+
+        errors: list[BaseException] = []
+
+        def guard(fn: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    fn()
+                except BaseException as exc:  # reported below, with the thread's name
+                    errors.append(exc)
+            return run
+
+        threads = [threading.Thread(target=guard(f), name=f.__name__)
+                   for f in (enrol, delete, identify, hostile)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        assert not errors, errors
+        assert not failures, failures[:5]
+        # the run did something: enrolments, deletions, answers and refusals all happened
+        assert len(acknowledged) >= 4 and deleted and min(done.values()) >= 3, (
+            len(acknowledged), len(deleted), done)
+        expected = acknowledged - deleted
+        with deployment.client("admin", port=port) as admin:
+            assert set(admin.list_subjects()) == expected
+        labels = sorted(expected)
+        vectors = [dict(people)[label] for label in labels]
+        with deployment.client("identifier", port=port) as c:
+            for label, v in people[:6]:
+                want = plaintext_identify(deployment, labels, vectors, v) if labels else None
+                assert c.identify(v).subject == want, (label, want)
+    finally:
+        handle.stop()
