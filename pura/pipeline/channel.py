@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pura.crypto.paillier import PublicKey
 from pura.protocols.identify import BytesChannel, ChannelStats
 from pura.protocols.steps import Step
+from pura.protocols.tickets import strip
 
 HelperCall = Callable[[str, bytes], bytes]
 """``(step, request bytes) -> reply bytes``: one A→B round trip."""
@@ -63,9 +64,14 @@ class HelperChannel:
     Thread-safe: the query's admission runs on a thread beside preselection.
     """
 
-    def __init__(self, call: HelperCall, recorder: Recorder | None = None) -> None:
+    def __init__(
+        self, call: HelperCall, recorder: Recorder | None = None, *, ticketed: bool = False
+    ) -> None:
         self._call = call
         self.recorder = recorder
+        #: B takes per-query tickets (a :class:`~pura.protocols.helper_guard.HelperGuard` in
+        #: front of its steps, as every :class:`~pura.service.nodes.NodeB` has).
+        self.ticketed = ticketed
         self._lock = threading.Lock()
         self.per_step: dict[str, StepStats] = {}
 
@@ -79,13 +85,13 @@ class HelperChannel:
             stats.bytes_to_b += len(payload)
             stats.bytes_from_b += len(reply)
         if self.recorder is not None:
-            self.recorder.record(Exchange(str(step), payload, reply, elapsed))
+            self.recorder.record(Exchange(str(step), strip(payload), reply, elapsed))
         return reply
 
     def paillier(self, key: PublicKey) -> BytesChannel:
         """The exact stage's typed channel over this wire (its own stats count Paillier steps;
         :meth:`totals` counts everything)."""
-        return BytesChannel(key, self)
+        return BytesChannel(key, self, ticketed=self.ticketed)
 
     def totals(self) -> ChannelStats:
         """Rounds and bytes over every step so far."""

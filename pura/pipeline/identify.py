@@ -33,11 +33,13 @@ from pura.pipeline.channel import HelperChannel
 from pura.pipeline.config import SearchConfig
 from pura.pipeline.gallery import GalleryIndex
 from pura.protocols import candidates as cand
-from pura.protocols.identify import Candidate, MatchResult, ServerA
+from pura.protocols.identify import BytesChannel, Candidate, MatchResult, ServerA
+from pura.protocols.identify import HelperChannel as HelperChannel_
 from pura.protocols.messages import PaillierQuery
 from pura.protocols.norms import CheckedQuery
 from pura.protocols.preselect import parse_query
 from pura.protocols.steps import Step
+from pura.protocols.tickets import TicketKind, seal
 
 T = TypeVar("T")
 
@@ -129,14 +131,18 @@ class Identifier:
         client that gave up stops the work at the next stage (:class:`CallAbandonedError`)."""
         stages: dict[str, float] = {}
         with self.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
-            checked = pool.submit(_timed, stages, "admit_query", self.server_a.check_query, query)
-            served = _timed(stages, "preselect", self.candidates, gallery, head, source)
+            # One ticket for every step of this query: B counts its quotas per ticket.
+            session = self.server_a.session(TicketKind.QUERY)
+            checked = pool.submit(_timed, stages, "admit_query", self.server_a.check_query, query,
+                                  session)
+            served = _timed(stages, "preselect", self.candidates, gallery, head, source, session)
             admitted = checked.result()
             still_wanted(alive, "the exact stage")
-            result = _timed(stages, "exact", self.server_a.match, admitted, served.entries, tau)
+            result = _timed(stages, "exact", self.server_a.match, admitted, served.entries, tau,
+                            session)
             if result.matched and served.request_id is not None and result.label is not None:
                 subject = _timed(stages, "open", self._open, served.request_id,
-                                 int(result.label), source)
+                                 int(result.label), source, session)
                 result = MatchResult(True, subject)
         self.last_stages = stages
         return result
@@ -150,7 +156,8 @@ class Identifier:
             return self.server_a.verify(query, subject, templates, tau)
 
     def candidates(
-        self, gallery: GalleryIndex, head: Sequence[bytes], source: TemplateSource
+        self, gallery: GalleryIndex, head: Sequence[bytes], source: TemplateSource,
+        session: HelperChannel_ | None = None,
     ) -> _Candidates:
         """Exact-stage candidates.
 
@@ -173,15 +180,24 @@ class Identifier:
         if len(live) <= top_k:
             return _Candidates(source.candidates(ids))
         request = dataclasses.replace(request, namespace=source.namespace, top_k=top_k)
-        raw = self.channel(Step.PRESELECT, request.to_bytes())
+        raw = self._send(session, Step.PRESELECT, request.to_bytes())
         reply = cand.CandidatesReply.from_bytes(raw)
         key = self.server_a.key
         served = cand.parse_candidates(key, reply, request.request_id, top_k)
         return _Candidates([(str(i), t) for i, t in enumerate(served)], request.request_id)
 
-    def _open(self, request_id: bytes, index: int, source: TemplateSource) -> str:
+    def _send(self, session: HelperChannel_ | None, step: Step, payload: bytes) -> bytes:
+        """A raw step of the query's ``session``: sealed with its ticket when it has one."""
+        ticket = session.ticket if isinstance(session, BytesChannel) else b""
+        return self.channel(step, seal(ticket, payload) if ticket else payload)
+
+    def _open(
+        self, request_id: bytes, index: int, source: TemplateSource,
+        session: HelperChannel_ | None = None,
+    ) -> str:
         """After a match: open the winner's label with B (one opening per query) → subject."""
-        raw = self.channel(Step.OPEN_LABEL, cand.LabelOpenRequest(request_id, index).to_bytes())
+        raw = self._send(session, Step.OPEN_LABEL,
+                         cand.LabelOpenRequest(request_id, index).to_bytes())
         template_id = cand.finish_label(self.server_a.share, cand.LabelOpenReply.from_bytes(raw))
         return source.subject_of(template_id)
 

@@ -23,6 +23,8 @@ step                   allowed per query ticket (:class:`~pura.protocols.tickets
                        while ``m > 1`` entries remain (m starts at ``k``)
 ``threshold``          once, after the argmin is complete; the opened value must lie in
                        ``[0, k)`` (:func:`~pura.protocols.secure_min.helper_threshold`)
+``open_label``         once, after the threshold round, and only for the candidate set B
+                       served to this ticket's preselection; closes the ticket
 =====================  ====================================================================
 
 Anything else — an unknown or expired ticket, a step out of order, a second opening, a count
@@ -49,20 +51,13 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
+from pura.crypto.paillier import PublicKey
 from pura.errors import HelperRefusedError, ProtocolError, PuraError
-from pura.protocols.identify import (
-    STEP_ARGMIN,
-    STEP_BLINDED_PRODUCT,
-    STEP_COMPARE,
-    STEP_NORM_CHECK,
-    STEP_NORM_SQUARE,
-    STEP_THRESHOLD,
-    ServerB,
-)
+from pura.protocols.candidates import LabelOpenRequest
 from pura.protocols.messages import (
     ArgminRequest,
     BlindedProductRequest,
@@ -72,14 +67,13 @@ from pura.protocols.messages import (
     NormRequest,
     ThresholdRequest,
 )
-from pura.protocols.preselect import PreselectRequest, PreselectResponse
-from pura.protocols.secure_min import helper_threshold
+from pura.protocols.preselect import PreselectRequest
+from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_BYTES, TICKET_STEP, TicketKind, unseal
 
-STEP_PRESELECT = "ckks.preselect"
-STEP_REFRESH = "ckks.refresh"
 #: The principal B writes in its log: B serves exactly one peer (A, over mTLS).
 PEER = "server-a"
+StepHandler = Callable[[bytes], bytes]
 
 
 class RequestLog(Protocol):
@@ -95,9 +89,11 @@ class RequestLog(Protocol):
 class Quotas:
     """B's own limits (from B's configuration; nothing here is taken from A's requests)."""
 
-    #: Positions B ranks and returns in preselection (``ServerConfig.view_k``).
+    #: Positions B ranks in preselection and copies it serves (B's ``SearchConfig``).
     view_k: int
-    #: Largest candidate count of one exact stage (``k`` of the distance round).
+    top_k: int = 0
+    #: Largest candidate count of one exact stage (``k`` of the distance round; verification
+    #: runs over a subject's templates, which may be more than ``top_k``).
     max_candidates: int = 64
     #: Largest enrolment batch admitted under one ticket (A's ``ADMIT_BATCH``).
     max_enrol_batch: int = 32
@@ -109,7 +105,7 @@ class Quotas:
 
     def __post_init__(self) -> None:
         if min(self.view_k, self.max_candidates, self.max_enrol_batch, self.max_open_tickets,
-               self.tickets_per_minute) < 1 or self.ticket_ttl_s <= 0:
+               self.tickets_per_minute) < 1 or self.ticket_ttl_s <= 0 or self.top_k < 0:
             raise ProtocolError(f"every quota must be positive: {self}")
 
 
@@ -125,31 +121,46 @@ class _Ticket:
     checked: int = 0  # norm comparisons answered so far (2 per valid vector at most)
     k: int = 0  # set by blinded_product
     remaining: int = 0  # argmin entries left (1 = minimum known)
+    served: bytes = b""  # the preselection request whose candidates B served
 
 
-R = TypeVar("R")
+def _parsers(key: PublicKey) -> dict[str, Callable[[bytes], Any]]:
+    """How B reads each ticketed step's request (to check it before running it)."""
+    return {
+        Step.NORM_SQUARE: lambda p: NormRequest.from_bytes(key, p),
+        Step.NORM_CHECK: lambda p: NormCheckRequest.from_bytes(key, p),
+        Step.BLINDED_PRODUCT: lambda p: BlindedProductRequest.from_bytes(key, p),
+        Step.ARGMIN: lambda p: ArgminRequest.from_bytes(key, p),
+        Step.COMPARE: lambda p: CompareRequest.from_bytes(key, p),
+        Step.THRESHOLD: lambda p: ThresholdRequest.from_bytes(key, p),
+        Step.PRESELECT: PreselectRequest.from_bytes,
+        Step.OPEN_LABEL: LabelOpenRequest.from_bytes,
+    }
 
 
 class HelperGuard:
-    """B's step handlers behind tickets, quotas and the request log (module docstring)."""
+    """B's step handlers behind tickets, quotas and the request log (module docstring).
+
+    ``steps``: B's unguarded handlers (:func:`pura.pipeline.helper.helper_steps`). The query
+    steps among them are ticketed and checked; the others (block refresh, copy maintenance) are
+    A's gallery upkeep, not part of a query, and are logged only.
+    """
 
     def __init__(
         self,
-        server_b: ServerB,
+        steps: Mapping[str, StepHandler],
+        key: PublicKey,
         quotas: Quotas,
         log: RequestLog,
         *,
-        preselect: Callable[[PreselectRequest], PreselectResponse] | None = None,
-        refresh: Callable[[bytes], bytes] | None = None,
         ckks_slots: int = 0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.server_b = server_b
+        self.steps = dict(steps)
+        self.key = key
         self.quotas = quotas
         self.log = log
-        self._preselect = preselect
-        self._refresh = refresh
         self._slots = ckks_slots
         self._rng = rng if rng is not None else secrets.SystemRandom()
         self._clock = clock
@@ -168,37 +179,14 @@ class HelperGuard:
 
     # --- handlers ------------------------------------------------------------------------------
 
-    def handlers(self) -> dict[str, Callable[[bytes], bytes]]:
+    def handlers(self) -> dict[str, StepHandler]:
         """``step -> (request bytes -> reply bytes)``: what B serves, every step guarded."""
-        b = self.server_b
-        key = b.key
-        out: dict[str, Callable[[bytes], bytes]] = {
-            TICKET_STEP: self._issue,
-            STEP_NORM_SQUARE: self._guarded(
-                STEP_NORM_SQUARE, lambda p: NormRequest.from_bytes(key, p),
-                lambda r, _t: b.norm_square(r)),
-            STEP_NORM_CHECK: self._guarded(
-                STEP_NORM_CHECK, lambda p: NormCheckRequest.from_bytes(key, p),
-                lambda r, _t: b.norm_check(r)),
-            STEP_BLINDED_PRODUCT: self._guarded(
-                STEP_BLINDED_PRODUCT, lambda p: BlindedProductRequest.from_bytes(key, p),
-                lambda r, _t: b.blinded_product(r)),
-            STEP_ARGMIN: self._guarded(
-                STEP_ARGMIN, lambda p: ArgminRequest.from_bytes(key, p),
-                lambda r, _t: b.argmin(r)),
-            STEP_COMPARE: self._guarded(
-                STEP_COMPARE, lambda p: CompareRequest.from_bytes(key, p),
-                lambda r, _t: b.compare_select(r)),
-            STEP_THRESHOLD: self._guarded(
-                STEP_THRESHOLD, lambda p: ThresholdRequest.from_bytes(key, p),
-                lambda r, t: helper_threshold(r, b.config.compare, b.share, k=t.k)),
-        }
-        if self._preselect is not None:
-            run = self._preselect
-            out[STEP_PRESELECT] = self._guarded(
-                STEP_PRESELECT, PreselectRequest.from_bytes, lambda r, _t: run(r))
-        if self._refresh is not None:
-            out[STEP_REFRESH] = self._logged_refresh
+        parsers = _parsers(self.key)
+        out: dict[str, StepHandler] = {TICKET_STEP: self._issue}
+        for step, run in self.steps.items():
+            parse = parsers.get(step)
+            out[step] = (self._guarded(str(step), parse, run) if parse is not None
+                         else self._logged(str(step), run))
         return out
 
     def _issue(self, payload: bytes) -> bytes:
@@ -242,8 +230,8 @@ class HelperGuard:
             self._tickets.popitem(last=False)
 
     def _guarded(
-        self, step: str, parse: Callable[[bytes], Any], run: Callable[[Any, _Ticket], Any],
-    ) -> Callable[[bytes], bytes]:
+        self, step: str, parse: Callable[[bytes], Any], run: StepHandler,
+    ) -> StepHandler:
         def handle(data: bytes) -> bytes:
             ticket_id, digest, shape = b"", hashlib.sha256(data).hexdigest(), ""
             try:
@@ -253,10 +241,11 @@ class HelperGuard:
                 shape = _shape(request)
                 with self._lock:
                     ticket = self._admit(step, ticket_id, request)
-                reply = run(request, ticket)
-                with self._lock:
-                    self._answered(step, ticket_id, ticket, reply)
-                raw: bytes = reply.to_bytes()
+                raw = run(payload)
+                if step == Step.NORM_SQUARE:
+                    valid = sum(NormReply.from_bytes(self.key, raw).valid)
+                    with self._lock:
+                        ticket.valid += valid
             except HelperRefusedError as exc:
                 self._refuse(step, ticket_id.hex(), len(data), digest, shape, exc)
                 raise
@@ -271,20 +260,23 @@ class HelperGuard:
 
         return handle
 
-    def _logged_refresh(self, payload: bytes) -> bytes:
-        """Block refresh: A's gallery maintenance, not part of a query; logged, not ticketed."""
-        assert self._refresh is not None
-        digest = hashlib.sha256(payload).hexdigest()
-        try:
-            reply = self._refresh(payload)
-        except PuraError as exc:
-            self.log.append(principal=PEER, action=STEP_REFRESH,
-                            outcome=f"error: {type(exc).__name__}",
-                            detail=f"req={len(payload)} sha256={digest}")
-            raise
-        self.log.append(principal=PEER, action=STEP_REFRESH, outcome="ok",
-                        detail=f"req={len(payload)} rep={len(reply)} sha256={digest}")
-        return reply
+    def _logged(self, step: str, run: StepHandler) -> StepHandler:
+        """A step outside any query (block refresh, copy upkeep): logged, not ticketed."""
+
+        def handle(payload: bytes) -> bytes:
+            digest = hashlib.sha256(payload).hexdigest()
+            try:
+                reply = run(payload)
+            except PuraError as exc:
+                self.log.append(principal=PEER, action=step,
+                                outcome=f"error: {type(exc).__name__}",
+                                detail=f"req={len(payload)} sha256={digest}")
+                raise
+            self.log.append(principal=PEER, action=step, outcome="ok",
+                            detail=f"req={len(payload)} rep={len(reply)} sha256={digest}")
+            return reply
+
+        return handle
 
     def _refuse(self, step: str, ticket: str, size: int, digest: str, shape: str,
                 exc: HelperRefusedError) -> None:
@@ -310,18 +302,14 @@ class HelperGuard:
             raise HelperRefusedError(f"{step} is not part of a {ticket.kind.value} ticket")
         # Enrolment admission may run its batch in concurrent lanes (one norm round pair
         # each): its counters, not a once-only rule, bound it.
-        once = step != STEP_COMPARE and ticket.kind is not TicketKind.ENROL
+        once = step != Step.COMPARE and ticket.kind is not TicketKind.ENROL
         if once and step in ticket.done:
             raise HelperRefusedError(f"a second {step} for one {ticket.kind.value}")
         rule(self, ticket, request)
         ticket.done.add(step)
-        if step == STEP_THRESHOLD:  # the query is over: nothing more may be asked under it
+        if step == Step.OPEN_LABEL:  # the query is over: nothing more may be asked under it
             del self._tickets[ticket_id]
         return ticket
-
-    def _answered(self, step: str, ticket_id: bytes, ticket: _Ticket, reply: Any) -> None:
-        if step == STEP_NORM_SQUARE and isinstance(reply, NormReply):
-            ticket.valid += sum(reply.valid)
 
     def _norm_square(self, ticket: _Ticket, r: NormRequest) -> None:
         if ticket.kind is TicketKind.QUERY:
@@ -347,15 +335,27 @@ class HelperGuard:
         ticket.checked += r.n_comparisons
 
     def _preselect_rule(self, ticket: _Ticket, r: PreselectRequest) -> None:
-        if STEP_BLINDED_PRODUCT in ticket.done:
+        if Step.BLINDED_PRODUCT in ticket.done:
             raise HelperRefusedError("preselection after the distance round")
         shown = len(r.scores) * self._slots if self._slots else r.k
         want = min(self.quotas.view_k, shown)
         if r.k != want:
             raise HelperRefusedError(f"preselection k={r.k}; B ranks view_k={want}")
+        if self.quotas.top_k and r.top_k != self.quotas.top_k:
+            raise HelperRefusedError(f"preselection top_k={r.top_k}; B serves "
+                                     f"top_k={self.quotas.top_k}")
+        ticket.served = r.request_id
+
+    def _open_label(self, ticket: _Ticket, r: LabelOpenRequest) -> None:
+        """One label per query, of the candidates served under this ticket, after the
+        threshold round (an honest A opens a label only after a match)."""
+        if Step.THRESHOLD not in ticket.done or not ticket.served:
+            raise HelperRefusedError("label opening before this query's threshold round")
+        if r.request_id != ticket.served:
+            raise HelperRefusedError("label opening for candidates served to another query")
 
     def _blinded_product(self, ticket: _Ticket, r: BlindedProductRequest) -> None:
-        if STEP_NORM_CHECK not in ticket.done:
+        if Step.NORM_CHECK not in ticket.done:
             raise HelperRefusedError("distance round before the query's norm check")
         if not 1 <= r.n_candidates <= self.quotas.max_candidates:
             raise HelperRefusedError(
@@ -370,7 +370,7 @@ class HelperGuard:
         ticket.remaining = 1
 
     def _compare(self, ticket: _Ticket, r: CompareRequest) -> None:
-        if STEP_ARGMIN in ticket.done or ticket.remaining < 2:
+        if Step.ARGMIN in ticket.done or ticket.remaining < 2:
             raise HelperRefusedError("tournament round with no pair left to compare")
         if r.n_comparisons != ticket.remaining // 2:
             raise HelperRefusedError(
@@ -400,16 +400,17 @@ def _shape(request: Any) -> str:
 
 _Rule = Callable[[HelperGuard, _Ticket, Any], None]
 _RULES: dict[tuple[TicketKind, str], _Rule] = {
-    (TicketKind.QUERY, STEP_NORM_SQUARE): HelperGuard._norm_square,
-    (TicketKind.QUERY, STEP_NORM_CHECK): HelperGuard._norm_check,
-    (TicketKind.QUERY, STEP_PRESELECT): HelperGuard._preselect_rule,
-    (TicketKind.QUERY, STEP_BLINDED_PRODUCT): HelperGuard._blinded_product,
-    (TicketKind.QUERY, STEP_ARGMIN): HelperGuard._argmin,
-    (TicketKind.QUERY, STEP_COMPARE): HelperGuard._compare,
-    (TicketKind.QUERY, STEP_THRESHOLD): HelperGuard._threshold,
-    (TicketKind.ENROL, STEP_NORM_SQUARE): HelperGuard._norm_square,
-    (TicketKind.ENROL, STEP_NORM_CHECK): HelperGuard._norm_check,
+    (TicketKind.QUERY, Step.NORM_SQUARE): HelperGuard._norm_square,
+    (TicketKind.QUERY, Step.NORM_CHECK): HelperGuard._norm_check,
+    (TicketKind.QUERY, Step.PRESELECT): HelperGuard._preselect_rule,
+    (TicketKind.QUERY, Step.BLINDED_PRODUCT): HelperGuard._blinded_product,
+    (TicketKind.QUERY, Step.ARGMIN): HelperGuard._argmin,
+    (TicketKind.QUERY, Step.COMPARE): HelperGuard._compare,
+    (TicketKind.QUERY, Step.THRESHOLD): HelperGuard._threshold,
+    (TicketKind.QUERY, Step.OPEN_LABEL): HelperGuard._open_label,
+    (TicketKind.ENROL, Step.NORM_SQUARE): HelperGuard._norm_square,
+    (TicketKind.ENROL, Step.NORM_CHECK): HelperGuard._norm_check,
 }
 
 
-__all__ = ["PEER", "STEP_PRESELECT", "STEP_REFRESH", "HelperGuard", "Quotas", "RequestLog"]
+__all__ = ["PEER", "HelperGuard", "Quotas", "RequestLog", "StepHandler"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import secrets
 import threading
 import zlib
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from pura.crypto.ckks import CKKSCiphertext, CKKSContext
 from pura.errors import (
     ConfigError,
     DimensionError,
+    HelperRefusedError,
     InvalidCiphertextError,
     ProtocolError,
     PuraError,
@@ -535,8 +537,41 @@ class PreselectServer:
         return out
 
 
-def decrypt_view(ctx: CKKSContext, req: PreselectRequest) -> npt.NDArray[np.float64]:
-    """B: its view of one query, every masked score ciphertext decrypted, in view order."""
+#: Standard deviation of the Gaussian noise B adds to every decrypted masked score before it
+#: ranks them (noise flooding), in B's units (the masked value ``a·S + c``). Chosen from
+#: measurements (docs/security.md, "Noise flooding at B"): ≥ 2^10 times the largest CKKS
+#: decryption error measured on real LFW heads (``python -m bench.ckks_noise``), and at most
+#: 2^-8 in score units since ``a ≥ 2^16`` — LFW decisions stay identical to plaintext at it.
+FLOOD_SIGMA = 256.0
+
+
+def flood(
+    values: npt.NDArray[np.float64], sigma: float, rng: random.Random
+) -> npt.NDArray[np.float64]:
+    """``values`` plus independent ``N(0, sigma²)`` noise (B, before ranking).
+
+    Why: B ranks exact CKKS decryptions, and which position wins depends, for near ties, on the
+    decryption noise, which depends on the secret key. Orderings derived from decryptions are
+    what the IND-CPA-D key-recovery attacks on CKKS (Li–Micciancio 2021, and the one-bit
+    variants of 2024) feed on. Noise far above the decryption error makes everything derived
+    from B's decryptions a function of the flooding noise instead (the standard remedy,
+    Li–Micciancio–Schultz–Sorrell 2022). The normals come from a generator seeded with 128
+    bits of ``rng`` per query (OS CSPRNG in production, a seeded ``random.Random`` in tests).
+    """
+    if sigma <= 0:
+        return values
+    gen = np.random.default_rng(rng.getrandbits(128))
+    out: npt.NDArray[np.float64] = values + gen.normal(0.0, sigma, size=values.shape)
+    return out
+
+
+def decrypt_view(
+    ctx: CKKSContext, req: PreselectRequest, *, sigma: float = FLOOD_SIGMA,
+    rng: random.Random | None = None,
+) -> npt.NDArray[np.float64]:
+    """B: its view of one query, every masked score ciphertext decrypted and flooded with
+    ``N(0, sigma²)`` noise (:func:`flood`), in view order. Nothing un-flooded is returned:
+    every ranking B makes starts here."""
     if req.key_id != ctx.key_id:
         raise ProtocolError("preselect request is for another CKKS key")
     if not req.scores or not 1 <= req.k <= len(req.scores) * ctx.slot_count:
@@ -544,14 +579,25 @@ def decrypt_view(ctx: CKKSContext, req: PreselectRequest) -> npt.NDArray[np.floa
     values: npt.NDArray[np.float64] = np.concatenate(
         [ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)) for raw in req.scores]
     )
-    return values
+    return flood(values, sigma, rng if rng is not None else secrets.SystemRandom())
 
 
-def answer_preselect(ctx: CKKSContext, req: PreselectRequest) -> PreselectResponse:
-    """B: decrypt every masked score ciphertext, return the k best positions in its view
-    (the plaintext studies' path; the service serves candidates instead, see
-    :mod:`pura.protocols.candidates`)."""
-    values = decrypt_view(ctx, req)
+def answer_preselect(
+    ctx: CKKSContext, req: PreselectRequest, *, view_k: int | None = None,
+    sigma: float = 0.0, rng: random.Random | None = None,
+) -> PreselectResponse:
+    """B's ranking as a list of positions, best first: the studies' and tools' path.
+
+    The service does not use it: there B serves candidate copies (:mod:`pura.protocols.candidates`),
+    ranks through :func:`decrypt_view` with flooding always on (:data:`FLOOD_SIGMA`) and sends
+    the chosen copies shuffled, so no ordering derived from its decryptions leaves B. Studies
+    that compare B's ranking with a plaintext model call this without noise (``sigma = 0``,
+    the default here) or with the product's (``sigma = FLOOD_SIGMA``). ``view_k``: B's own
+    configuration; a request for another ``k`` is refused (``None``: the request's ``k``).
+    """
+    if view_k is not None and req.k != min(view_k, len(req.scores) * ctx.slot_count):
+        raise HelperRefusedError(f"preselection k={req.k}; B ranks view_k={view_k}")
+    values = decrypt_view(ctx, req, sigma=sigma, rng=rng)
     top = np.argpartition(-values, req.k - 1)[: req.k]
     best = top[np.argsort(-values[top], kind="stable")]
     return PreselectResponse(req.request_id, tuple(int(p) for p in best))
@@ -571,6 +617,7 @@ def preselect(
 
 
 __all__ = [
+    "FLOOD_SIGMA",
     "BlockKey",
     "BlockScorer",
     "PreselectRequest",
@@ -581,6 +628,7 @@ __all__ = [
     "ScoringPool",
     "answer_preselect",
     "decrypt_view",
+    "flood",
     "parse_query",
     "preselect",
     "shard_of",

@@ -68,6 +68,7 @@ from pura.pipeline.helper import loopback as helper_loopback
 from pura.pipeline.identify import still_wanted
 from pura.protocols import candidates as cand
 from pura.protocols.enroll import check_template
+from pura.protocols.helper_guard import HelperGuard, Quotas, RequestLog
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
 from pura.protocols.preselect import (
@@ -255,7 +256,7 @@ class NodeA:
         self.audit = audit
         self.search = search if search is not None else SearchConfig()
         #: Every A→B call, CKKS and Paillier steps alike, goes through this one channel.
-        self.helper = HelperChannel(helper, recorder)
+        self.helper = HelperChannel(helper, recorder, ticketed=True)  # NodeB guards every step
         self.pca = pca
         self.rng = rng if rng is not None else secrets.SystemRandom()
         self.exact = ExactConfig.for_key(
@@ -837,11 +838,17 @@ class HelperOffline(_IdleWorker):
 
 
 class NodeB:
-    """Server B's core: the Paillier helper steps and the CKKS block refresh."""
+    """Server B's core: the Paillier helper steps and the CKKS block refresh, every one behind
+    B's own defences (:class:`~pura.protocols.helper_guard.HelperGuard`: per-query tickets and
+    quotas, refusals counted, every request in B's hash-chained request log).
+
+    ``request_log``: B's log (default: ``b-requests.log`` beside the copy store, i.e. in B's
+    data directory — durable, append-only, re-verified at start)."""
 
     def __init__(
         self, keys: BKeys, copies: CopyStore, *, engine: LocalEngine = SERIAL,
-        search: SearchConfig | None = None,
+        search: SearchConfig | None = None, request_log: RequestLog | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.keys = keys
         params = keys.public.parameters
@@ -853,6 +860,14 @@ class NodeB:
         self.offline = HelperOffline(self.server_b, self.search.top_k)
         #: B's own copies of every admitted template, served as candidates (issue 11).
         self.candidates = CandidateServer(self.server_b, keys.ckks_secret, copies, self.search)
+        self.request_log = (request_log if request_log is not None
+                            else AuditLog(copies.path.parent / "b-requests.log"))
+        self.guard = HelperGuard(
+            helper_steps(self.server_b, keys.ckks_secret, self.candidates),
+            keys.public.paillier,
+            quotas or Quotas(view_k=self.search.view_k, top_k=self.search.top_k),
+            self.request_log, ckks_slots=keys.ckks_secret.slot_count,
+        )
 
     def __repr__(self) -> str:
         return f"NodeB(key_id={self.keys.public.key_id})"
@@ -861,7 +876,7 @@ class NodeB:
         """``step -> (request bytes -> reply bytes)`` for the helper servicer; serving them
         starts B's offline refill (a daemon thread, see :class:`HelperOffline`)."""
         self.offline.start()
-        steps = helper_steps(self.server_b, self.keys.ckks_secret, self.candidates)
+        steps = self.guard.handlers()
         return {step: self.offline.serving(handler) for step, handler in steps.items()}
 
 

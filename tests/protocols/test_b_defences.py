@@ -17,8 +17,9 @@ from pura.audit_log import AuditLog
 from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, combine
 from pura.errors import HelperRefusedError
+from pura.protocols.candidates import LabelOpenRequest
 from pura.protocols.enroll import encrypt_query, encrypt_template
-from pura.protocols.helper_guard import STEP_PRESELECT, HelperGuard, Quotas
+from pura.protocols.helper_guard import HelperGuard, Quotas
 from pura.protocols.identify import (
     STEP_BLINDED_PRODUCT,
     STEP_NORM_CHECK,
@@ -32,6 +33,7 @@ from pura.protocols.messages import AdmittedTemplate, NormCheckRequest, Threshol
 from pura.protocols.norms import start_norm_check
 from pura.protocols.preselect import PreselectRequest, PreselectResponse
 from pura.protocols.secure_min import helper_threshold
+from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_STEP, TicketKind, seal, unseal
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
@@ -48,9 +50,10 @@ class Setup:
         config = ExactConfig.for_key(pk, DIM, S)
         self.b = ServerB(s2, config, RandomnessPool(pk, rng=random.Random(2)))
         self.log = AuditLog(tmp / "b-requests.log")
-        self.guard = HelperGuard(self.b, Quotas(view_k=quotas.pop("view_k", 8), **quotas),
-                                 self.log, preselect=self._no_preselect, ckks_slots=4096,
-                                 rng=random.Random(3))
+        steps = {**self.b.handlers(), Step.PRESELECT: self._no_preselect,
+                 Step.OPEN_LABEL: lambda p: b"opened"}
+        self.guard = HelperGuard(steps, pk, Quotas(view_k=quotas.pop("view_k", 8), **quotas),
+                                 self.log, ckks_slots=4096, rng=random.Random(3))
         self.handlers = self.guard.handlers()
         self.tamper: dict[str, Tamper] = {}
         self.sent: list[tuple[str, bytes]] = []
@@ -59,8 +62,9 @@ class Setup:
         self.pool = RandomnessPool(pk, rng=random.Random(5))
 
     @staticmethod
-    def _no_preselect(request: PreselectRequest) -> PreselectResponse:
-        return PreselectResponse(request.request_id, tuple(range(request.k)))
+    def _no_preselect(payload: bytes) -> bytes:
+        request = PreselectRequest.from_bytes(payload)
+        return PreselectResponse(request.request_id, tuple(range(request.k))).to_bytes()
 
     def call(self, step: str, payload: bytes) -> bytes:
         if step in self.tamper:
@@ -156,8 +160,8 @@ def test_second_opening_for_one_query_is_refused(setup: Setup) -> None:
     gallery = setup.enrol([1, 2])
     assert setup.identify(1, gallery) is True
     step, sealed = next((s, p) for s, p in setup.sent if s == STEP_THRESHOLD)
-    with pytest.raises(HelperRefusedError, match="unknown or expired"):
-        setup.handlers[step](sealed)  # replay: the ticket closed with the first opening
+    with pytest.raises(HelperRefusedError, match="second"):
+        setup.handlers[step](sealed)  # replay under the same ticket
     assert setup.guard.refusals[STEP_THRESHOLD] == 1
 
 
@@ -181,7 +185,7 @@ def test_norm_check_with_extra_comparisons_is_refused(setup: Setup) -> None:
 
 
 def test_preselect_k_other_than_view_k_is_refused(setup: Setup) -> None:
-    handler = setup.handlers[STEP_PRESELECT]
+    handler = setup.handlers[Step.PRESELECT]
     query = setup.channel.open_session(TicketKind.QUERY)
     blobs = (b"x" * 16, b"y" * 16)
     for k in (7, 9, 2 * 4096):
@@ -193,7 +197,7 @@ def test_preselect_k_other_than_view_k_is_refused(setup: Setup) -> None:
     assert len(PreselectResponse.from_bytes(ok).positions) == 8
     with pytest.raises(HelperRefusedError, match="second"):
         handler(seal(fresh.ticket, PreselectRequest(b"r" * 16, b"k" * 8, 8, blobs).to_bytes()))
-    assert setup.guard.refusals[STEP_PRESELECT] == 4
+    assert setup.guard.refusals[Step.PRESELECT] == 4
 
 
 def test_out_of_sequence_and_unticketed_requests_are_refused(setup: Setup) -> None:
@@ -246,3 +250,26 @@ def test_noise_free_helpers_are_not_reachable_without_a_ticket(setup: Setup) -> 
         with pytest.raises(HelperRefusedError):
             handler(b"PM" + bytes(40))
     assert np.all([setup.guard.refusals[s] == 1 for s in setup.handlers if s != TICKET_STEP])
+
+
+def test_label_opening_needs_this_querys_threshold(setup: Setup) -> None:
+    """One label per query, only for the candidates served to it, only after its threshold."""
+    opener = setup.handlers[Step.OPEN_LABEL]
+    query = setup.channel.open_session(TicketKind.QUERY)
+    pre = PreselectRequest(b"r" * 16, b"k" * 8, 8, (b"x" * 16, b"y" * 16))
+    setup.handlers[Step.PRESELECT](seal(query.ticket, pre.to_bytes()))
+    with pytest.raises(HelperRefusedError, match="before this query's threshold"):
+        opener(seal(query.ticket, LabelOpenRequest(b"r" * 16, 0).to_bytes()))
+    gallery = setup.enrol([1, 2])
+    sealed_threshold: list[bytes] = []
+
+    def keep(_step: str, sealed: bytes) -> bytes:
+        sealed_threshold.append(sealed)
+        return sealed
+
+    setup.tamper[STEP_THRESHOLD] = keep
+    assert setup.identify(1, gallery) is True  # its ticket has a threshold, but no preselection
+    ticket = unseal(sealed_threshold[0])[0]
+    with pytest.raises(HelperRefusedError, match="before this query's threshold"):
+        opener(seal(ticket, LabelOpenRequest(b"r" * 16, 0).to_bytes()))
+    assert setup.guard.refusals[Step.OPEN_LABEL] == 2

@@ -26,8 +26,10 @@ from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
 from pura.pipeline import MemoryRecorder, SearchConfig
 from pura.protocols import candidates as cand
+from pura.protocols.identify import BytesChannel
 from pura.protocols.messages import AdmittedTemplate
 from pura.protocols.steps import Step
+from pura.protocols.tickets import TicketKind, seal
 from pura.service.chunks import unpack_blobs
 from pura.service.nodes import NodeA, NodeB, QueryUpload, TemplateUpload, loopback
 
@@ -147,9 +149,11 @@ def test_a_match_opens_only_the_winner_once(pair: Pair) -> None:
     assert pair.a.identify("c", _query(pair, pair.gallery[1]), "test") == "s1"
     opened = [e for e in pair.recorder.exchanges if e.step == Step.OPEN_LABEL]
     assert len(opened) == 1
-    # B opens one label per query: asking again (another index) is refused.
+    # B opens one label per query: asking again (another index) is refused — by B's guard
+    # before the candidate server is reached (the query's ticket is closed, and a request
+    # without a ticket is refused outright).
     again = cand.LabelOpenRequest.from_bytes(opened[0].request)
-    with pytest.raises(ProtocolError, match="one label per query"):
+    with pytest.raises(ProtocolError, match=r"one label per query|query ticket"):
         pair.a.helper(Step.OPEN_LABEL, cand.LabelOpenRequest(again.request_id, 0).to_bytes())
 
 
@@ -159,8 +163,10 @@ def test_b_refuses_a_wider_view_or_more_candidates(pair: Pair) -> None:
     request, _ = gallery.preselect.request(head, pair.a.search.view_k * 2)
     wide = dataclasses.replace(request, namespace=pair.a.namespace("c"),
                                top_k=pair.a.search.top_k)
+    session = pair.a.server_a.session(TicketKind.QUERY)
+    assert isinstance(session, BytesChannel) and session.ticket
     with pytest.raises(ProtocolError, match="view_k"):
-        pair.a.helper(Step.PRESELECT, wide.to_bytes())
+        pair.a.helper(Step.PRESELECT, seal(session.ticket, wide.to_bytes()))
 
 
 def test_b_copies_are_durable_and_reconciled(tmp_path: Path, pair: Pair) -> None:
