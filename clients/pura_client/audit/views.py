@@ -164,7 +164,8 @@ def drive(work: Path, faces: Faces, config: ViewsConfig, wolf: np.ndarray, log: 
     generate_key_set(keys, params)
     make_demo_pki(tls)
     run = Run()
-    b_args = ["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls), "--record", str(rec)]
+    b_args = ["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls),
+              "--data", str(work / "b-data"), "--record", str(rec)]
     b = _server(b_args, work / "b.port", work / "b.log")
     try:
         a_args = ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
