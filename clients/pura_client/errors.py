@@ -1,7 +1,8 @@
 """The client's exceptions: the core :mod:`pura.errors` hierarchy, plus what only a client raises.
 
 Why no parallel hierarchy: a server answers with a gRPC status; the client translates it back
-into the core class of that status (:func:`pura_client.client.translate`), so ``except
+into the core class through the one errors <-> status table the servers use too
+(:mod:`pura.rpc_errors`, applied by :func:`pura_client.client.translate`), so ``except
 pura_client.PuraError`` (the same class as :class:`pura.errors.PuraError`) catches everything the
 SDK raises on purpose, and code shared with the servers (key loading, encoding) raises the same
 classes in both places. The two client-only classes below subclass the core ones.
