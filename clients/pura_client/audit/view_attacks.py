@@ -139,10 +139,30 @@ class QueryView:
     rotations: tuple[int, ...] | None
     epoch: int
     mated: bool
+    #: What A's request itself told B (block id and rotation per view), if anything: then B
+    #: needs no correlation to align.
+    told_blocks: tuple[int, ...] = ()
+    told_rotations: tuple[int, ...] = ()
+
+
+def _told(q: QueryView) -> bool:
+    return len(q.told_blocks) == len(q.views) and len(q.told_rotations) == len(q.views)
 
 
 def match_views(q1: QueryView, q2: QueryView) -> list[tuple[int, int, float]]:
-    """For each view of ``q1``: B's best ``(view of q2, shift, peak)``."""
+    """For each view of ``q1``: B's best ``(view of q2, shift, peak)``. When both requests
+    named their blocks and rotations, B reads the alignment off them (peak 1.0)."""
+    if _told(q1) and _told(q2):
+        n = len(q1.views[0])
+        out_told = []
+        for i, block in enumerate(q1.told_blocks):
+            if block in q2.told_blocks:
+                j = q2.told_blocks.index(block)
+                shift = true_shift(q1.told_rotations[i], q2.told_rotations[j], n)
+                out_told.append((j, shift, 1.0))
+            else:
+                out_told.append((0, 0, 0.0))
+        return out_told
     out = []
     for v1 in q1.views:
         best = max(((j, *estimate_shift(v1, v2)) for j, v2 in enumerate(q2.views)),
@@ -192,11 +212,10 @@ def mean_principal_cosine(a: FloatArray, b: FloatArray) -> float:
 def aligned_matrix(queries: Sequence[QueryView]) -> FloatArray:
     """B's queries × slots matrix: every query's best-matching view rolled onto the first
     query's view 0, with B's own shift estimates (no ground truth)."""
-    ref = queries[0].views[0]
+    ref = queries[0]
     rows = []
     for q in queries:
-        j, shift, _ = max(((j, *estimate_shift(ref, v)) for j, v in enumerate(q.views)),
-                          key=lambda t: t[2])
+        j, shift, _ = match_views(ref, q)[0]
         rows.append(np.roll(q.views[j], shift))
     return np.stack(rows)
 

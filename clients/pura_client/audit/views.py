@@ -284,8 +284,9 @@ def _states(rec_a: Recording) -> list[dict[str, Any] | None]:
     return out
 
 
-def b_views(rec_b: Recording, key_dir: Path) -> list[list[np.ndarray]]:
-    """B's decrypted per-view score vectors of every preselection it answered (B's own key)."""
+def b_views(rec_b: Recording, key_dir: Path) -> list[tuple[list[np.ndarray], Any]]:
+    """B's decrypted per-view score vectors of every preselection it answered (B's own key),
+    each with the request it came in (what else the request told B)."""
     from pura.protocols.preselect import PreselectRequest
 
     ctx = load_b_keys(key_dir).ckks_secret
@@ -294,8 +295,8 @@ def b_views(rec_b: Recording, key_dir: Path) -> list[list[np.ndarray]]:
         if e.get("error"):
             continue  # refused by B: no view
         request = PreselectRequest.from_bytes(_strip_ticket(rec_b.blob(e, "request")))
-        out.append([np.asarray(ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)), float)
-                    for raw in request.scores])
+        out.append(([np.asarray(ctx.decrypt(ctx.ciphertext_from_bytes(raw, score=True)), float)
+                     for raw in request.scores], request))
     return out
 
 
@@ -332,15 +333,20 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
     if len(views) != len(run.probes):
         raise AuditError(f"B answered {len(views)} preselections for {len(run.probes)} probes")
     queries = []
-    for i, (v, p) in enumerate(zip(views, run.probes, strict=True)):
+    for i, ((v, request), p) in enumerate(zip(views, run.probes, strict=True)):
         state = states[i] if i < len(states) else None
         order = tuple(state["block_order"]) if state and "block_order" in state else None
         rots = tuple(state["rotations"]) if state and "rotations" in state else None
-        queries.append(va.QueryView(v, order, rots, p.epoch, p.mated))
+        queries.append(va.QueryView(v, order, rots, p.epoch, p.mated,
+                                    tuple(getattr(request, "blocks", ())),
+                                    tuple(getattr(request, "rotations", ()))))
     alignment, pairs = va.slot_alignment(queries, random.Random(seed))
     matrix = va.aligned_matrix(queries)
     recovered = va.recovered_subspace(matrix, head_dim)
-    out: dict[str, Any] = {"b_slot_alignment": alignment, "b_slot_alignment_pairs": pairs}
+    told = all(len(q.told_rotations) == len(q.views) for q in queries)
+    out: dict[str, Any] = {"b_slot_alignment": alignment, "b_slot_alignment_pairs": pairs,
+                           "b_alignment_evidence": "request names blocks and rotations" if told
+                           else "cross-correlation of decrypted views"}
     ref = queries[0]
     if ref.block_order is not None and ref.rotations is not None:
         heads = np.roll(true_heads(rec_a, key_dir, ref.block_order[0]), -ref.rotations[0], axis=0)

@@ -8,6 +8,7 @@ could pass with an attack that always answers the same.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -228,3 +229,19 @@ def test_auc_is_mann_whitney() -> None:
     assert va.auc([2, 3], [1, 0]) == 1.0
     assert va.auc([0, 1], [2, 3]) == 0.0
     assert va.auc([1], [1]) == 0.5
+
+
+def test_b_reads_alignment_off_a_request_that_names_rotations() -> None:
+    """When A's request tells B each view's block and rotation, B aligns every pair even if
+    its decrypted views carried no usable pattern."""
+    rng = np.random.default_rng(8)
+    noise = [
+        va.QueryView([rng.standard_normal(SLOTS)], (4,), (rot,), epoch=i % 2, mated=False,
+                     told_blocks=(4,), told_rotations=(rot,))
+        for i, rot in enumerate(int(r) for r in rng.integers(SLOTS, size=12))
+    ]
+    fraction, pairs = va.slot_alignment(noise, random.Random(0))
+    assert pairs > 0 and fraction == 1.0
+    untold = [dataclasses.replace(q, told_blocks=(), told_rotations=()) for q in noise]
+    fraction, _ = va.slot_alignment(untold, random.Random(0))
+    assert fraction is not None and fraction <= 0.2
