@@ -7,10 +7,11 @@ Every value either party decrypts is a product it is meant to learn, statistical
 the other party (``2^-κ``, κ = 40, as the product's masks). Three messages::
 
     A → B  [a^A_i]                                      (d fresh encryptions)
-    B → A  [a^B_i], [u_ℓ], [v], [δ_c,j]; P = pack([⟨a^A,b^B_j⟩ + ρ_j], [⟨a^A,a^B⟩ + ρ_χ]),
+    B → A  [a^B_i], [u_ℓ·2^off_ℓ], [δ_c,j·2^off];
+           P = pack([⟨a^A,b^B_j⟩ + ρ_j], [⟨a^A,a^B⟩ + ρ_χ]),
            B's partial decryption of P                  → A opens P: A's share of the cross terms
-    A → B  Q = pack([⟨a^B,b^A_j⟩ + σ_j]), O = pack([scalar_ℓ·u_ℓ + R − t_ℓ], [Σ_j M_j δ_c,j]),
-           A's partial decryptions                      → B opens Q and O
+    A → B  [⟨a^B,b^A_j⟩ + σ_j] (Horner, from bit 0), [scalar_ℓ·u_ℓ + R − t_ℓ], [Σ_j M_j δ_c,j]
+           at the offsets of :class:`BundlePlan`, A's partial decryptions → B opens them
 
 ``[x]`` is an encryption under the joint key. B's multi-exponentiations run over A's ``d``
 ciphertexts (one Straus table, :class:`~pura.crypto.paillier.MultiExp`), A's over B's. OLE
@@ -18,11 +19,12 @@ ciphertexts (one Straus table, :class:`~pura.crypto.paillier.MultiExp`), A's ove
 1-of-k OT (B: ``c``, ``M_c``; A: ``M_0..M_{k-1}``) for the winner's threshold value. Nothing in
 here knows about rounds of the online phase; it only fills the dataclasses.
 
-Conversions (:class:`TemplateConversion`, :class:`QueryConversion`): one masked joint decryption
-turns packed ciphertexts into shares — B learns ``y + 2^s + r`` per slot (exactly what it
-learns in today's distance round), A keeps ``−r``. Stored templates use A's precomputed partial
-decryptions (``PreparedTemplate``) and its ``PartialPool``, so A does no full exponentiation for
-them; the servers' norms ride in one extra packed ciphertext per query.
+Conversions (:func:`convert_templates_request` / :func:`convert_query_request`): one masked
+joint decryption turns packed ciphertexts into shares — B learns ``y + 2^s + r`` per slot
+(exactly what it learns in today's distance round), A keeps ``−r``. Stored templates use A's
+per-template partial decryptions (``PreparedTemplate``, :func:`prepare_norms`) and its
+``PartialPool``, so A does no full exponentiation for them; the servers' norms ride in spare
+slots of the merged tails (:class:`ConversionPlan`).
 """
 
 from __future__ import annotations
