@@ -96,6 +96,8 @@ def serve(
              f"'ray://host:port'); default: ${RAY_ADDRESS_ENV}, else no Ray")] = None,
     ray_shards: Annotated[int | None, typer.Option(
         help="A: shard actors on the Ray cluster (default: one per Ray node with CPUs)")] = None,
+    metrics_listen: Annotated[str | None, typer.Option(
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 0.0.0.0:9100)")] = None,
     record: Annotated[Path | None, typer.Option(
         help="AUDITOR TOOL, evaluation galleries only: write every A<->B payload (and A's "
              "candidates and preselection secrets) in the clear to this directory")] = None,
@@ -123,7 +125,7 @@ def serve(
                 forbidden_key_dirs=tuple(forbid or ()), dev=dev, engine_workers=workers,
                 scoring_workers=scoring_workers,
                 ray_address=ray_address or environment_ray_address(os.environ, role),
-                ray_shards=ray_shards, record_dir=record,
+                ray_shards=ray_shards, record_dir=record, metrics_listen=metrics_listen,
                 shared_host_keys=insecure_shared_host,
                 limits=Limits(query_budget=budget, bulk_batch=bulk_batch),
             )

@@ -124,6 +124,8 @@ class ServerConfig:
     #: every A↔B payload, and at A the candidates read and the preselection secrets, written in
     #: the clear to DIR. Never set it on a server holding real people's templates.
     record_dir: Path | None = None
+    #: ``host:port`` of the Prometheus ``/metrics`` endpoint (port 0: any free port); None: off.
+    metrics_listen: str | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:

@@ -33,6 +33,7 @@ from pura.pipeline.config import SearchConfig
 from pura.protocols.preselect import ScoringBackend, ScoringPool
 from pura.service import servicers
 from pura.service.interceptors import Authenticator, QueryBudget, TokenTable
+from pura.service.metrics import Metrics
 from pura.service.nodes import NodeA, NodeB
 from pura.service.peer import HelperClient, HelperIdentity, HelperServicer, register_helper
 from pura.service.recording import ARecording, instrument_a
@@ -74,7 +75,8 @@ def start_b(config: ServerConfig) -> RunningServer:
     copies = CopyStore(config.data_dir / "copies.db")
     node = NodeB(keys, copies, engine=engine, search=SearchConfig(top_k=config.top_k))
     identity = HelperIdentity(keys.public.parameters.id, keys.public.key_id)
-    handlers = node.handlers()
+    metrics = _b_metrics(node)
+    handlers = metrics.timed_steps(node.handlers())
     if config.record_dir is not None:  # auditor tool: see pura/service/recording.py
         from pura.service.recording import record_b
 
@@ -84,8 +86,32 @@ def start_b(config: ServerConfig) -> RunningServer:
         listen=config.listen, registrars=[register_helper(servicer)],
         service_names=["pura.v1.PuraHelper"], limits=config.limits,
         authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
-        token_listen=config.token_listen,
+        token_listen=config.token_listen, metrics=metrics, metrics_listen=config.metrics_listen,
     )
+
+
+def _b_metrics(node: NodeB) -> Metrics:
+    """B's levels and refusals, read at scrape time (nothing secret: sizes and counts)."""
+    metrics = Metrics("b")
+    metrics.level("randomness_pool", lambda: len(node.server_b.pool))
+    metrics.counts("pura_b_quota_refusals", "Requests B's guard refused, by protocol step",
+                   "step", lambda: node.guard.refusals)
+    return metrics
+
+
+def _a_metrics(node: NodeA, metrics: Metrics) -> Metrics:
+    """A's levels, read at scrape time: pools, gallery size, templates awaiting a block."""
+    metrics.level("randomness_pool", lambda: len(node.server_a.pool))
+    metrics.level("mask_pool", lambda: len(node.server_a.masks))
+
+    def gallery(field: str) -> float:
+        return float(sum(getattr(node.store.stats(c), field)
+                         for c in node.store.list_collections()))
+
+    metrics.level("gallery_templates", lambda: gallery("templates"))
+    metrics.level("gallery_subjects", lambda: gallery("subjects"))
+    metrics.level("pending_templates", lambda: gallery("pending_templates"))
+    return metrics
 
 
 def _helper_client(config: ServerConfig) -> HelperClient:
@@ -168,7 +194,9 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle
                     config.peer)
     pca = load_pca(config.key_dir, params.encoding.model_id)
     scorer = build_scorer(config, keys.public.ckks)
-    node = NodeA(keys, store, audit, helper.call, pca, search=SearchConfig(top_k=config.top_k),
+    metrics = Metrics("a")
+    node = NodeA(keys, store, audit, metrics.timed_call(helper.call), pca,
+                 search=SearchConfig(top_k=config.top_k),
                  engine=LocalEngine(config.engine_workers), scorer=scorer)
     log.info("preselection scoring: %s", node.scorer_description())
     recording = None
@@ -177,7 +205,7 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle
                     "(auditor tool, evaluation galleries only)", config.record_dir)
         recording = instrument_a(node, config.record_dir, config.data_dir)
     try:
-        running = _serve_a(config, node, ready)
+        running = _serve_a(config, node, ready, _a_metrics(node, metrics))
     except BaseException:
         node.offline.stop()
         if scorer is not None:
@@ -217,7 +245,9 @@ def _recover(node: NodeA) -> None:
         log.info("recovery refreshed %d blocks", refreshed)
 
 
-def _serve_a(config: ServerConfig, node: NodeA, ready: threading.Event) -> RunningServer:
+def _serve_a(
+    config: ServerConfig, node: NodeA, ready: threading.Event, metrics: Metrics
+) -> RunningServer:
     """Recover the gallery (the scorer receives its blocks here) if B is there, then open the
     RPC port; without B the port opens gated (UNAVAILABLE) and recovery waits for B.
 
@@ -233,7 +263,7 @@ def _serve_a(config: ServerConfig, node: NodeA, ready: threading.Event) -> Runni
         listen=config.listen, registrars=servicers.registrars(client, admin), ready=ready,
         service_names=servicers.SERVICE_NAMES, limits=limits,
         authenticator=_authenticator(config), tls=_tls(config), dev=config.dev,
-        token_listen=config.token_listen,
+        token_listen=config.token_listen, metrics=metrics, metrics_listen=config.metrics_listen,
     )
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -36,6 +36,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pura.config import Limits
 from pura.errors import ConfigError
 from pura.service.interceptors import Authenticator, AuthInterceptor, ReadyGate
+
+if TYPE_CHECKING:  # prometheus_client is a server extra; clients import this module too
+    from pura.service.metrics import Metrics, MetricsEndpoint
 from pura.transport import channel_credentials, channel_options, secure_channel, tls_material
 
 Registrar = Callable[[grpc.Server], None]
@@ -79,6 +82,8 @@ class RunningServer:
     health: health.HealthServicer
     #: Port for bearer-token callers (TLS without client certificates); 0 when none.
     token_port: int = 0
+    #: The ``/metrics`` HTTP endpoint (Prometheus), when one was asked for.
+    metrics: MetricsEndpoint | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (
@@ -91,6 +96,8 @@ class RunningServer:
     def stop(self, grace: float | None = 1.0) -> None:
         self.set_serving(False)
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def start_server(
@@ -105,18 +112,24 @@ def start_server(
     require_client_cert: bool = True,
     token_listen: str | None = None,
     ready: threading.Event | None = None,
+    metrics: Metrics | None = None,
+    metrics_listen: str | None = None,
 ) -> RunningServer:
     """Build, bind and start a server. ``tls`` = (tls_dir, certificate name) or None (dev).
 
     ``token_listen``: a second address for bearer-token callers (TLS, no client certificate).
     ``ready``: until it is set, every RPC but health answers UNAVAILABLE and health reports
-    NOT_SERVING; whoever sets it calls :meth:`RunningServer.set_serving` too."""
+    NOT_SERVING; whoever sets it calls :meth:`RunningServer.set_serving` too.
+    ``metrics``: counts and times every RPC (its interceptor runs first, so refusals by the
+    gate or authentication are counted too); ``metrics_listen`` ("host:port") serves them at
+    ``/metrics``."""
     if tls is None and not dev:
         raise ConfigError("refusing to serve without TLS outside dev mode")
     gate = [] if ready is None else [ReadyGate(ready)]
+    counted = [] if metrics is None else [metrics.interceptor()]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.worker_threads),
-        interceptors=[*gate, AuthInterceptor(authenticator)],
+        interceptors=[*counted, *gate, AuthInterceptor(authenticator)],
         options=server_options(limits),
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
     )
@@ -145,8 +158,12 @@ def start_server(
         token_port = server.add_secure_port(token_listen, token_creds)
         if token_port == 0:
             raise ConfigError(f"cannot bind {token_listen}")
+    endpoint = None
+    if metrics is not None and metrics_listen is not None:
+        host, _, metrics_port = metrics_listen.rpartition(":")
+        endpoint = metrics.serve(int(metrics_port), host or "0.0.0.0")
     server.start()
-    running = RunningServer(server, port, health_servicer, token_port)
+    running = RunningServer(server, port, health_servicer, token_port, endpoint)
     running.set_serving(ready is None or ready.is_set())
     return running
 
