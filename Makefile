@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint typecheck bench audit proto
+.PHONY: setup demo test test-slow test-all lint typecheck bench audit proto
 
 $(VENV)/.setup-stamp: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -14,10 +14,18 @@ setup: $(VENV)/.setup-stamp
 demo: setup
 	$(BIN)/pura demo
 
+# `make test`: lint, types and the fast suite. The slow suite (Ray clusters, kill -9 of servers
+# and workers, full-size LFW runs, the benchmark smoke run) is `make test-slow`; `make test-all`
+# runs both, as CI does (.ci/run).
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy pura clients/pura_client
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+test-all: test test-slow
 
 bench: setup
 	$(BIN)/python -m bench run --sizes 1000,10000 --out bench/results/

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import main
 
 
+@pytest.mark.slow  # the whole benchmark run, baselines and plots: ~3 min on 2 cores
 def test_bench_run_tiny(tmp_path: Path, capsys: object) -> None:
     out = tmp_path / "results"
     code = main(["run", "--sizes", "40", "--out", str(out), "--preset", "fast",

@@ -104,6 +104,7 @@ def test_sync_ships_refreshes_and_drops_emptied_blocks(secret: CKKSContext) -> N
         assert pooled[0].scores == local[0].scores and len(pooled[0].scores) == 2
 
 
+@pytest.mark.slow  # kills a worker process (fault injection): the slow suite
 def test_dead_worker_is_an_error_not_a_hang(secret: CKKSContext) -> None:
     """A worker that dies (OOM kill, crash) fails the exchange it was in, never blocks A, and
     is replaced before the next query (which gets the in-process bytes)."""
