@@ -4,7 +4,7 @@
     pura certs  --out .pura/tls
     pura serve  --role b --keys .pura/keys/b --listen 127.0.0.1:50052
     pura serve  --role a --keys .pura/keys/a --peer localhost:50052 --listen 127.0.0.1:50051
-    pura demo   [--faces FOLDER] [--people 300] [--profile default|fast]
+    pura demo   [--faces FOLDER] [--people 100] [--profile default|fast]
 
 The default profile is the 128-bit one (Paillier 3072, CKKS 8192); ``fast`` (Paillier 2048,
 ~112-bit) is always labelled as such in output.
@@ -137,7 +137,9 @@ def serve(
 @app.command()
 def demo(
     faces: Annotated[Path | None, typer.Option(help="folder of Name/*.jpg (default: LFW)")] = None,
-    people: Annotated[int, typer.Option(help="identities to enrol")] = 300,
+    people: Annotated[int, typer.Option(
+        help="identities to enrol (100 keeps a first run on 2 shared cores under 3 minutes; "
+             "enrolment at 3072 bits costs ~0.9 CPU-s per template, bench/README.md)")] = 100,
     probes: Annotated[int, typer.Option(help="probes of enrolled and of unknown people")] = 10,
     profile: Annotated[str, typer.Option(help="default (128-bit) or fast (~112-bit)")] = (
         "default"

@@ -4,7 +4,7 @@
 2. a local CA with mTLS certificates for A, B and each client role,
 3. servers B and A as two separate processes on free loopback ports, TLS on,
 4. embedding of real faces with the client's torch pipeline (cached on disk),
-5. enrolment of a few hundred people (client-side encryption, streaming BulkEnroll),
+5. enrolment of a hundred people (client-side encryption, streaming BulkEnroll; ``--people``),
 6. identification of probes of enrolled people and of people never enrolled,
 7. a table of answers and timings.
 
@@ -194,9 +194,13 @@ class ServerProcess:
 
 
 def start_pair(
-    workdir: Path, *, bulk_batch: int = 64, budget: int = 1000, workers: int = 1
+    workdir: Path, *, bulk_batch: int = 16, budget: int = 1000, workers: int = 1
 ) -> tuple[ServerProcess, ServerProcess]:
-    """B then A, separate processes, mTLS, free loopback ports."""
+    """B then A, separate processes, mTLS, free loopback ports.
+
+    ``bulk_batch`` 16: A acknowledges a BulkEnroll batch once it is committed, and the client's
+    idle timeout counts from the last acknowledgement, so small batches keep a long stream
+    visibly alive on a loaded machine (admission itself still runs in concurrent lanes)."""
     keys, tls = workdir / "keys", workdir / "tls"
     b = ServerProcess(["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls),
                        "--data", str(workdir / "b-data"), "--workers", str(workers)],
