@@ -98,7 +98,7 @@ def test_deployed_b_refuses_an_opening_of_a_stored_template(
     entries = reopened.entries()
     assert entries[-1]["action"] == Step.THRESHOLD
     assert entries[-1]["outcome"].startswith("refused")
-    assert {e["action"] for e in entries} >= {"b.ticket", Step.NORM_SQUARE, Step.NORM_CHECK,
+    assert {e["action"] for e in entries} >= {Step.TICKET, Step.NORM_SQUARE, Step.NORM_CHECK,
                                              Step.BLINDED_PRODUCT, Step.ARGMIN}
 
 
