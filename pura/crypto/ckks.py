@@ -571,6 +571,70 @@ class CKKSContext:
             raise ParameterError(f"{self.params.name} leaves no room for the affine mask")
         return room - 2, room - 2
 
+    def weighted_head(
+        self, head: CKKSCiphertext, weights: FloatArray, offsets: FloatArray
+    ) -> CKKSCiphertext:
+        """``weights ⊙ head + offsets`` slot-wise, at the work level (head admission).
+
+        One plaintext multiplication whose scale is the prime the rescale removes (as in
+        :meth:`place_head`), so the result keeps the block scale; slots with weight 0 carry
+        only the offset, whatever junk the client put there."""
+        if head._level != _LEVEL_HEAD:
+            raise InvalidCiphertextError("weighted_head needs a head ciphertext (top level)")
+        top = self._ctx.first_context_data()
+        prime = float(top.parms().coeff_modulus()[-1].value())
+        out = seal.Ciphertext()
+        try:
+            self._evaluator.multiply_plain(
+                head._ct, self._encode(self._vector(weights), top.parms_id(), prime), out)
+            self._evaluator.rescale_to_next_inplace(out)
+            self._evaluator.add_plain_inplace(
+                out, self._encode(self._vector(offsets), out.parms_id(), out.scale))
+        except _SEAL_ERRORS as exc:
+            raise InvalidCiphertextError(f"head check failed: {exc}") from exc
+        return CKKSCiphertext(out, _LEVEL_WORK)
+
+    def head_norm(
+        self, head: CKKSCiphertext, head_dim: int, weight: float, offset: float
+    ) -> CKKSCiphertext:
+        """Slot 0: ``weight · Σ_{i<head_dim} y_i² + offset``; other slots ~0 (score level).
+
+        Square (relinearise, rescale), sum slots ``0..head_dim−1`` into slot 0 with
+        ``log2(head_dim)`` rotations, then keep slot 0 times ``weight`` with a one-hot
+        plaintext (rescale). ``head_dim`` must be a power of two: the rotation sum covers
+        exactly the first ``head_dim`` slots."""
+        if head._level != _LEVEL_HEAD:
+            raise InvalidCiphertextError("head_norm needs a head ciphertext (top level)")
+        if head_dim < 1 or head_dim & (head_dim - 1):
+            raise DimensionError(f"head_dim must be a power of two, got {head_dim}")
+        ev = self._evaluator
+        sq = seal.Ciphertext()
+        try:
+            ev.square(head._ct, sq)
+            ev.relinearize_inplace(sq, self._relin)
+            ev.rescale_to_next_inplace(sq)
+        except _SEAL_ERRORS as exc:
+            raise InvalidCiphertextError(f"head check failed: {exc}") from exc
+        acc = CKKSCiphertext(sq, _LEVEL_WORK)
+        step = 1
+        while step < head_dim:
+            acc = self.add(acc, self.rotate(acc, step))
+            step <<= 1
+        onehot = np.zeros(self.slot_count)
+        onehot[0] = weight
+        level = self._ctx.get_context_data(acc._ct.parms_id())
+        prime = float(level.parms().coeff_modulus()[-1].value())
+        out = seal.Ciphertext()
+        try:
+            ev.multiply_plain(acc._ct, self._encode(onehot, acc._ct.parms_id(), prime), out)
+            ev.rescale_to_next_inplace(out)
+            shift = np.zeros(self.slot_count)
+            shift[0] = offset
+            ev.add_plain_inplace(out, self._encode(shift, out.parms_id(), out.scale))
+        except _SEAL_ERRORS as exc:
+            raise InvalidCiphertextError(f"head check failed: {exc}") from exc
+        return CKKSCiphertext(out, _LEVEL_SCORE)
+
     def affine_mask(self, ct: CKKSCiphertext, a: int, c: float) -> CKKSCiphertext:
         """``a·S + c`` on a score ciphertext: ``a`` is an integer plaintext at scale 1, so the
         product keeps the score's scale and needs no rescale (no level is consumed)."""

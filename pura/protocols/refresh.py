@@ -18,6 +18,12 @@ Why a delta and not a full re-encryption: B's decoding of values near 2^40 round
 with a delta only the touched slots see that rounding, once, and untouched templates keep their
 precision across any number of refreshes (only the sparse plaintext corrections add ~1e-6).
 
+Every written head is range-checked in the same round (:mod:`pura.protocols.head_admission`):
+A sends its blinded comparisons, B returns their sign bits with the deltas, and A applies the
+refresh only if every head passed (:class:`~pura.errors.EmbeddingRangeError` otherwise; the
+server then isolates and drops the failing heads). So no head is ever placed, hence searchable,
+unless it is within a unit vector's range.
+
 What B learns: every value it decrypts is ``v + R`` with ``R`` uniform on ``[−2^40, 2^40]`` and
 ``|v| ≤ 1`` (statistical distance ≤ 2^-40 from uniform), plus the slot numbers touched (which
 mean nothing without A's slot → subject table). What A learns: only ciphertexts. The decrypted
@@ -34,8 +40,15 @@ import numpy as np
 import numpy.typing as npt
 
 from pura.crypto.ckks import REFRESH_MASK_BITS, CKKSContext, uniform_reals
-from pura.errors import DimensionError, NotFoundError, ProtocolError
+from pura.errors import DimensionError, EmbeddingRangeError, NotFoundError, ProtocolError
 from pura.gallery.packing import DecoySource, HeadBlock, TemplateId
+from pura.protocols.head_admission import (
+    CHECKS_PER_HEAD,
+    HeadCheckState,
+    answer_head_checks,
+    finish_head_checks,
+    prepare_head_checks,
+)
 
 from . import _wire
 
@@ -60,6 +73,8 @@ class RefreshRequest:
     heads: tuple[bytes, ...]
     write_slots: tuple[int, ...]  # write_slots[j] receives heads[j]
     clear_slots: tuple[int, ...]
+    #: CHECKS_PER_HEAD blinded range comparisons per written head, in write order.
+    checks: tuple[bytes, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -75,7 +90,7 @@ class RefreshRequest:
             "writes": list(self.write_slots),
             "clears": list(self.clear_slots),
         }
-        return _wire.pack(_REQ_MAGIC, header, [*self.block, *self.heads])
+        return _wire.pack(_REQ_MAGIC, header, [*self.block, *self.heads, *self.checks])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RefreshRequest:
@@ -83,17 +98,19 @@ class RefreshRequest:
         m = _wire.field(header, "m", int)
         writes = _wire.int_list(header, "writes")
         clears = _wire.int_list(header, "clears")
-        if m < 1 or len(blobs) != m + len(writes):
+        n = len(writes)
+        if m < 1 or len(blobs) != m + n * (1 + CHECKS_PER_HEAD):
             raise ProtocolError(
-                f"refresh request: {len(blobs)} blobs for m={m}, {len(writes)} heads"
+                f"refresh request: {len(blobs)} blobs for m={m}, {n} heads and their checks"
             )
         return cls(
             request_id=_hex(header, "id"),
             key_id=_hex(header, "key"),
             block=tuple(blobs[:m]),
-            heads=tuple(blobs[m:]),
+            heads=tuple(blobs[m:m + n]),
             write_slots=tuple(writes),
             clear_slots=tuple(clears),
+            checks=tuple(blobs[m + n:]),
         )
 
 
@@ -103,17 +120,23 @@ class RefreshResponse:
 
     request_id: bytes
     deltas: tuple[bytes, ...]
+    #: Sign bits of every head's range comparisons, in request order.
+    bits: tuple[int, ...] = ()
 
     def __repr__(self) -> str:
         return f"RefreshResponse(id={self.request_id.hex()[:8]}, m={len(self.deltas)})"
 
     def to_bytes(self) -> bytes:
-        return _wire.pack(_RESP_MAGIC, {"id": self.request_id.hex()}, list(self.deltas))
+        header = {"id": self.request_id.hex(), "bits": list(self.bits)}
+        return _wire.pack(_RESP_MAGIC, header, list(self.deltas))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RefreshResponse:
         header, blobs = _wire.unpack(_RESP_MAGIC, data)
-        return cls(request_id=_hex(header, "id"), deltas=tuple(blobs))
+        bits = _wire.int_list(header, "bits")
+        if any(b not in (0, 1) for b in bits):
+            raise ProtocolError("refresh response: head check bits must be 0 or 1")
+        return cls(request_id=_hex(header, "id"), deltas=tuple(blobs), bits=tuple(bits))
 
 
 @dataclass(frozen=True)
@@ -128,6 +151,7 @@ class RefreshState:
     block_masks: FloatArray  # (m, slots)
     head_masks: FloatArray  # (n_writes, slots)
     decoys: FloatArray  # (n_clears, m)
+    head_checks: tuple[HeadCheckState, ...] = ()  # one per write
 
     def __repr__(self) -> str:
         return f"RefreshState(id={self.request_id.hex()[:8]}, block={self.block_id})"
@@ -171,17 +195,23 @@ def prepare_refresh(
         ctx.ciphertext_to_bytes(ctx.add_plain(ctx.ciphertext_from_bytes(heads[t]), head_masks[j]))
         for j, (_, t) in enumerate(writes)
     ]
+    checks: list[bytes] = []
+    head_states: list[HeadCheckState] = []
+    for _, t in writes:
+        cts, check_state = prepare_head_checks(ctx, ctx.head_from_bytes(heads[t]), m, rng)
+        checks += cts
+        head_states.append(check_state)
     request_id = rng.randbytes(_ID_BYTES)
     request = RefreshRequest(
         request_id, ctx.key_id, tuple(masked_block), tuple(masked_heads),
-        tuple(s for s, _ in writes), clears,
+        tuple(s for s, _ in writes), clears, tuple(checks),
     )
     decoy_heads = decoys(len(clears)) if clears else np.zeros((0, m))
     if decoy_heads.shape != (len(clears), m):
         raise DimensionError(f"decoy source returned {decoy_heads.shape}, need {(len(clears), m)}")
     state = RefreshState(
         request_id, block.block_id, block.version, writes, clears,
-        block_masks, head_masks, np.asarray(decoy_heads, dtype=np.float64),
+        block_masks, head_masks, np.asarray(decoy_heads, dtype=np.float64), tuple(head_states),
     )
     return request, state
 
@@ -195,6 +225,8 @@ def _validate(ctx: CKKSContext, req: RefreshRequest) -> None:
         raise ProtocolError("refresh request: inconsistent number of ciphertexts")
     if req.key_id != ctx.key_id:
         raise ProtocolError("refresh request is for another CKKS key")
+    if len(req.checks) != CHECKS_PER_HEAD * len(req.heads):
+        raise ProtocolError("refresh request: every written head needs its range checks")
 
 
 def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
@@ -211,7 +243,11 @@ def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
     for slot in req.clear_slots:
         delta[:, slot] = -values[:, slot]
     deltas = tuple(ctx.encrypt_vector_bytes(row) for row in delta)
-    return RefreshResponse(req.request_id, deltas)
+    bits: list[int] = []
+    for j in range(len(req.heads)):
+        bits += answer_head_checks(ctx, req.checks[CHECKS_PER_HEAD * j:CHECKS_PER_HEAD * (j + 1)],
+                                   m)
+    return RefreshResponse(req.request_id, deltas, tuple(bits))
 
 
 def finish_refresh(
@@ -226,6 +262,7 @@ def finish_refresh(
         raise ProtocolError("refresh response does not answer this request")
     if block.block_id != state.block_id or block.version != state.block_version:
         raise ProtocolError(f"block {block.block_id} changed during its refresh")
+    _check_heads(state, resp)
     correction = np.zeros_like(state.block_masks)
     for j, (slot, _) in enumerate(state.writes):
         correction[:, slot] = state.block_masks[:, slot] - state.head_masks[j, : block.head_dim]
@@ -236,6 +273,22 @@ def finish_refresh(
         summed = ctx.add(ctx.ciphertext_from_bytes(raw), ctx.ciphertext_from_bytes(resp.deltas[i]))
         new_cts.append(ctx.ciphertext_to_bytes(ctx.add_plain(summed, correction[i])))
     block.apply_refresh(new_cts, dict(state.writes), state.clears)
+
+
+def _check_heads(state: RefreshState, resp: RefreshResponse) -> None:
+    """Refuse the whole refresh if any written head failed its range check (the caller
+    isolates the failing heads and refreshes without them)."""
+    sizes = [len(c.flips) for c in state.head_checks]
+    if len(resp.bits) != sum(sizes) or len(state.head_checks) != len(state.writes):
+        raise ProtocolError("refresh response does not carry every head check")
+    bad, pos = [], 0
+    for (_, template), check, size in zip(state.writes, state.head_checks, sizes, strict=True):
+        if not finish_head_checks(check, resp.bits[pos:pos + size]):
+            bad.append(template)
+        pos += size
+    if bad:
+        raise EmbeddingRangeError(f"{len(bad)} head(s) outside a unit vector's range; "
+                                  "the refresh was not applied")
 
 
 def refresh_block(

@@ -145,6 +145,51 @@ def test_item1_out_of_range_head_is_dropped_and_cannot_stop_identify_or_restart(
         handle.stop()
 
 
+# --- item 2: a crafted head cannot make true mates answer "no match" ---------------------------
+
+
+def test_item2_out_of_range_heads_are_refused_and_bounded_ones_change_no_answer(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Heads at 2^34 or 2^30 used to be accepted and placed, and true mates then answered
+    "no match". Now every head is range-checked with B before it is placed (coordinates and
+    norm within a unit vector's bound): those heads, and a unit head scaled by 1.05, are
+    refused. Heads that pass (here: exact copies of the victims' own heads under an attacker's
+    subject, the strongest bounded head against them) leave every victim's answer as it was."""
+    import numpy as np
+
+    handle = deployment.start_a(tmp_path / "data")
+    faces = deployment.faces
+    victims = list(range(210, 214))
+    try:
+        port = handle.running.port
+        with deployment.client("admin", port=port) as admin:
+            admin.create_collection()
+        with deployment.client("enroller", port=port) as enroller:
+            enc = enroller.encryptor()
+            for i in victims:
+                enroller.enroll_encrypted(f"h2_victim{i}", enc.template(faces.gallery[i]))
+            ctx, m = enc.keys.ckks, handle.node.params.encoding.head_dim
+            own = enc.template(faces.gallery[220]).paillier
+            head = enc._rotate(faces.gallery[victims[0]])[:m]
+            for name, values in (("h2_at34", np.full(m, 2.0**34)),
+                                 ("h2_at30", np.full(m, 2.0**30)),
+                                 ("h2_long", head / np.linalg.norm(head) * 1.05)):
+                raw = ctx.ciphertext_to_bytes(ctx.encrypt_head(values))
+                with pytest.raises(Exception, match="out of range"):
+                    enroller.enroll_encrypted(name, EncryptedParts(own, raw))
+            for i in victims:  # accepted: bounded heads, each a copy of a victim's head
+                clone = enc.template(faces.gallery[i]).ckks_head
+                enroller.enroll_encrypted(f"h2_clone{i}", EncryptedParts(own, clone))
+        with deployment.client("identifier", port=port) as client:
+            for i in victims:
+                assert client.identify(faces.gallery[i]).subject == f"h2_victim{i}"
+        names = handle.node.store.list_subjects(COLLECTION, limit=100)
+        assert not {"h2_at34", "h2_at30", "h2_long"} & set(names)
+    finally:
+        handle.stop()
+
+
 # --- item 3: idle streams cannot starve Identify ---------------------------------------------
 
 
