@@ -55,8 +55,8 @@ from . import _wire
 FloatArray = npt.NDArray[np.float64]
 #: What B accepts for a masked head value ``y + R`` (``|y| ≤ 1`` for a unit vector's PCA head,
 #: ``|R| ≤ 2^REFRESH_MASK_BITS``), with a margin for CKKS noise. A coarse range check only: it
-#: refuses the heads near 2^80 that made every later refresh fail (issue 13, item 1), but a
-#: head of 2^34 passes it with probability ~1 − 2^-7 (the precise check is item 2, not done).
+#: refuses the heads near 2^80 that made every later refresh fail (issue 13, item 1) before
+#: anything is re-encrypted; the precise bound is :mod:`pura.protocols.head_admission`'s.
 HEAD_BOUND = 2.0**REFRESH_MASK_BITS + 2.0
 _REQ_MAGIC = b"PURA-RFQ"
 _RESP_MAGIC = b"PURA-RFP"
