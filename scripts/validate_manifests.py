@@ -36,6 +36,9 @@ import yaml
 DEFAULT_K8S_VERSION = "1.30.0"
 HEALTH_PROBE = "grpc_health_probe.py"
 SERVER_NAMES = {"a": "pura-server-a", "b": "pura-server-b"}
+#: Prometheus /metrics port of both servers (``pura serve --metrics-listen``): counts, durations
+#: and levels only, so a rule opening nothing but this port may admit a monitoring namespace.
+METRICS_PORT = 9100
 
 Manifest = dict[str, Any]
 
@@ -140,7 +143,8 @@ def security_rules(docs: list[tuple[Path, Manifest]]) -> list[str]:
 
 
 def network_rules(docs: list[tuple[Path, Manifest]]) -> list[str]:
-    """B admits ingress from A's pods only; the Ray head and workers exist."""
+    """B admits protocol ingress from A's pods only (its metrics port may be scraped); the Ray
+    head and workers exist."""
     errors: list[str] = []
     b_policies = [
         p for p in _by_kind(docs, "NetworkPolicy").values()
@@ -151,6 +155,9 @@ def network_rules(docs: list[tuple[Path, Manifest]]) -> list[str]:
         errors.append("no NetworkPolicy selects server B")
     for policy in b_policies:
         for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports", [])
+            if ports and all(p.get("port") == METRICS_PORT for p in ports):
+                continue  # a metrics scrape, not protocol traffic
             sources = rule.get("from", [])
             labels = [s.get("podSelector", {}).get("matchLabels", {}) for s in sources]
             if not sources or any(

@@ -162,3 +162,23 @@ def test_cli_reports_failure(deploy_copy: Path, capsys: pytest.CaptureFixture[st
     (deploy_copy / "k8s").mkdir()
     assert vm.main(["--deploy-dir", str(deploy_copy)]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_metrics_are_exposed_and_b_metrics_rule_opens_only_the_metrics_port(
+    deploy_copy: Path,
+) -> None:
+    """Both servers serve /metrics (issue 14) and declare the port; B's scrape rule is
+    accepted only while it opens nothing but the metrics port."""
+    for name in ("10-server-b.yaml", "20-server-a.yaml"):
+        text = (REPO / "deploy" / "k8s" / name).read_text(encoding="utf-8")
+        assert "--metrics-listen=0.0.0.0:9100" in text and "containerPort: 9100" in text
+    compose = (REPO / "deploy" / "compose.yaml").read_text(encoding="utf-8")
+    assert compose.count("--metrics-listen=0.0.0.0:9100") == 2
+    assert vm.validate_all(deploy_copy) == []
+
+    def edit(doc: Any) -> None:
+        if doc.get("metadata", {}).get("name") == "server-b-metrics-from-monitoring":
+            doc["spec"]["ingress"][0]["ports"].append({"port": 50052, "protocol": "TCP"})
+
+    _edit_docs(deploy_copy / "k8s" / "40-network-policy.yaml", edit)
+    assert any("other than server A" in e for e in vm.validate_all(deploy_copy))
