@@ -9,6 +9,7 @@ small size (a few minutes on two cores).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -229,6 +230,8 @@ def views(
     preset: PresetOption = "fast",
     analyse_only: Annotated[bool, typer.Option(
         help="re-run the attacks on the recordings already in OUT/work")] = False,
+    mated: Annotated[int | None, typer.Option(help="mated probes per epoch")] = None,
+    nonmated: Annotated[int | None, typer.Option(help="non-mated probes per epoch")] = None,
 ) -> None:
     """Real `pura serve` A and B with --record: enrol LFW, probe, attack what they recorded."""
     from pura_client.audit.views import TARGETS, ViewsConfig, run_views
@@ -237,6 +240,9 @@ def views(
         config = ViewsConfig.quick(people or 300, seed, preset)
     else:
         config = ViewsConfig(people=people or 1000, profile=preset, seed=seed)
+    config = dataclasses.replace(
+        config, mated_per_epoch=config.mated_per_epoch if mated is None else mated,
+        nonmated_per_epoch=config.nonmated_per_epoch if nonmated is None else nonmated)
     figures = run_views(out, config, log=typer.echo, analyse_only=analyse_only)
     for key in TARGETS:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[figures["verdicts"][key]]

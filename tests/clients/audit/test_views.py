@@ -245,3 +245,12 @@ def test_b_reads_alignment_off_a_request_that_names_rotations() -> None:
     untold = [dataclasses.replace(q, told_blocks=(), told_rotations=()) for q in noise]
     fraction, _ = va.slot_alignment(untold, random.Random(0))
     assert fraction is not None and fraction <= 0.2
+
+
+def test_record_dir_is_off_by_default_and_read_from_yaml(tmp_path: Path) -> None:
+    from pura.config import ServerConfig
+
+    assert ServerConfig(role="b").record_dir is None
+    path = tmp_path / "b.yaml"
+    path.write_text(f"role: b\nrecord_dir: {tmp_path / 'rec'}\n")
+    assert ServerConfig.from_yaml(path).record_dir == tmp_path / "rec"
