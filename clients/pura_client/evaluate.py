@@ -440,19 +440,28 @@ class CompareData:
     dev_pairs: list[Pair]
 
 
-def compare_data(ds: LFWDataset, seed: int, *, view2: bool = True) -> CompareData:
+def compare_data(
+    ds: LFWDataset, seed: int, *, view2: bool = True, max_probes: int | None = None
+) -> CompareData:
     """View 2 pairs, the issue-15 1:N split (1,000 enrolled, all their other images, 1,000
     strangers; ``random.Random(seed)``) and the DevTrain calibration pairs, people of the 1:N
     split removed from calibration.
 
-    ``paths`` lists the 1:N images first, then calibration, then View 2, so an interrupted run
-    leaves the headline (1:N) embeddings cached first; ``view2=False`` skips View 2.
+    ``max_probes`` caps the mated probes per enrolled person (None: all of them, the issue's
+    protocol). ``paths`` lists the gallery, the strangers, one probe per person and the
+    calibration images first, then the other probes and View 2, so an interrupted run leaves the
+    smaller protocol cached first; ``view2=False`` skips View 2.
     """
     pairs = [p for fold in ds.pairs() for p in fold] if view2 else []
-    split = identification_split(1000, seed, n_non_enrolled=1000, dataset=ds)
+    split = identification_split(1000, seed, n_non_enrolled=1000, dataset=ds,
+                                 max_probes_per_identity=max_probes)
     dev = dev_train_pairs(ds, split.used_people)
-    ordered = [i.path for i in (*split.gallery, *split.probes, *split.non_enrolled)]
+    first = {}
+    for probe in split.probes:
+        first.setdefault(probe.label, probe.path)
+    ordered = [i.path for i in (*split.gallery, *split.non_enrolled)] + list(first.values())
     ordered += [q.path for p in dev for q in (p.first, p.second)]
+    ordered += [i.path for i in split.probes]
     ordered += [q.path for p in pairs for q in (p.first, p.second)]
     return CompareData(list(dict.fromkeys(ordered)), pairs, split, dev)
 
@@ -586,6 +595,9 @@ def compare(
     seed: int = 0,
     throughput_images: int = 100,
     view2: Annotated[bool, typer.Option(help="include LFW View 2 (6,000 pairs)")] = True,
+    max_probes: Annotated[
+        int | None, typer.Option(help="cap mated probes per person (default: all, issue 15)")
+    ] = None,
     lfw_dir: LfwOption = None,
     cache_dir: CacheOption = None,
 ) -> None:
@@ -596,7 +608,7 @@ def compare(
     ids = ([s.model_id for s in installed_models()] if models == "installed"
            else [m.strip() for m in models.split(",") if m.strip()])
     ds = LFWDataset.open(lfw_dir)
-    data = compare_data(ds, seed, view2=view2)
+    data = compare_data(ds, seed, view2=view2, max_probes=max_probes)
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, object] = {}
     curves: dict[str, DetCurve] = {}
@@ -613,13 +625,16 @@ def compare(
         "protocols": {
             "lfw_view2": "pairs.txt, 6,000 pairs, 10-fold threshold selection; cosine scores",
             "identification": f"1,000 people with >= 2 images, random.Random({seed}); _0001 "
-                              "enrolled, all their other images mated; one image each of 1,000 "
-                              "other people non-mated; rank 1; cosine on unit vectors",
+                              f"enrolled, their other images mated (cap per person: "
+                              f"{max_probes or 'none'}); one image each of 1,000 other people "
+                              "non-mated; rank 1; cosine on unit vectors",
             "calibration": "pairsDevTrain.txt people minus the 1:N split's people",
         },
         "device": device,
         "multi_face_policy": policy.value,
-        "command": "pura-eval compare --out eval/results",
+        "command": "pura-eval compare --out eval/results"
+                   + ("" if view2 else " --no-view2")
+                   + (f" --max-probes {max_probes}" if max_probes else ""),
         "models": figures,
     }
     _write_json(out / "compare.json", payload)
