@@ -1,4 +1,5 @@
-"""Command line: ``python -m bench run --sizes 1000,10000 --out bench/results/``."""
+"""Command line: ``python -m bench run --sizes 1000,10000 --out bench/results/``,
+``python -m bench enroll --n 200``, ``python -m bench load``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--engine-workers", type=int, default=os.cpu_count() or 1,
                    help="processes per server for Paillier work (default: all cores)")
+    en = sub.add_parser("enroll", help="BulkEnroll throughput against real pura serve A and B")
+    en.add_argument("--n", type=int, default=200, help="templates to enrol in one stream")
+    en.add_argument("--out", type=Path, default=Path("bench/results"))
+    en.add_argument("--preset", default="default", help="parameter preset: default | fast")
+    en.add_argument("--workers", type=int, default=1, help="engine processes per server")
+    en.add_argument("--bulk-batch", type=int, default=64, help="A's commit batch")
+    en.add_argument("--idle-timeout", type=float, default=3600.0,
+                    help="seconds without an acknowledged batch before the stream fails")
+    en.add_argument("--stages", type=int, default=16,
+                    help="templates in the in-process stage breakdown (0: skip)")
     ld = sub.add_parser("load", help="N concurrent clients against running servers")
     ld.add_argument("--clients", type=int, default=4)
     ld.add_argument("--seconds", type=float, default=30.0)
@@ -64,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             n: r["pura"]["stages_median_s"]["total"] for n, r in result["sizes"].items()}},
             indent=2))
         return 0
+    if args.command == "enroll":
+        from bench.enroll import run_enroll
+
+        summary = run_enroll(args.n, args.out, profile=args.preset, workers=args.workers,
+                             bulk_batch=args.bulk_batch, stages=args.stages,
+                             idle_s=args.idle_timeout)
+        print(json.dumps({k: v for k, v in summary.items() if k != "machine"}, indent=2))
+        return 0 if summary["enrolled"] == args.n else 1
     from bench.load import run_load
 
     summary = run_load(args.clients, args.seconds, args.people, args.out)

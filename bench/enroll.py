@@ -1,0 +1,207 @@
+"""Enrolment throughput through the product: ``python -m bench enroll --n N``.
+
+What runs: keys (``generate_key_set``, 3072-bit by default), a demo PKI (mTLS), server B then
+server A as separate ``pura serve`` processes on free loopback ports (``pura.demo.start_pair``,
+the processes a deployment runs), a collection, and one enroller streaming ``N`` templates
+through one ``BulkEnroll`` call. Admission (both norm rounds with B), the SQLite commit and the
+CKKS block refresh are all inside the measured stream; client-side encryption is done before
+the stream starts and reported separately, so ``templates_per_s`` is the servers' rate.
+
+Reported (``bench/results/enroll.json``): templates/s, CPU seconds per template at A and at B
+(``/proc`` user + system time of each server process and its live children, read before and
+after the stream), upload bytes per template and bytes stored per template, plus an in-process
+stage breakdown of one admission batch at the same key size (where the time goes).
+
+Vectors: ``face_like_gallery`` (unit vectors drawn from the shipped PCA model of real dlib
+descriptors). The cost of enrolment does not depend on the values, only on their count and the
+key size; accuracy is measured elsewhere on real LFW faces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.data import face_like_gallery
+from bench.timing import machine_info
+from pura.certs import make_demo_pki
+from pura.crypto.params import get_preset
+from pura.keys import generate_key_set, load_public_keys
+
+COLLECTION = "enroll"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid``, its reaped children and its live descendants."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # fields[11..14] = utime, stime, cutime, cstime (stat fields 14..17)
+    own = sum(int(v) for v in fields[11:15]) / _TICKS
+    return own + sum(cpu_seconds(c) for c in _children(pid))
+
+
+def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[str, float]:
+    """CPU seconds per template of each admission stage, in one process (no gRPC), with the
+    shares of the key set in ``key_dir``. CPU time, not wall time: the figures stay meaningful
+    on a machine whose cores other work shares."""
+    import numpy as np
+
+    from pura.crypto.encoding import l2_normalize, quantize
+    from pura.crypto.paillier import RandomnessPool
+    from pura.keys import load_a_keys, load_b_keys
+    from pura.protocols.enroll import TemplateLayout, encrypt_template
+    from pura.protocols.norms import (
+        NormLayout,
+        finish_norm_check,
+        finish_norms,
+        helper_norm_check,
+        helper_norms,
+        start_norm_check,
+        start_norms,
+    )
+
+    params = get_preset(profile)
+    enc = params.encoding
+    s1, s2 = load_a_keys(key_dir / "a").share, load_b_keys(key_dir / "b").share
+    pk = s1.public_key
+    layout = NormLayout.for_key(pk, TemplateLayout.for_key(pk, enc.dim, enc.scale_bits))
+    rng = np.random.default_rng(seed)
+    pool_a, pool_b, client = (RandomnessPool(pk, rng=random.Random(seed + i)) for i in (1, 2, 3))
+    times: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        t0 = time.process_time()
+        out = fn(*args, **kw)
+        times[name] = times.get(name, 0.0) + time.process_time() - t0
+        return out
+
+    vectors = [[int(v) for v in quantize(l2_normalize(rng.normal(size=enc.dim)), enc.scale_bits)]
+               for _ in range(n)]
+    uploads = [timed("client_encrypt", encrypt_template, v, layout.template, pk, client).packed
+               for v in vectors]
+    timed("b_pool_values", pool_b.refill, n * (enc.dim + 1 + layout.template.cts_per_template))
+    state, request = timed("a_round1_mask_partial", start_norms, uploads, layout, s1, pool_a,
+                           repack=True)
+    reply = timed("b_round1_decrypt_check_reencrypt", helper_norms, request, layout, s2, pool_b)
+    normed = timed("a_round1_cross_terms_rerandomise", finish_norms, state, reply, layout, pool_a)
+    norms = [v.norm for v in normed if v is not None]
+    c_state, c_req = timed("a_round2_blind_partial", start_norm_check, norms, layout, s1, pool_a)
+    c_reply = timed("b_round2_decrypt_signs", helper_norm_check, c_req, layout, s2)
+    verdicts = finish_norm_check(c_state, c_reply)
+    if not all(verdicts):
+        raise RuntimeError("an honest template failed the norm check")
+    return {k: round(v / n, 4) for k, v in times.items()}
+
+
+def run_enroll(
+    n: int, out: Path, *, profile: str = "default", workers: int = 1, bulk_batch: int = 64,
+    seed: int = 0, stages: int = 16, idle_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Start servers, stream ``n`` templates through BulkEnroll, stop; write ``enroll.json``."""
+    from pura_client.client import PuraClient
+
+    from pura.demo import start_pair
+    from pura.service.run import load_pca
+
+    params = get_preset(profile)
+    labels = [f"subject-{i:06d}" for i in range(n)]
+    with tempfile.TemporaryDirectory(prefix="pura-enroll-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        generate_key_set(work / "keys", params)
+        keygen_s = time.perf_counter() - t0
+        make_demo_pki(work / "tls")
+        pca = load_pca(work / "keys" / "public", params.encoding.model_id)
+        gallery = face_like_gallery(n, pca.mean, pca.cov, pca.matrix, seed=seed)
+        a, b = start_pair(work, bulk_batch=bulk_batch, workers=workers)
+        try:
+            address = f"localhost:{a.port}"
+            trusted = load_public_keys(work / "keys" / "public")
+
+            def connect(cert: str) -> Any:
+                return PuraClient.connect(address, COLLECTION, tls_dir=work / "tls",
+                                          cert_name=cert, pca=pca, trusted_keys=trusted)
+
+            with connect("admin") as admin:
+                admin.create_collection()
+            with connect("enroller") as enroller:
+                enc = enroller.encryptor()
+                t0 = time.perf_counter()
+                items = [(labels[i], enc.template(gallery[i]), uuid.uuid4().hex)
+                         for i in range(n)]
+                encrypt_s = time.perf_counter() - t0
+                upload = statistics.mean(len(p.paillier) + len(p.ckks_head) for _, p, _ in items)
+                cpu_a0, cpu_b0 = cpu_seconds(a.proc.pid), cpu_seconds(b.proc.pid)
+                t0 = time.perf_counter()
+                statuses = list(enroller.bulk_enroll_encrypted(items, idle_timeout_s=idle_s))
+                wall = time.perf_counter() - t0
+                cpu_a, cpu_b = cpu_seconds(a.proc.pid) - cpu_a0, cpu_seconds(b.proc.pid) - cpu_b0
+            with connect("auditor") as auditor:
+                stats = auditor.stats()
+        finally:
+            a.stop()
+            b.stop()
+        summary = _summary(n, profile, workers, bulk_batch, statuses, wall, (cpu_a, cpu_b),
+                           encrypt_s, upload, stats, keygen_s)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        if stages:
+            summary["in_process_stage_cpu_s_per_template"] = stage_breakdown(
+                work / "keys", profile, stages, seed)
+            (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def _summary(
+    n: int, profile: str, workers: int, bulk_batch: int, statuses: list[Any], wall: float,
+    cpu: tuple[float, float], encrypt_s: float, upload: float, stats: Any, keygen_s: float,
+) -> dict[str, Any]:
+    params = get_preset(profile)
+    cpu_a, cpu_b = cpu
+    enrolled = sum(s.code == "enrolled" for s in statuses)
+    summary: dict[str, Any] = {
+        "n": n, "profile": profile, "paillier_bits": params.paillier.modulus_bits,
+        "workers_per_server": workers, "bulk_batch": bulk_batch,
+        "enrolled": enrolled, "rejected": sum(s.code == "rejected" for s in statuses),
+        "stream_s": round(wall, 2), "templates_per_s": round(enrolled / wall, 3),
+        "cpu_s_per_template_a": round(cpu_a / max(1, enrolled), 4),
+        "cpu_s_per_template_b": round(cpu_b / max(1, enrolled), 4),
+        "client_encrypt_s_per_template": round(encrypt_s / n, 4),
+        "upload_bytes_per_template": round(upload),
+        "stored_bytes_per_template": round((stats.template_bytes + stats.block_bytes)
+                                           / max(1, stats.templates)),
+        "stored_paillier_bytes_per_template": round(stats.template_bytes
+                                                    / max(1, stats.templates)),
+        "keygen_s": round(keygen_s, 1),
+        "machine": machine_info(),
+        "note": "A, B and the client share the machine's cores; client encryption is outside "
+                "the measured stream",
+    }
+    return summary
+
+
+__all__ = ["cpu_seconds", "run_enroll", "stage_breakdown"]
