@@ -367,10 +367,15 @@ class StreamGuard:
         return len(idle)
 
     def _watch(self) -> None:
+        """Sweep until no stream is open (the next admitted stream starts a new watchdog)."""
         period = min(1.0, self.idle_s / 4)
         while True:
             time.sleep(period)
             self.sweep()
+            with self._lock:
+                if not self._open:
+                    self._watchdog = None
+                    return
 
 
 class BudgetLedger(Protocol):
@@ -419,6 +424,7 @@ class QueryBudget:
         self.window_s = window_s
         self._clock = clock or (time.time if ledger is not None else time.monotonic)
         self._ledger = ledger
+        self._writes = 0
         self._events: dict[tuple[str, str], collections.deque[float]] = (
             collections.defaultdict(collections.deque)
         )
@@ -441,6 +447,9 @@ class QueryBudget:
         self._events[(subject, kind)].append(now)
         if self._ledger is not None:
             self._ledger.add_budget_event(subject, kind, now)
+            self._writes += 1
+            if self._writes % 1000 == 0:  # the ledger keeps only the current window
+                self._ledger.budget_events(now - self.window_s)
         return now
 
     def charge(self, principal: str) -> int:
