@@ -456,7 +456,7 @@ def compare_data(
     split = identification_split(1000, seed, n_non_enrolled=1000, dataset=ds,
                                  max_probes_per_identity=max_probes)
     dev = dev_train_pairs(ds, split.used_people)
-    first = {}
+    first: dict[str, Path] = {}
     for probe in split.probes:
         first.setdefault(probe.label, probe.path)
     ordered = [i.path for i in (*split.gallery, *split.non_enrolled)] + list(first.values())
