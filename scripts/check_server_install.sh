@@ -20,6 +20,7 @@ WORK=${1:-$(mktemp -d -t pura-server-install.XXXXXX)}
 HOST_PY=${HOST_PY:-$ROOT/.venv/bin/python}
 BASE_PY=${PY:-python3}
 mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
 echo "workdir: $WORK"
 
 # 1. clean tree + stubs
@@ -79,10 +80,13 @@ if "$BIN/pura" demo --workdir "$WORK/demo" > "$WORK/demo.log" 2>&1; then
 fi
 grep -q '"client" extra' "$WORK/demo.log" && echo "pura demo without the client extra: refused, names the extra"
 
-# 6. what a server imports
+# 6. what a server imports -- from $WORK, so that `python -c` (whose sys.path starts with the
+# current directory) sees the installed package, not a checkout it happens to be run from
+cd "$WORK"
 "$VPY" -X importtime -c "
 import sys
 import pura.service.run, pura.cli
+assert pura.service.run.__file__.startswith('$WORK/venv/'), pura.service.run.__file__
 heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'dlib', 'matplotlib'))
 assert not heavy, heavy
 print('modules loaded by pura.service.run + pura.cli:', len(sys.modules), '; torch/dlib/matplotlib: none')
