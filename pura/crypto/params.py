@@ -167,8 +167,18 @@ class ParameterSet:
 
 DEFAULT_PARAMETERS = ParameterSet()
 FAST_PARAMETERS = ParameterSet(paillier=PAILLIER_2048_FAST)
+#: SFace (OpenCV Zoo, Apache-2.0) instead of dlib's ResNet: also 128-d, so Paillier packing and
+#: the CKKS head are unchanged, but the model id (and with it the PCA rotation, fitted on LFW
+#: DevTrain people, and the parameter-set id) differ, so collections enrolled under one model
+#: refuse queries from the other (re-enrolment needed). head_dim 64 is dlib's choice, not yet
+#: re-chosen for SFace by bench/preselect_recall.py.
+SFACE_PARAMETERS = ParameterSet(encoding=EncodingParams(model_id="sface_2021dec_int8bq"))
 
-PRESETS: dict[str, ParameterSet] = {"default": DEFAULT_PARAMETERS, "fast": FAST_PARAMETERS}
+PRESETS: dict[str, ParameterSet] = {
+    "default": DEFAULT_PARAMETERS,
+    "fast": FAST_PARAMETERS,
+    "sface": SFACE_PARAMETERS,
+}
 
 
 def get_preset(name: str) -> ParameterSet:
