@@ -77,6 +77,7 @@ from pura.crypto.paillier import (
     generate_keypair,
 )
 from pura.crypto.params import get_preset
+from pura.errors import ProtocolError
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import (
     BytesChannel,
@@ -145,7 +146,7 @@ class Today:
                    for v in vectors]
         admitted = [t for t in self.server_a.admit(uploads) if isinstance(t, AdmittedTemplate)]
         if len(admitted) != len(vectors):
-            raise RuntimeError("an honest template was refused by admission")
+            raise ProtocolError("an honest template was refused by admission")
         return self.server_a.prepare(admitted)
 
     def measured(self, fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
@@ -265,7 +266,7 @@ def prototype_query(
         got, stats = run_online(OnlineA(shape, in_a, corr_a, tau), OnlineB(shape, in_b, corr_b))
         walls.append(time.perf_counter() - t0)
         if outcome is not None and got != outcome:
-            raise RuntimeError("the online phase is not deterministic in its inputs")
+            raise ProtocolError("the online phase is not deterministic in its inputs")
         outcome = got
     assert outcome is not None
     return outcome, {

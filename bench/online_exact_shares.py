@@ -231,6 +231,9 @@ class Blinds:
     thr_r2: int
     pi: int
 
+    def __repr__(self) -> str:
+        return f"Blinds(pairs={len(self.r1)}, <secret>)"
+
     @classmethod
     def draw(cls, shape: Shape, rng: random.Random) -> Blinds:
         """Same ranges as ``CompareLayout.blinds`` in today's protocol: ``r1 ∈ [2^κ, 2^(κ+1))``,
