@@ -1,5 +1,6 @@
 """Command line: ``python -m bench run --sizes 1000,10000 --out bench/results/``,
-``python -m bench enroll --n 200``, ``python -m bench load``."""
+``python -m bench enroll --n 200``, ``python -m bench load``,
+``python -m bench online-exact [options of python -m bench.online_exact]``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
                     help="seconds without an acknowledged batch before the stream fails")
     en.add_argument("--stages", type=int, default=16,
                     help="templates in the in-process stage breakdown (0: skip)")
+    sub.add_parser("online-exact", add_help=False,
+                   help="share-based exact-stage prototype beside today's (bench.online_exact)")
     ld = sub.add_parser("load", help="N concurrent clients against running servers")
     ld.add_argument("--clients", type=int, default=4)
     ld.add_argument("--seconds", type=float, default=30.0)
@@ -58,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["online-exact"]:  # its own options: delegate them whole
+        from bench.online_exact import main as online_exact
+
+        online_exact(argv[1:])
+        return 0
     args = parser().parse_args(argv)
     if args.command == "run":
         if args.repetitions < MIN_REPETITIONS:
