@@ -139,12 +139,12 @@ def test_oversized_single_message_is_resource_exhausted(pki: Path, helper: Runni
 
 def test_concurrency_cap_answers_resource_exhausted(pki: Path) -> None:
     import threading
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def slow(payload: bytes) -> bytes:
+        entered.set()
         gate.wait(10)
         return payload
 
@@ -158,7 +158,7 @@ def test_concurrency_cap_answers_resource_exhausted(pki: Path) -> None:
         client = _client(pki, running.port, "server-a")
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(client.call, "slow", b"1")
-            time.sleep(0.5)
+            assert entered.wait(30)  # the first call holds the only slot (no sleep-and-hope)
             with pytest.raises(ProtocolError, match="RESOURCE_EXHAUSTED"):
                 client.call("slow", b"2")
             gate.set()
