@@ -90,3 +90,15 @@ def test_writer_refuses_values_that_do_not_fit() -> None:
         wire.Writer().u32(1 << 32)
     with pytest.raises(ProtocolError):
         wire.Writer().u32(-1)
+
+
+def test_message_magics_are_distinct() -> None:
+    """The 8-byte magics play the role of Kind for the CKKS-step messages (and the ticket
+    envelope): two equal ones would let one message parse as another."""
+    from pura.protocols import candidates, preselect, refresh, tickets
+
+    magics = [refresh._REQ_MAGIC, refresh._RESP_MAGIC, preselect._REQ_MAGIC,
+              preselect._RESP_MAGIC, tickets._MAGIC, candidates._PUT, candidates._ERASE,
+              candidates._SYNC, candidates._SYNC_REPLY, candidates._ACK, candidates._SERVE,
+              candidates._OPEN, candidates._OPEN_REPLY]
+    assert len(set(magics)) == len(magics) and all(len(m) == 8 for m in magics)
