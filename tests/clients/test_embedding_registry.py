@@ -76,3 +76,10 @@ def test_registry_pins_every_shared_weight_file() -> None:
             assert weight.sha256 in readme
             assert weight_path(weight).stat().st_size == weight.size
     assert {s.model_id for s in installed_models()} == set(MODELS)
+
+
+def test_an_uncalibrated_threshold_is_an_error_not_a_guess() -> None:
+    spec = get_model(registry.EDGEFACE_XXS_MODEL_ID)
+    assert spec.calibration.verification is None
+    with pytest.raises(ConfigError, match="not calibrated"):
+        _ = spec.default_threshold

@@ -19,7 +19,7 @@ from pura_client.embedding.registry import SFACE_MODEL_ID, get_model, network_fi
 from pura_client.embedding.types import MultiFacePolicy
 
 N_PARITY = 200
-pytestmark = [pytest.mark.slow, pytest.mark.lfw]
+pytestmark = [pytest.mark.slow, pytest.mark.lfw, pytest.mark.timeout(3600)]
 
 
 def test_sface_matches_onnxruntime_on_lfw(lfw_dataset: LFWDataset) -> None:

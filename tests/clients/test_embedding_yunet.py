@@ -13,7 +13,7 @@ from pura_client.embedding.registry import _YUNET, weight_path
 from pura_client.embedding.yunet import YuNetDetector, decode
 
 N_PARITY = 200
-pytestmark = [pytest.mark.slow, pytest.mark.lfw]
+pytestmark = [pytest.mark.slow, pytest.mark.lfw, pytest.mark.timeout(3600)]
 
 
 def test_yunet_matches_onnxruntime_on_lfw(lfw_dataset: LFWDataset) -> None:

@@ -47,14 +47,15 @@ class WeightFile:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Thresholds fitted on LFW DevTrain people only (``pura-eval compare``).
+    """Thresholds fitted on LFW DevTrain people only (``pura-eval compare``, "calibration").
 
     ``verification`` is the cosine threshold maximising DevTrain pair accuracy; ``fpir`` maps a
     gallery size (1K / 10K / 100K) to the cosine threshold whose expected FPIR at that gallery size
-    is ``fpir_target`` (from DevTrain impostor scores, FPIR(N) = 1 − (1 − FMR)^N).
+    is ``fpir_target`` (from DevTrain impostor scores, FPIR(N) = 1 − (1 − FMR)^N). ``None`` /
+    empty: not calibrated yet — asking for the threshold is then a ConfigError, never a guess.
     """
 
-    verification: float
+    verification: float | None = None
     fpir_target: float = 0.01
     fpir: dict[int, float] = field(default_factory=dict)
 
@@ -78,6 +79,8 @@ class ModelSpec:
     @property
     def default_threshold(self) -> float:
         """Cosine similarity threshold for "same person" (DevTrain-fitted)."""
+        if self.calibration.verification is None:
+            raise ConfigError(f"model {self.model_id!r} is not calibrated (pura-eval compare)")
         return self.calibration.verification
 
 
@@ -121,20 +124,20 @@ EDGEFACE_XXS_MODEL_ID = "edgeface_xxs_q"
 MODELS: dict[str, ModelSpec] = {
     DLIB_MODEL_ID: ModelSpec(
         DLIB_MODEL_ID, "dlib-hog+cnn", "dlib-chip150-p25", "dlib-resnet", 128, 150,
-        "CC0 (" + _DLIB + ")", True, (), Calibration(0.9286),
+        "CC0 (" + _DLIB + ")", True, (), Calibration(),
     ),
     SFACE_MODEL_ID: ModelSpec(
         SFACE_MODEL_ID, "yunet-2023mar", "arcface112", "sface", 128, 112,
-        "Apache-2.0 (weights), MIT (YuNet)", True, (_SFACE, _YUNET), Calibration(0.30),
+        "Apache-2.0 (weights), MIT (YuNet)", True, (_SFACE, _YUNET), Calibration(),
     ),
     EDGEFACE_XS_MODEL_ID: ModelSpec(
         EDGEFACE_XS_MODEL_ID, "yunet-2023mar", "arcface112", "edgeface-xs", 512, 112,
-        "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XS, _YUNET), Calibration(0.30),
+        "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XS, _YUNET), Calibration(),
     ),
     EDGEFACE_XXS_MODEL_ID: ModelSpec(
         EDGEFACE_XXS_MODEL_ID, "yunet-2023mar", "arcface112", "edgeface-xxs", 512, 112,
         "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XXS, _YUNET),
-        Calibration(0.30),
+        Calibration(),
     ),
 }
 
