@@ -1,9 +1,10 @@
 """SFace in torch (weights dequantised once at load) vs onnxruntime running the shipped int8
 block-quantised graph, on 200 real LFW faces aligned by YuNet + the ArcFace template.
 
-Tolerance: the only differences are float32 summation order and the conv+BN folding, so the
-embeddings agree far inside what the int8 weights themselves change (measured: max abs ~1e-5,
-cosine 1 − 1e-10); the bar is max abs ≤ 1e-4 and cosine ≥ 0.9999.
+Tolerance: the weights are the same dequantised values, so the only differences are float32
+summation order and the conv+BN folding — far inside what the int8 quantisation itself changes
+(measured on 30 LFW faces: max abs 4.8e-6 on embeddings of magnitude ≤ 3.8, min cosine
+0.9999998); the bar is max abs ≤ 1e-4 and cosine ≥ 0.9999.
 """
 
 from __future__ import annotations
