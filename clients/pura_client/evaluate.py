@@ -396,15 +396,9 @@ def fmr_for_fpir(fpir: float, gallery_size: int) -> float:
 
 def _compare_engine(model: str, device: str, batch_size: int, policy: MultiFacePolicy
                     ) -> ImagePipeline:
-    from pura_client.embedding.registry import DLIB_MODEL_ID
+    from pura_client.embedding.aligned import pipeline_for
 
-    if model == DLIB_MODEL_ID:
-        from pura_client.embedding.pipeline import Embedder
-
-        return Embedder(device=device, batch_size=batch_size, policy=policy)
-    from pura_client.embedding.aligned import AlignedEmbedder
-
-    return AlignedEmbedder(model, device=device, batch_size=batch_size, policy=policy)
+    return pipeline_for(model, device=device, batch_size=batch_size, policy=policy)
 
 
 def _matrix_any_dim(results: list[FaceResult]) -> Floats:

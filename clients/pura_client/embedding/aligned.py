@@ -25,9 +25,10 @@ from torch import nn
 
 from pura.errors import ConfigError
 from pura_client.embedding.align import CHIP_SIZE, align_face
+from pura_client.embedding.batch import ImagePipeline
 from pura_client.embedding.image import ImageInput, load_rgb
 from pura_client.embedding.pipeline import Device, resolve_device
-from pura_client.embedding.registry import ModelSpec, get_model
+from pura_client.embedding.registry import DLIB_MODEL_ID, ModelSpec, get_model
 from pura_client.embedding.types import FaceResult, MultiFacePolicy, apply_policy
 from pura_client.embedding.yunet import YuNetDetector
 
@@ -140,3 +141,22 @@ class AlignedEmbedder:
             if result.descriptor is not None:
                 out[i] = result.descriptor
         return out
+
+
+def pipeline_for(
+    model_id: str,
+    *,
+    device: Device | str = "auto",
+    batch_size: int = 32,
+    policy: MultiFacePolicy = MultiFacePolicy.LARGEST,
+) -> ImagePipeline:
+    """The client pipeline of a registered model id (dlib's Embedder or an AlignedEmbedder).
+
+    A collection's model id picks this; templates of one model are useless to another, so a
+    client must embed with exactly the collection's model (the servers refuse a mismatch).
+    """
+    if model_id == DLIB_MODEL_ID:
+        from pura_client.embedding.pipeline import Embedder
+
+        return Embedder(device=device, batch_size=batch_size, policy=policy)
+    return AlignedEmbedder(model_id, device=device, batch_size=batch_size, policy=policy)
