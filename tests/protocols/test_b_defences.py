@@ -273,3 +273,38 @@ def test_label_opening_needs_this_querys_threshold(setup: Setup) -> None:
     with pytest.raises(HelperRefusedError, match="before this query's threshold"):
         opener(seal(ticket, LabelOpenRequest(b"r" * 16, 0).to_bytes()))
     assert setup.guard.refusals[Step.OPEN_LABEL] == 2
+
+
+def test_b_floods_its_decryptions_before_ranking() -> None:
+    """What B ranks is its decryption plus fresh N(0, FLOOD_SIGMA²) noise (today: the exact
+    decryption), and B refuses a preselection k other than its own view_k."""
+    from pura.crypto.ckks import CKKSContext
+    from pura.crypto.params import CKKS_8192
+    from pura.gallery.packing import BlockLayout, encrypt_block
+    from pura.protocols.preselect import (
+        FLOOD_SIGMA,
+        PreselectServer,
+        answer_preselect,
+        decrypt_view,
+    )
+
+    secret = CKKSContext.generate(CKKS_8192)
+    public = secret.public()
+    gen = np.random.default_rng(7)
+    heads = gen.normal(size=(public.slot_count, 4))
+    heads /= np.linalg.norm(heads, axis=1, keepdims=True)
+    block = encrypt_block(public, 0, heads)
+    block.live = {s: s for s in range(50)}
+    layout = BlockLayout(public, 4, lambda n: np.zeros((n, 4)), [block])
+    server = PreselectServer(public, layout, random.Random(1))
+    query = [public.ciphertext_to_bytes(c) for c in public.encrypt_broadcast(heads[3])]
+    request, _ = server.request(query, 8)
+    exact = decrypt_view(secret, request, sigma=0.0)
+    noisy = decrypt_view(secret, request, rng=random.Random(1))
+    again = decrypt_view(secret, request, rng=random.Random(2))
+    assert 0.95 < float(np.std(noisy - exact)) / FLOOD_SIGMA < 1.05
+    assert not np.array_equal(noisy, again)
+    assert np.array_equal(noisy, decrypt_view(secret, request, rng=random.Random(1)))  # injectable
+    with pytest.raises(HelperRefusedError, match="view_k"):
+        answer_preselect(secret, request, view_k=9)
+    assert len(answer_preselect(secret, request, view_k=8).positions) == 8
