@@ -5,6 +5,7 @@
     pura serve  --role b --keys .pura/keys/b --listen 127.0.0.1:50052
     pura serve  --role a --keys .pura/keys/a --peer localhost:50052 --listen 127.0.0.1:50051
     pura demo   [--faces FOLDER] [--people 100] [--profile default|fast]
+    pura status COLLECTION [--server localhost:50051] [--tls .pura/tls] [--cert auditor]
 
 The default profile is the 128-bit one (Paillier 3072, CKKS 8192); ``fast`` (Paillier 2048,
 ~112-bit) is always labelled as such in output.
@@ -156,6 +157,36 @@ def demo(
                  console=console)
     except PuraError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def status(
+    collection: Annotated[str, typer.Argument(help="collection to report")],
+    server: Annotated[str, typer.Option(help="server A address")] = "localhost:50051",
+    tls: Annotated[Path, typer.Option(help="directory made by `pura certs`")] = Path(
+        ".pura/tls"),
+    cert: Annotated[str, typer.Option(help="certificate (role) to present")] = "auditor",
+) -> None:
+    """A collection's figures (Stats RPC) and the preselection scorer: in-process, a pool of
+    worker processes or Ray shard actors, with how many of them answer now."""
+    import grpc
+
+    from pura.service._proto.pura.v1 import pura_pb2, pura_pb2_grpc
+    from pura.service.server import secure_channel
+
+    with secure_channel(server, tls, cert, Limits()) as channel:
+        stub = pura_pb2_grpc.PuraAdminStub(channel)  # type: ignore[no-untyped-call]
+        try:
+            s = stub.Stats(pura_pb2.StatsRequest(collection=collection), timeout=30)
+        except grpc.RpcError as exc:
+            console.print(f"[red]error:[/red] {exc.code().name}: {exc.details()}")
+            raise typer.Exit(code=2) from None
+    console.print(f"collection {s.collection}: {s.subjects} subjects, {s.templates} templates "
+                  f"({s.pending_templates} awaiting a block), {s.blocks} blocks, "
+                  f"{s.identifications} identifications since start")
+    state = "ok" if s.scorer_alive == s.scorer_expected else "[yellow]DEGRADED[/yellow]"
+    console.print(f"scorer: {s.scorer}, {s.scorer_alive}/{s.scorer_expected} alive ({state}); "
+                  f"{s.scorer_description}")
 
 
 __all__ = ["app"]

@@ -265,6 +265,18 @@ class ShardedScorer:
         return (f"Ray shards: {self.n_shards} actors on {nodes} nodes ({cpus:g} CPUs), "
                 f"address {self._address or 'local runtime'}")
 
+    def alive(self, timeout_s: float = 5.0) -> tuple[int, int]:
+        """(shard actors answering a ping within ``timeout_s``, shards), for status."""
+        ray = self._ray
+        answering = 0
+        for actor in self._actors:
+            try:
+                ray.get(actor.node_ip.remote(), timeout=timeout_s)
+                answering += 1
+            except Exception:  # a dead or unreachable actor, whatever Ray raises
+                continue
+        return answering, len(self._actors)
+
     def shard_of(self, block_id: int, namespace: str = "") -> int:
         """Round robin by block id: deterministic, so a restarted A rebuilds the same layout."""
         return shard_of(namespace, block_id, self.n_shards)

@@ -211,6 +211,10 @@ class ScoringBackend(Protocol):
         """One line for logs and status: what runs the block products."""
         ...
 
+    def alive(self) -> tuple[int, int]:
+        """(workers or actors answering now, how many there should be), for status."""
+        ...
+
     def close(self) -> None:
         ...
 
@@ -274,6 +278,11 @@ class ScoringPool:
 
     def describe(self) -> str:
         return f"local scoring pool, {self.workers} worker processes"
+
+    def alive(self) -> tuple[int, int]:
+        """Live worker processes (a dead one is replaced before the next query, see
+        :meth:`_start`); before the first query none is started yet."""
+        return sum(proc.is_alive() for proc, _ in self._procs), self.workers
 
     def view(self, namespace: str) -> BlockScorer:
         """This pool as the scorer of one collection's blocks (closing the view is a no-op)."""

@@ -288,6 +288,15 @@ class NodeA:
         """One line for logs and status: which scorer runs preselection's block products."""
         return "in-process" if self.scorer is None else self.scorer.describe()
 
+    def scorer_status(self) -> tuple[str, int, int]:
+        """(kind, alive, expected) of the preselection scorer: "in-process" (A itself),
+        "pool" (worker processes) or "ray" (shard actors), for the Stats RPC and ``pura status``."""
+        if self.scorer is None:
+            return "in-process", 1, 1
+        kind = "ray" if "Ray" in self.scorer.describe() else "pool"
+        alive, expected = self.scorer.alive()
+        return kind, alive, expected
+
     # --- collections -----------------------------------------------------------------------
 
     def create_collection(

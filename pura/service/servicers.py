@@ -310,11 +310,13 @@ class AdminServicer(pura_pb2_grpc.PuraAdminServicer):  # type: ignore[misc]
     def Stats(self, request: pura_pb2.StatsRequest, context: _Ctx) -> pura_pb2.StatsReply:  # noqa: N802
         coll = self.node.collection(request.collection)
         s = self.node.store.stats(request.collection)
+        kind, alive, expected = self.node.scorer_status()
         return pura_pb2.StatsReply(
             collection=coll.name, subjects=s.subjects, templates=s.templates, blocks=s.blocks,
             pending_templates=s.pending_templates, template_bytes=s.template_bytes,
             block_bytes=s.block_bytes, parameter_set_id=coll.parameter_set_id,
-            identifications=self.node.identifications,
+            identifications=self.node.identifications, scorer=kind, scorer_alive=alive,
+            scorer_expected=expected, scorer_description=self.node.scorer_description(),
         )
 
     @guarded

@@ -143,8 +143,28 @@ def test_scoring_pool_answers_equal_in_process(
         assert isinstance(handle.node.scorer, ScoringPool)
         assert "2 worker processes" in handle.node.scorer_description()
         assert _run(deployment, handle, scenario) == reference
+        _check_status_reports_a_dead_worker(deployment, handle, scenario)
     finally:
         handle.stop()
+
+
+def _check_status_reports_a_dead_worker(
+    dep: Deployment, handle: ServerAHandle, sc: Scenario
+) -> None:
+    """Stats (what ``pura status`` prints) says pool, 2/2 alive; after a worker is killed it
+    says 1/2, and the next query replaces the worker (2/2 again, answer unchanged)."""
+    pool = handle.node.scorer
+    assert isinstance(pool, ScoringPool)
+    with dep.client("auditor", COLLECTION, port=handle.running.port) as auditor:
+        stats = auditor.stats()
+        assert (stats.scorer, stats.scorer_alive, stats.scorer_expected) == ("pool", 2, 2)
+        proc = pool._procs[0][0]
+        proc.kill()
+        proc.join(10)
+        assert auditor.stats().scorer_alive == 1
+        with dep.client("identifier", COLLECTION, port=handle.running.port) as client:
+            client.identify_encrypted(sc.queries[-1])
+        assert auditor.stats().scorer_alive == 2
 
 
 @pytest.mark.slow
