@@ -38,13 +38,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
-from pura.errors import ConfigError, NotFoundError
+from pura.errors import ConfigError, NotFoundError, ProtocolError
 from pura.gallery.packing import HeadBlock
 from pura.protocols.preselect import BlockKey, BlockScorer, shard_of
 
@@ -196,10 +196,13 @@ class ShardedScorer:
         public = context.public().to_bytes() if context.is_private else context.to_bytes()
         remote_cls = ray.remote(num_cpus=cpus_per_shard)(ShardActor)
         strategy = "SPREAD" if spread else "DEFAULT"
-        self._actors: list[Any] = [
-            remote_cls.options(scheduling_strategy=strategy).remote(public)
-            for _ in range(n_shards)
-        ]
+
+        def spawn() -> Any:
+            """One shard actor (at construction, and to replace a dead one)."""
+            return remote_cls.options(scheduling_strategy=strategy).remote(public)
+
+        self._spawn: Callable[[], Any] = spawn
+        self._actors: list[Any] = [spawn() for _ in range(n_shards)]
         self._owner: dict[BlockKey, int] = {}
         self._versions: dict[BlockKey, int] = {}
         self._lock = threading.RLock()
@@ -265,17 +268,32 @@ class ShardedScorer:
         return (f"Ray shards: {self.n_shards} actors on {nodes} nodes ({cpus:g} CPUs), "
                 f"address {self._address or 'local runtime'}")
 
+    def _answers(self, actor: Any, timeout_s: float) -> bool:
+        try:
+            self._ray.get(actor.node_ip.remote(), timeout=timeout_s)
+        except Exception:  # a dead or unreachable actor, whatever Ray raises
+            return False
+        return True
+
     def alive(self, timeout_s: float = 5.0) -> tuple[int, int]:
         """(shard actors answering a ping within ``timeout_s``, shards), for status."""
-        ray = self._ray
-        answering = 0
-        for actor in self._actors:
-            try:
-                ray.get(actor.node_ip.remote(), timeout=timeout_s)
-                answering += 1
-            except Exception:  # a dead or unreachable actor, whatever Ray raises
-                continue
-        return answering, len(self._actors)
+        return sum(self._answers(a, timeout_s) for a in self._actors), len(self._actors)
+
+    def replace_dead(self, timeout_s: float = 5.0) -> int:
+        """Replace every shard actor that no longer answers, as the process pool replaces a
+        dead worker; returns how many were replaced.
+
+        The new actor starts empty: the driver forgets the versions the dead one held, so the
+        next :meth:`score_masked` (or :meth:`sync`) re-ships those blocks from A's copies. The
+        replacement receives the same public context and nothing else."""
+        with self._lock:
+            dead = [i for i, a in enumerate(self._actors) if not self._answers(a, timeout_s)]
+            for i in dead:
+                self._actors[i] = self._spawn()
+                for key, shard in self._owner.items():
+                    if shard == i:
+                        self._versions.pop(key, None)
+            return len(dead)
 
     def shard_of(self, block_id: int, namespace: str = "") -> int:
         """Round robin by block id: deterministic, so a restarted A rebuilds the same layout."""
@@ -359,6 +377,24 @@ class ShardedScorer:
         """Drop-in for ``ScoringPool.score``: ``PreselectServer(ctx, layout, pool=scorer.pool())``
         runs preselection with its blocks on the shards. A block is (re)sent to its shard only
         when its version changed (a refresh not yet synced), as in the process pool."""
+        try:
+            return self._score_masked(query, blocks, rotations, a, c, namespace)
+        except self._ray.exceptions.RayActorError:
+            # A shard died (before or during this query): replace it and score once more; the
+            # retry re-ships its blocks. Scoring is deterministic, so the retry's bytes are
+            # exactly those the dead actor would have returned.
+            self.replace_dead()
+        try:
+            return self._score_masked(query, blocks, rotations, a, c, namespace)
+        except self._ray.exceptions.RayActorError as exc:
+            self.replace_dead()
+            raise ProtocolError("preselection shard actors keep dying; replaced again, the "
+                                "query failed") from exc
+
+    def _score_masked(
+        self, query: Sequence[bytes], blocks: Sequence[HeadBlock], rotations: Sequence[int],
+        a: int, c: float, namespace: str,
+    ) -> list[bytes]:
         with self._lock:
             self._ship_changed(blocks, namespace)
         plan: dict[int, list[tuple[int, int]]] = {}

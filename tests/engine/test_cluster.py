@@ -10,6 +10,7 @@ deterministic), that the decrypted top-k equals the plaintext top-k, and that th
 from __future__ import annotations
 
 import random
+import time
 from typing import Any, cast
 
 import numpy as np
@@ -132,6 +133,7 @@ def test_multi_node_cluster_matches_single_process(
             assert list(np.argsort(-flat)[:5]) == list(np.argsort(-plain)[:5])
             best = int(np.argmax(heads @ probe))
             _preselect_on_shards_equals_local(secret_ctx, blocks, query, scorer, best)
+            _dead_actor_is_replaced(secret_ctx, blocks, query, scorer, best)
             scorer.drop([0])
             assert sorted(scorer.score(pub.encrypt_broadcast(probe))) == [1, 2]
             with pytest.raises(NotFoundError):
@@ -160,6 +162,25 @@ def _preselect_on_shards_equals_local(
     assert ray_req.scores == local_req.scores and ray_state == local_state
     answer = answer_preselect(secret_ctx, ray_req)
     assert PreselectServer.resolve(ray_state, answer)[0] == best
+
+
+def _dead_actor_is_replaced(
+    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: list[CKKSCiphertext],
+    scorer: ShardedScorer, best: int,
+) -> None:
+    """Issue 14: a killed shard actor shows in status, is replaced by the next scoring call
+    (its blocks re-shipped) and the answer is unchanged."""
+    import ray
+
+    assert scorer.alive() == (3, 3)
+    ray.kill(scorer._actors[0], no_restart=True)  # asynchronous: wait until it is gone
+    deadline = time.monotonic() + 60
+    while scorer.alive(timeout_s=5) != (2, 3) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert scorer.alive(timeout_s=5) == (2, 3)
+    _preselect_on_shards_equals_local(secret_ctx, blocks, query, scorer, best)
+    assert scorer.alive() == (3, 3)
+    assert sorted(scorer.held()) == sorted(blocks)
 
 
 def test_masks_leave_the_host_only_over_ray_tls() -> None:
