@@ -35,10 +35,11 @@ from pura_client._proto.pura.v1 import common_pb2, pura_pb2, pura_pb2_grpc
 from pura_client.encryptor import EncryptedParts, Encryptor
 
 #: Default for :attr:`PuraClient.idle_timeout_s`: a bulk stream fails after this long with neither
-#: an item sent nor a status received. A server acknowledges a batch (``bulk_batch`` items, 64 in
-#: the demo) at once after committing it, so this must cover one batch at the slowest rate a
-#: loaded server has (about 1 template/s at 3072 bits before batching admission).
-DEFAULT_IDLE_TIMEOUT_S = 300.0
+#: an item sent nor a status received. A server acknowledges a batch (``bulk_batch`` items: 64 by
+#: default, 16 in the demo) at once after committing it, so this must cover one whole batch at
+#: the slowest rate a loaded server has: 0.16 templates/s was measured at 3072 bits on 2 cores
+#: under a load average of 25 (bench/README.md), i.e. 400 s for 64 templates.
+DEFAULT_IDLE_TIMEOUT_S = 900.0
 
 
 class RpcError(PuraError):
