@@ -83,3 +83,16 @@ def test_an_uncalibrated_threshold_is_an_error_not_a_guess() -> None:
     assert spec.calibration.verification is None
     with pytest.raises(ConfigError, match="not calibrated"):
         _ = spec.default_threshold
+
+
+def test_calibrated_models_ship_their_pca_rotation() -> None:
+    from pura.crypto.encoding import load_shipped_pca
+
+    for spec in MODELS.values():
+        if spec.pca_file:
+            assert spec.pca_file == f"pca-{spec.model_id}.npz"
+            assert load_shipped_pca(spec.model_id).dim == spec.dim
+        if spec.calibration.verification is not None:
+            thresholds = [spec.calibration.fpir[n] for n in sorted(spec.calibration.fpir)]
+            assert thresholds == sorted(thresholds)  # bigger gallery, stricter threshold
+            assert spec.calibration.resolved_up_to in spec.calibration.fpir
