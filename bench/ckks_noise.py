@@ -42,6 +42,8 @@ import numpy as np
 from bench.preselect_recall import (
     _CHUNK_ENTRIES,
     StudyConfig,
+    _candidate_set,
+    _decide,
     _merge,
     _study_chunk,
     galleries,
@@ -54,8 +56,14 @@ from bench.timing import machine_info
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, load_shipped_pca, quantize
 from pura.crypto.params import get_preset
-from pura.gallery.packing import encrypt_block
+from pura.gallery.packing import BlockLayout, encrypt_block
 from pura.pipeline.config import SearchConfig
+from pura.protocols.preselect import (
+    FLOOD_SIGMA,
+    PreselectResponse,
+    PreselectServer,
+    decrypt_view,
+)
 
 
 def measure(probes: int, preset: str, seed: int) -> dict[str, Any]:
@@ -159,12 +167,71 @@ def decisions_with_noise(
     return out
 
 
+def ckks_decisions(
+    n_probes: int, preset: str, seed: int, sigma: float = FLOOD_SIGMA,
+    non_mated: int = 200, probes_per_identity: int = 1,
+) -> dict[str, Any]:
+    """The product's own code on real CKKS for ``n_probes`` probes of the largest LFW gallery:
+    A scores, masks and permutes (:class:`PreselectServer`), B decrypts *with flooding*
+    (:func:`decrypt_view`, σ = ``sigma``) and keeps its ``view_k`` best, A keeps the best
+    ``top_k`` real templates (padding as the product), and the exact stage's decision on them
+    (plaintext integer distances) is compared with plaintext 1:N search. Half the probes are
+    those whose target ranks worst in the head ranking (the ones noise could change)."""
+    params = get_preset(preset)
+    enc = params.encoding
+    search = SearchConfig()
+    m = enc.head_dim
+    pca = load_shipped_pca(enc.model_id)
+    g = galleries(load_lfw(non_mated, probes_per_identity, seed), seed)[-1]
+    sec = CKKSContext.generate(params.ckks)
+    pub = sec.public()
+    slots = pub.slot_count
+    rng = random.Random(seed)
+    gallery_rot, probes_rot = pca.apply(g.vectors), pca.apply(g.probes)
+    n_blocks, n_decoys = slot_layout(len(gallery_rot), slots)
+    heads = np.vstack([gallery_rot[:, :m], pca.sample_decoy_heads(n_decoys, m, rng)])
+    blocks = []
+    for b in range(n_blocks):
+        block = encrypt_block(pub, b, heads[b * slots:(b + 1) * slots])
+        block.live = {s: b * slots + s for s in range(slots) if b * slots + s < len(gallery_rot)}
+        blocks.append(block)
+    server = PreselectServer(pub, BlockLayout(pub, m, lambda n: heads[:n], blocks), rng=rng)
+    tau = search.tau_units(enc.scale_bits)
+    d = squared_distances(quantize(probes_rot, enc.scale_bits), quantize(gallery_rot,
+                                                                          enc.scale_bits))
+    real = probes_rot[:, :m] @ gallery_rot[:, :m].T
+    nearest = np.argmin(d, axis=1)
+    rank = (real > real[np.arange(len(real)), nearest][:, None]).sum(axis=1)
+    worst = [int(i) for i in np.argsort(-rank, kind="stable")[: n_probes // 2]]
+    rest = [i for i in range(len(probes_rot)) if i not in set(worst)]
+    pick = worst + rng.sample(rest, n_probes - len(worst))
+    agree = 0
+    view_k = min(search.view_k, len(heads))
+    for i in pick:
+        query = [pub.ciphertext_to_bytes(c) for c in pub.encrypt_broadcast(probes_rot[i, :m])]
+        request, state = server.request(query, view_k)
+        values = decrypt_view(sec, request, sigma=sigma, rng=rng)
+        top = np.argpartition(-values, view_k - 1)[:view_k]
+        ranked = top[np.argsort(-values[top], kind="stable")]
+        got = server.resolve(state, PreselectResponse(request.request_id,
+                                                      tuple(int(p) for p in ranked)))
+        ordered = np.asarray(got[: search.top_k], dtype=np.int64)
+        cand, _ = _candidate_set(ordered, search.top_k, len(gallery_rot), rng)
+        want = int(nearest[i]) if int(d[i, nearest[i]]) <= tau else -1
+        agree += int(_decide(d[i], cand, tau) == want)
+    return {"gallery": len(gallery_rot), "blocks": n_blocks, "probes": len(pick),
+            "worst_ranked_probes": len(worst), "sigma": sigma, "agree": agree,
+            "ckks": params.ckks.name}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--preset", default="default")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ckks-probes", type=int, default=0,
+                        help="real-CKKS decision check with flooding on this many probes")
     parser.add_argument("--non-mated", type=int, default=200)
     parser.add_argument("--probes-per-identity", type=int, default=1)
     parser.add_argument("--sigmas", type=float, nargs="*", default=[],
@@ -181,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          non_mated=args.non_mated,
                                          probes_per_identity=args.probes_per_identity)}
         (args.out / "ckks_noise_decisions.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.ckks_probes > 0:
+        result = {"machine": machine_info(), "preset": args.preset,
+                  **ckks_decisions(args.ckks_probes, args.preset, args.seed)}
+        (args.out / "ckks_noise_ckks_check.json").write_text(json.dumps(result, indent=2) + "\n")
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
