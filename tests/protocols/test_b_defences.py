@@ -242,7 +242,7 @@ def test_log_survives_restart_and_detects_tampering(setup: Setup) -> None:
     assert not setup.log.verify().intact
 
 
-def test_noise_free_helpers_are_not_reachable_without_a_ticket(setup: Setup) -> None:
+def test_every_step_refuses_a_request_without_a_ticket(setup: Setup) -> None:
     """Every step B serves, bar the ticket itself, refuses a request without an envelope."""
     for step, handler in setup.handlers.items():
         if step == TICKET_STEP:
