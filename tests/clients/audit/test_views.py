@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from pura_client.audit import view_attacks as va
 from pura_client.audit.recordings import Recording
-from pura_client.audit.views import verdicts
+from pura_client.audit.views import a_nearest_p_value, verdicts
 
 from pura.pipeline.channel import Exchange
 from pura.service.recording import EventLog, FileRecorder, instrument_a, record_b
@@ -122,7 +122,7 @@ def test_a_nearest_leaking_recording_scores_one() -> None:
     guesses = [va.a_guess([t, "p0", "p1"], [], labels, random.Random(0)) for t in truth]
     score = va.score_nearest(guesses, truth, len(labels), "fetched")
     assert score.top1 == 1.0 and score.top5 == 1.0
-    assert not verdicts(_figures(score.top1, score.chance))["a_nearest_top1"]
+    assert not verdicts(_figures(score.top1, score.chance, score.probes))["a_nearest_top1"]
 
 
 def test_a_nearest_without_evidence_is_chance() -> None:
@@ -135,7 +135,15 @@ def test_a_nearest_without_evidence_is_chance() -> None:
     score = va.score_nearest(guesses, truth, len(labels), "none")
     assert abs(score.top1 - 1 / 40) < 0.01
     assert abs(score.top5 - 5 / 40) < 0.02
-    assert verdicts(_figures(score.top1, score.chance))["a_nearest_top1"]
+    assert verdicts(_figures(score.top1, score.chance, score.probes))["a_nearest_top1"]
+
+
+def test_a_nearest_verdict_is_a_test_not_a_bare_rate() -> None:
+    """One lucky uniform guess in 60 probes of a 301-person gallery is a rate above 3/N but no
+    evidence of a leak; 76 right out of 88 is."""
+    assert a_nearest_p_value(1, 60, 301) > 0.05
+    assert a_nearest_p_value(76, 88, 301) < 1e-6
+    assert a_nearest_p_value(0, 60, 301) == 1.0
 
 
 def test_linking_finds_stored_bytes_not_rerandomised_ones() -> None:
@@ -148,8 +156,12 @@ def test_linking_finds_stored_bytes_not_rerandomised_ones() -> None:
     assert va.linked_subjects([rerandomised], prints) == []
 
 
-def _figures(top1: float, chance: float) -> dict[str, Any]:
-    return {"a_nearest_top1": top1, "a_nearest_chance": chance, "b_slot_alignment": None,
+def _figures(top1: float, chance: float, probes: int = 100) -> dict[str, Any]:
+    n = round(1 / chance)
+    hits = round(top1 * probes)
+    return {"a_nearest_top1": top1, "a_nearest_chance": chance,
+            "a_nearest_p_above_target": a_nearest_p_value(hits, probes, n),
+            "b_slot_alignment": None,
             "b_subspace_cosine": None, "b_subspace_cosine_random": None, "b_match_auc": 0.5,
             "wolf_capture": 0.0, "wolf_capture_chance": 0.0}
 
