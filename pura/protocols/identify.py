@@ -82,14 +82,15 @@ from pura.protocols.secure_min import (
     secure_argmin,
     start_threshold,
 )
+from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_STEP, TicketKind, parse_ticket, seal
 
-STEP_BLINDED_PRODUCT = "paillier.blinded_product"
-STEP_COMPARE = "paillier.compare_select"
-STEP_THRESHOLD = "paillier.threshold"
-STEP_NORM_SQUARE = "paillier.norm_square"
-STEP_NORM_CHECK = "paillier.norm_check"
-STEP_ARGMIN = "paillier.argmin"
+STEP_BLINDED_PRODUCT = Step.BLINDED_PRODUCT
+STEP_COMPARE = Step.COMPARE
+STEP_THRESHOLD = Step.THRESHOLD
+STEP_NORM_SQUARE = Step.NORM_SQUARE
+STEP_NORM_CHECK = Step.NORM_CHECK
+STEP_ARGMIN = Step.ARGMIN
 STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
          STEP_ARGMIN)
 
