@@ -169,8 +169,10 @@ def drive(work: Path, faces: Faces, config: ViewsConfig, wolf: np.ndarray, log: 
               "--data", str(work / "b-data"), "--record", str(rec)]
     b = _server(b_args, work / "b.port", work / "b.log")
     try:
+        # One host and one user for both servers (as `pura demo`): A's check that it cannot
+        # read B's keys cannot hold here, and the flag says so in A's log.
         a_args = ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
-                  "--data", str(work / "data"), "--peer", f"localhost:{b.port}",
+                  "--insecure-shared-host", "--data", str(work / "data"), "--peer", f"localhost:{b.port}",
                   "--budget", "1000000", "--record", str(rec)]
         a = _server(a_args, work / "a.port", work / "a.log")
         run.servers = [_command(b_args), _command(a_args)]
