@@ -172,8 +172,8 @@ def drive(work: Path, faces: Faces, config: ViewsConfig, wolf: np.ndarray, log: 
         # One host and one user for both servers (as `pura demo`): A's check that it cannot
         # read B's keys cannot hold here, and the flag says so in A's log.
         a_args = ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
-                  "--insecure-shared-host", "--data", str(work / "data"), "--peer", f"localhost:{b.port}",
-                  "--budget", "1000000", "--record", str(rec)]
+                  "--insecure-shared-host", "--data", str(work / "data"),
+                  "--peer", f"localhost:{b.port}", "--budget", "1000000", "--record", str(rec)]
         a = _server(a_args, work / "a.port", work / "a.log")
         run.servers = [_command(b_args), _command(a_args)]
         try:
