@@ -79,8 +79,9 @@ def test_registry_pins_every_shared_weight_file() -> None:
 
 
 def test_an_uncalibrated_threshold_is_an_error_not_a_guess() -> None:
-    spec = get_model(registry.EDGEFACE_XXS_MODEL_ID)
-    assert spec.calibration.verification is None
+    import dataclasses
+
+    spec = dataclasses.replace(get_model(SFACE_MODEL_ID), calibration=registry.Calibration())
     with pytest.raises(ConfigError, match="not calibrated"):
         _ = spec.default_threshold
 

@@ -130,6 +130,7 @@ EDGEFACE_XXS_MODEL_ID = "edgeface_xxs_q"
 _DLIB_CAL = Calibration(0.9082, 0.01, {1_000: 0.9534, 10_000: 0.9631, 100_000: 0.9631}, 1_000)
 _SFACE_CAL = Calibration(0.3554, 0.01, {1_000: 0.4732, 10_000: 0.7316, 100_000: 0.7316}, 1_000)
 _XS_CAL = Calibration(0.2438, 0.01, {1_000: 0.4200, 10_000: 0.7196, 100_000: 0.7196}, 1_000)
+_XXS_CAL = Calibration(0.2685, 0.01, {1_000: 0.4137, 10_000: 0.6961, 100_000: 0.6961}, 1_000)
 MODELS: dict[str, ModelSpec] = {
     DLIB_MODEL_ID: ModelSpec(
         DLIB_MODEL_ID, "dlib-hog+cnn", "dlib-chip150-p25", "dlib-resnet", 128, 150,
@@ -148,7 +149,7 @@ MODELS: dict[str, ModelSpec] = {
     EDGEFACE_XXS_MODEL_ID: ModelSpec(
         EDGEFACE_XXS_MODEL_ID, "yunet-2023mar", "arcface112", "edgeface-xxs", 512, 112,
         "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XXS, _YUNET),
-        Calibration(),
+        _XXS_CAL,
     ),
 }
 
