@@ -41,8 +41,10 @@ N_PARITY = 200
 
 def _reference(model_id: str) -> torch.nn.Module:
     raw = read_state_dict(weight_path(network_file(get_model(model_id))))
-    ref = EdgeFaceNet(build_edgenext(dequantized_state_dict(raw)))
-    ref = torch.ao.quantization.quantize_dynamic(ref, {torch.nn.Linear}, dtype=torch.qint8)
+    net = EdgeFaceNet(build_edgenext(dequantized_state_dict(raw)))
+    ref: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+        net, {torch.nn.Linear}, dtype=torch.qint8
+    )
     ref.load_state_dict(raw, strict=True)  # the distributed file loads unchanged: same layout
     return ref.eval()
 

@@ -18,13 +18,14 @@ import time
 
 import numpy as np
 import pytest
+from pura_client.audit.metrics import fnir_at_fpir
 from pura_client.datasets.lfw import LFWDataset
 from pura_client.embedding.aligned import AlignedEmbedder
 from pura_client.embedding.batch import embed_files
 from pura_client.embedding.cache import EmbeddingCache
 from pura_client.embedding.registry import SFACE_MODEL_ID
 from pura_client.embedding.types import FaceResult, MultiFacePolicy
-from pura_client.evaluate import compare_data, fnir_at_fpir, search_outcomes
+from pura_client.evaluate import compare_data, search_outcomes
 
 from pura.crypto.encoding import PCARotation, l2_normalize, quantize
 from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool
