@@ -5,8 +5,8 @@ dynamic int8 quantisation, the state dict loaded as is, run one face at a time. 
 quantisation also rounds each call's activations to 8 bits, so the reference differs from the
 float weights it encodes by that rounding noise — and from *itself* between batch sizes by as
 much (the reason the product dequantises). The bar is therefore statistical: on 200 LFW faces,
-mean cosine ≥ 0.96 and min ≥ 0.90 to the reference (measured ~0.97 / ~0.95), while our float
-module is batch-independent to 1e-5.
+mean cosine ≥ 0.95 and min ≥ 0.90 to the reference (measured: XS 0.9727 / 0.9451, XXS
+0.9628 / 0.9430), while our float module is batch-independent to 1e-5.
 """
 
 from __future__ import annotations
@@ -86,5 +86,5 @@ def test_matches_the_quantised_reference_on_lfw(lfw_dataset: LFWDataset, model_i
     cosine = (mine * theirs_unit).sum(1)
     print(f"{model_id} float vs dynamic-int8 reference (1 face/call) on {len(chips)} LFW faces: "
           f"cosine mean {cosine.mean():.4f}, min {cosine.min():.4f}")
-    assert cosine.mean() >= 0.96
+    assert cosine.mean() >= 0.95
     assert cosine.min() >= 0.90
