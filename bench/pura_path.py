@@ -227,6 +227,7 @@ class _LazyCopies:
         self._made: dict[Position, Copy] = {}
         self.offline = 0.0
         self.offline_bytes = 0
+        self.offline_rounds = 0
 
     def attach(self, gallery: PuraGallery) -> None:
         self.gallery, self._made = gallery, {}
@@ -248,6 +249,7 @@ class _LazyCopies:
             self.offline += time.perf_counter() - started
             self.offline_bytes += (after.bytes_to_b - before.bytes_to_b
                                    + after.bytes_from_b - before.bytes_from_b)
+            self.offline_rounds += after.rounds - before.rounds
             self._made[position] = copy
         return copy
 
@@ -324,7 +326,8 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     (head, query), times.client_encrypt = _timed(lambda: encrypt_probe(s, probe))
     times.query_bytes = sum(len(h) for h in head) + len(query.to_bytes())
     before = s.wire.totals()
-    made, made_bytes = s.copies.offline, s.copies.offline_bytes
+    made, made_bytes, made_rounds = (s.copies.offline, s.copies.offline_bytes,
+                                     s.copies.offline_rounds)
     recorder = MemoryRecorder()
     s.wire.recorder = recorder
     source = _PreparedSource(gallery)
@@ -336,14 +339,13 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     copies_offline = s.copies.offline - made
     times.server = time.perf_counter() - arrival - source.offline - copies_offline
     stages = s.identifier.last_stages
-    b_time = sum(e.seconds for e in recorder.exchanges
-                 if e.step == Step.PRESELECT) - copies_offline
-    times.preselect_b = b_time
-    times.preselect_a = stages["preselect"] - b_time
+    b_wall = sum(e.seconds for e in recorder.exchanges if e.step == Step.PRESELECT)
+    times.preselect_b = b_wall - copies_offline
+    times.preselect_a = stages["preselect"] - b_wall
     times.admit_query = stages["admit_query"]
     times.exact = stages["exact"] + stages.get("open", 0.0)
     after = s.wire.totals()
-    times.a_b_rounds = after.rounds - before.rounds
+    times.a_b_rounds = after.rounds - before.rounds - (s.copies.offline_rounds - made_rounds)
     times.a_b_bytes = (after.bytes_to_b - before.bytes_to_b
                        + after.bytes_from_b - before.bytes_from_b
                        - (s.copies.offline_bytes - made_bytes))
