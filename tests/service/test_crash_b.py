@@ -66,7 +66,8 @@ def test_sigkill_of_b_during_bulk_enroll_then_a_and_b_agree(
     a = ServerProcess(
         ["--role", "a", "--keys", str(tmp_path / "keys" / "a"), "--tls", str(tmp_path / "tls"),
          "--data", str(tmp_path / "data"), "--peer", f"localhost:{b_port}",
-         "--bulk-batch", "3"], tmp_path / "a.port", tmp_path / "a.log")
+         "--bulk-batch", "3", "--insecure-shared-host"],  # both servers on one host here
+        tmp_path / "a.port", tmp_path / "a.log")
     try:
         with _client(tmp_path, a.port, "admin") as admin:
             admin.create_collection()
