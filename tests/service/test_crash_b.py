@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from pura.certs import make_demo_pki
 from pura.crypto.encoding import load_shipped_pca
 from pura.crypto.params import FAST_PARAMETERS
 from pura.demo import ServerProcess
-from pura.errors import PuraError
+from pura.errors import PeerUnavailableError, PuraError
 from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_public_keys
@@ -84,8 +85,17 @@ def test_sigkill_of_b_during_bulk_enroll_then_a_and_b_agree(
         assert len(acked) >= KILL_AFTER
 
         b = _start_b(tmp_path, f"127.0.0.1:{b_port}")  # same port, same data directory
-        with _client(tmp_path, a.port, "enroller") as enroller:
-            statuses = list(enroller.bulk_enroll_encrypted(iter(items)))
+        # A answers UNAVAILABLE until its channel to B has reconnected: retry, as a client does.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with _client(tmp_path, a.port, "enroller") as enroller:
+                    statuses = list(enroller.bulk_enroll_encrypted(iter(items)))
+                break
+            except PeerUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
         codes = {s.request_id: s.code for s in statuses}
         assert all(codes[r] == "already-enrolled" for r in acked)  # nothing acked is lost
         assert all(c in ("enrolled", "already-enrolled") for c in codes.values())
