@@ -28,7 +28,7 @@ test-slow: setup
 test-all: test test-slow
 
 # The slow tests CI runs after the fast suite (real processes killed with -9, the soak, the LFW
-# sweep through the product pipeline): ~20 min on 2 cores. The whole slow suite is longer than
+# sweep through the product pipeline): ~11 min on 2 busy cores. The whole slow suite is longer than
 # CI's 90 minutes on a busy 2-core machine; run `make test-slow` before a release.
 CI_SLOW := tests/service/test_crash.py tests/service/test_crash_b.py \
 	tests/service/test_hostile.py::test_soak_enroll_delete_identify_with_hostile_items \
