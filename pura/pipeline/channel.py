@@ -8,6 +8,7 @@ of gRPC: the service hands it a function that makes the RPC, tests a loopback.
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Callable
@@ -32,11 +33,12 @@ class Exchange:
     seconds: float
 
 
-class Recorder:
+class Recorder(abc.ABC):
     """Sink for recorded exchanges (the audit writes them to disk; tests keep them in memory)."""
 
-    def record(self, exchange: Exchange) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def record(self, exchange: Exchange) -> None:
+        """Keep one exchange."""
 
 
 @dataclass
