@@ -10,8 +10,8 @@ floods, so this script measures that noise exactly as B sees it:
 
 * a block of real LFW heads (the first ``slot_count`` people's PCA heads, image 1; decoys fill
   the rest of the block as in the service), encrypted with :func:`encrypt_block`;
-* each probe encrypted as a client does (:meth:`CKKSContext.encrypt_broadcast`), scored, rotated
-  and masked by A's :class:`~pura.protocols.preselect.PreselectServer` code path
+* each probe encrypted as a client does (:meth:`CKKSContext.encrypt_query`, expanded by A),
+  scored, rotated and masked by A's :class:`~pura.protocols.preselect.PreselectServer` code path
   (``score_block`` → ``rotate`` → ``affine_mask``);
 * B's decryption minus the exact value ``a·⟨q, g⟩ + c`` computed in float64 from the same
   plaintext heads: the *decryption error in B's units* (encoding + encryption + relinearisation +
@@ -87,7 +87,7 @@ def measure(probes: int, preset: str, seed: int) -> dict[str, Any]:
     errors: list[float] = []
     errors_score: list[float] = []
     for probe in pca.apply(gallery.probes)[:probes]:
-        q = pub.encrypt_broadcast(probe[:m])
+        q = pub.expand_query(pub.encrypt_query(probe[:m]), m)
         a = rng.randrange(1 << (a_bits - 1), 1 << a_bits)
         c = rng.uniform(-(2.0 ** (c_bits - 1)), 2.0 ** (c_bits - 1))
         rot = rng.randrange(slots)
@@ -208,7 +208,7 @@ def ckks_decisions(
     agree = 0
     view_k = min(search.view_k, len(heads))
     for i in pick:
-        query = [pub.ciphertext_to_bytes(c) for c in pub.encrypt_broadcast(probes_rot[i, :m])]
+        query = [pub.ciphertext_to_bytes(pub.encrypt_query(probes_rot[i, :m]))]
         request, state = server.request(query, view_k)
         values = decrypt_view(sec, request, sigma=sigma, rng=rng)
         top = np.argpartition(-values, view_k - 1)[:view_k]

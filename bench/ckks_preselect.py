@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "clients"))
 sys.path.insert(0, str(ROOT))
 
-from pura.crypto.ckks import CKKSContext  # noqa: E402
+from pura.crypto.ckks import CKKSContext, diagonal_rows  # noqa: E402
 from pura.crypto.encoding import load_shipped_pca  # noqa: E402
 from pura.crypto.params import CKKS_8192  # noqa: E402
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block  # noqa: E402
@@ -58,19 +58,21 @@ def block_costs(sec: CKKSContext, pub: CKKSContext, reps: int) -> None:
     rng = random.Random(0)
     for m in (16, 32, 64):
         heads = load_shipped_pca().sample_decoy_heads(pub.slot_count, m, rng)
-        block = [pub.encrypt_vector(heads[:, i]) for i in range(m)]
-        query = pub.encrypt_broadcast(heads[0])
+        block = [pub.encrypt_vector(row) for row in diagonal_rows(heads)]
+        query = pub.expand_query(pub.encrypt_query(heads[0]), m)
         score = pub.score_block(query, block)
         t_score = median_ms(partial(pub.score_block, query, block), reps)
         t_rot = median_ms(partial(pub.rotate, score, 2**12 - 1), reps)
         t_mask = median_ms(partial(pub.affine_mask, score, 77777, 123.5), reps)
         err = np.max(np.abs(sec.decrypt(score) - heads @ heads[0]))
-        t_enc = median_ms(partial(pub.encrypt_broadcast, heads[0]), max(1, reps // 2))
+        t_enc = median_ms(partial(pub.encrypt_query, heads[0]), max(1, reps // 2))
+        t_expand = median_ms(partial(pub.expand_query, pub.encrypt_query(heads[0]), m), reps)
         ct_bytes = len(pub.ciphertext_to_bytes(block[0]))
         print(f"m={m}: score {t_score:.1f} ms ({1e3 * t_score / pub.slot_count:.2f} µs/slot), "
               f"rotation by 4095 (12 key switches, worst case) {t_rot:.1f} ms, "
               f"mask {t_mask:.2f} ms, max score error {err:.1e}; "
-              f"client query encryption {t_enc:.0f} ms, query {m * ct_bytes / 2**20:.2f} MiB, "
+              f"client query encryption {t_enc:.0f} ms, query {ct_bytes / 2**20:.2f} MiB "
+              f"(one ciphertext), expansion at A {t_expand:.0f} ms, "
               f"block storage {m * ct_bytes / pub.slot_count:.0f} B/template (full block)")
 
 
@@ -96,7 +98,7 @@ def preselection(sec: CKKSContext, pub: CKKSContext, sizes: list[int], reps: int
     print(f"## preselection (m={m}, k={k} positions in B's view)")
     for n in sizes:
         layout, heads = build_layout(pub, n, m)
-        query = [pub.ciphertext_to_bytes(c) for c in pub.encrypt_broadcast(heads[0])]
+        query = [pub.ciphertext_to_bytes(pub.encrypt_query(heads[0]))]
         serial = PreselectServer(pub, layout, random.Random(1))
         serial.request(query, k)  # warm the parsed-block cache
         t_a1 = median_ms(partial(serial.request, query, k), reps)

@@ -376,7 +376,7 @@ def verify_with_ckks(
     same = {k: 0 for k in config.ks}
     same_order = 0
     for probe, want in zip(probes_rot, expected, strict=True):
-        query = [pub.ciphertext_to_bytes(c) for c in pub.encrypt_broadcast(probe[:m])]
+        query = [pub.ciphertext_to_bytes(pub.encrypt_query(probe[:m]))]
         got, _ = preselect(server, sec, query, view_k)
         plain = [int(t) for t in want if t >= 0]
         for k in config.ks:

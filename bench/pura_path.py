@@ -199,11 +199,11 @@ class PuraGallery:
 
 
 def encrypt_probe(system: PuraSystem, probe: FloatArray) -> tuple[list[bytes], PaillierQuery]:
-    """Client: broadcast CKKS head + per-dimension Paillier query of one unit vector."""
+    """Client: one periodic CKKS query ciphertext + the Paillier query of one unit vector."""
     enc = system.params.encoding
     rotated = system.pca.apply(probe[None, :])[0]
-    head = system.ckks_public.encrypt_broadcast(rotated[: enc.head_dim])
-    head_bytes = [system.ckks_public.ciphertext_to_bytes(c) for c in head]
+    head = system.ckks_public.encrypt_query(rotated[: enc.head_dim])
+    head_bytes = [system.ckks_public.ciphertext_to_bytes(head)]
     ints = [int(v) for v in quantize(rotated[None, :], enc.scale_bits)[0]]
     query = encrypt_query(ints, system.exact.template, system.keys.public_key, system.client_pool)
     return head_bytes, query

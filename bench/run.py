@@ -133,11 +133,13 @@ def bench_ray(
     pura = PuraGallery(system, gallery, scoring_workers=1)
     ctx = system.ckks_public
     head = system.pca.apply(gallery[:1])[0][: system.params.encoding.head_dim]
-    query = ctx.encrypt_broadcast(head)
+    query = ctx.encrypt_query(head)
     raw = {b.block_id: list(b.ciphertexts) for b in pura.layout.blocks.values()}
     parsed = {b: [ctx.ciphertext_from_bytes(c) for c in cts] for b, cts in raw.items()}
     pura.close()
-    local = measure(lambda: score_blocks_locally(ctx, query, parsed), repetitions=repetitions)
+    m = len(head)
+    local = measure(lambda: score_blocks_locally(ctx, ctx.expand_query(query, m), parsed),
+                    repetitions=repetitions)
     out: dict[str, Any] = {"blocks": len(raw), "single_process": local.to_dict(), "shards": {}}
     for n in shard_counts:
         with ShardedScorer(ctx, n, cpus_per_shard=0.5) as scorer:
@@ -149,7 +151,7 @@ def bench_ray(
     return out
 
 
-def _time_scorer(scorer: Any, query: list[Any], repetitions: int) -> Timing:
+def _time_scorer(scorer: Any, query: Any, repetitions: int) -> Timing:
     return measure(lambda: scorer.score(query), repetitions=repetitions)
 
 

@@ -83,8 +83,9 @@ class Encryptor:
         paillier = encrypt_query(self._fixed(rotated), self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
         head = rotated[: self.keys.parameters.encoding.head_dim]
-        broadcast = [ctx.ciphertext_to_bytes(c) for c in ctx.encrypt_broadcast(head)]
-        return EncryptedParts(paillier.to_bytes(), pack_blobs(broadcast))
+        # ONE periodic ciphertext (235 KB), expanded by A: see pura.crypto.ckks, "Block layout".
+        query = ctx.ciphertext_to_bytes(ctx.encrypt_query(head))
+        return EncryptedParts(paillier.to_bytes(), pack_blobs([query]))
 
 
 __all__ = ["EncryptedParts", "Encryptor"]

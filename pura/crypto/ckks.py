@@ -5,8 +5,21 @@ the protocol needs what that API hides: lazy relinearisation/rescale (one per bl
 ct×ct products, ×6 faster than TenSEAL's automatic mode), rotations by arbitrary steps with
 only the Galois keys we choose, integer plaintext multiplication at scale 1, and explicit levels.
 
+Block layout (diagonal). A block is ``m = head_dim`` ciphertexts over ``n`` slots (``m`` divides
+``n``); ciphertext ``r`` holds, in slot ``s``, coordinate ``(s + r) mod m`` of the head in slot
+``s`` (:func:`diagonal_rows`). The client uploads ONE query ciphertext ``P`` with the head
+repeated across the slots, ``P[j] = x_(j mod m)`` (:meth:`CKKSContext.encrypt_query`), and A
+expands it with ``m − 1`` single-step rotations (:meth:`CKKSContext.expand_query`):
+``rot(P, r)[s] = x_((s + r) mod m)``, so ``Σ_r rot(P, r) ⊙ G_r`` is, in slot ``s``, the inner
+product of the query with the head in slot ``s``. Why: the older layout (ciphertext ``i`` holds
+coordinate ``i`` of every head) needed ``m`` broadcast query ciphertexts, 15 MB per query at
+``m = 64``; this one uploads 235 KB and costs A ``m − 1`` rotations once per query (~0.13 s
+here), not per block, and no extra level. Rejected: expanding a periodic query into broadcasts
+by masking and rotate-and-sum (one more level, ``m·log m`` rotations), and seed-compressed
+public-key ciphertexts (SEAL compresses only symmetric encryptions, which need the secret key).
+
 Levels. ``CKKS_8192`` has data primes (60, 40, 40) and a 60-bit special prime. Heads, gallery
-blocks and broadcast queries live at the *work level* (60, 40): encrypted at the top and
+blocks and queries live at the *work level* (60, 40): encrypted at the top and
 mod-switched down once, which cuts every stored and transmitted ciphertext by a third. A block
 score is ``Σ_i Q_i·G_i`` (no relinearisation inside the sum), then one relinearisation and one
 rescale by the 40-bit prime, leaving the *score level* (one 60-bit prime, scale ≈ 2^40). The
@@ -441,18 +454,22 @@ class CKKSContext:
     def place_head(self, head: CKKSCiphertext, slot: int, head_dim: int) -> list[CKKSCiphertext]:
         """``head_dim`` work-level ciphertexts: number ``i`` holds ``y_i`` at ``slot``, 0 elsewhere.
 
+        Ciphertext ``r`` of the result is row ``r`` of the diagonal layout (module docstring):
+        it holds ``y_((slot + r) mod head_dim)`` at ``slot``.
+
         A alone (public keys only): rotate the head right by ``slot`` (``y_0`` lands on ``slot``),
-        then left by one per row (``y_i`` lands on ``slot``), keep that one slot with a one-hot
-        plaintext whose scale is the prime the rescale removes (so the result has exactly the
-        block scale), and rescale to the work level. ``head_dim − 1`` single-step rotations plus
+        then left by one per coordinate (``y_i`` lands on ``slot``), keep that one slot with a
+        one-hot plaintext whose scale is the prime the rescale removes (so the result has exactly
+        the block scale), and rescale to the work level. ``head_dim − 1`` single-step rotations plus
         one arbitrary rotation in all. Every step is deterministic, so placing the same head bytes
         again gives the *same* ciphertexts: deleting is an exact subtraction. Slots other than
         ``0..head_dim−1`` of a client's head are multiplied by 0, so junk there cannot leak in.
         """
         if head._level != _LEVEL_HEAD:
             raise InvalidCiphertextError("place_head needs a head ciphertext (top level)")
-        if not 0 <= slot < self.slot_count or not 0 < head_dim <= self.slot_count:
-            raise DimensionError(f"slot {slot} / head_dim {head_dim} out of range")
+        if not 0 <= slot < self.slot_count:
+            raise DimensionError(f"slot {slot} out of range")
+        check_head_dim(head_dim, self.slot_count)
         n = self.slot_count
         top = self._ctx.first_context_data()
         prime = float(top.parms().coeff_modulus()[-1].value())
@@ -460,15 +477,15 @@ class CKKSContext:
         onehot[slot] = 1.0
         mask = self._encode(onehot, top.parms_id(), prime)
         current = self.rotate(head, (n - slot) % n)
-        out = []
+        out: list[CKKSCiphertext | None] = [None] * head_dim
         for i in range(head_dim):
             if i:
                 current = self.rotate(current, 1)
             ct = seal.Ciphertext()
             self._evaluator.multiply_plain(current._ct, mask, ct)
             self._evaluator.rescale_to_next_inplace(ct)
-            out.append(CKKSCiphertext(ct, _LEVEL_WORK))
-        return out
+            out[(i - slot) % head_dim] = CKKSCiphertext(ct, _LEVEL_WORK)  # y_i's diagonal row
+        return [ct for ct in out if ct is not None]
 
     def sub(self, x: CKKSCiphertext, y: CKKSCiphertext) -> CKKSCiphertext:
         """``x − y`` (same level and scale)."""
@@ -479,16 +496,30 @@ class CKKSContext:
             raise InvalidCiphertextError(f"cannot subtract ciphertexts: {exc}") from exc
         return CKKSCiphertext(out, x._level)
 
-    def encrypt_broadcast(self, head: npt.ArrayLike) -> list[CKKSCiphertext]:
-        """Query: ``m`` ciphertexts, ciphertext ``i`` has ``x'_i`` in every slot.
+    def encrypt_query(self, head: npt.ArrayLike) -> CKKSCiphertext:
+        """Query: ONE work-level ciphertext, the head repeated over every slot (``x_(j mod m)``).
 
-        Broadcast so that A needs no rotations of the query: ``Σ_i Q_i ⊙ G_{b,i}`` scores every
-        slot (template) of block ``b`` at once.
-        """
+        A turns it into the ``m`` rows the diagonal block layout needs with
+        :meth:`expand_query`; see the module docstring for why this layout."""
         arr = self._vector(head)
-        return [
-            self._encrypt_plain(self._encode(float(v), self._work, self._scale())) for v in arr
-        ]
+        check_head_dim(arr.size, self.slot_count)
+        periodic = np.tile(arr, self.slot_count // arr.size)
+        return self._encrypt_plain(self._encode(periodic, self._work, self._scale()))
+
+    def expand_query(self, query: CKKSCiphertext, head_dim: int) -> list[CKKSCiphertext]:
+        """A: the ``head_dim`` rotations ``rot(P, r)``, ``r = 0..head_dim − 1``, of a query.
+
+        Row ``r`` holds ``x_((s + r) mod m)`` in slot ``s``, lining up with row ``r`` of every
+        block. ``head_dim − 1`` single-step rotations (one key switch each), once per query;
+        rotations keep the level, so scoring is unchanged. What a client put in the query's
+        slots is its own business: a query that is not periodic only scores itself wrong."""
+        if query._level != _LEVEL_WORK:
+            raise InvalidCiphertextError("a query is one work-level ciphertext (encrypt_query)")
+        check_head_dim(head_dim, self.slot_count)
+        rows = [query]
+        for _ in range(head_dim - 1):
+            rows.append(self.rotate(rows[-1], 1))
+        return rows
 
     def decrypt(self, ct: CKKSCiphertext) -> FloatArray:
         """All slots of ``ct`` (B only). CKKS decryptions must never leave B (Li–Micciancio)."""
@@ -673,6 +704,46 @@ class CKKSContext:
         return uniform_reals(rng, self.slot_count, bits)
 
 
+def check_head_dim(head_dim: int, slot_count: int) -> None:
+    """The diagonal layout needs ``head_dim`` to divide the slot count (periodic queries)."""
+    if not 0 < head_dim <= slot_count or slot_count % head_dim:
+        raise DimensionError(
+            f"head_dim {head_dim} must divide the CKKS slot count {slot_count} (diagonal layout)")
+
+
+def diagonal_rows(heads: npt.ArrayLike) -> FloatArray:
+    """``(slots, m)`` heads, one per slot → the ``(m, slots)`` plaintext rows of a block.
+
+    Row ``r``, slot ``s`` holds ``heads[s, (s + r) mod m]`` (module docstring: the layout
+    :meth:`CKKSContext.expand_query` lines up with)."""
+    arr = np.asarray(heads, dtype=np.float64)
+    n, m = arr.shape
+    check_head_dim(m, n)
+    s = np.arange(n)
+    out: FloatArray = np.stack([arr[s, (s + r) % m] for r in range(m)])
+    return out
+
+
+def heads_from_rows(rows: npt.ArrayLike) -> FloatArray:
+    """Inverse of :func:`diagonal_rows`: ``(m, slots)`` decrypted rows → ``(slots, m)`` heads."""
+    arr = np.asarray(rows, dtype=np.float64)
+    m, n = arr.shape
+    check_head_dim(m, n)
+    s = np.arange(n)
+    out = np.empty((n, m))
+    for r in range(m):
+        out[s, (s + r) % m] = arr[r]
+    return out
+
+
+def slot_column(head: npt.ArrayLike, slot: int) -> FloatArray:
+    """The ``m`` values rows ``0..m−1`` of a block hold at ``slot`` for ``head``:
+    ``head[(slot + r) mod m]`` (one column of :func:`diagonal_rows`)."""
+    arr = np.asarray(head, dtype=np.float64)
+    out: FloatArray = np.roll(arr, -(slot % arr.size))
+    return out
+
+
 def uniform_reals(rng: random.Random, n: int, bits: int) -> FloatArray:
     """``n`` uniform reals in ``[−2^bits, 2^bits)``, 53-bit resolution, from ``rng.randbytes``."""
     words = np.frombuffer(rng.randbytes(8 * n), dtype=np.uint64) >> np.uint64(11)
@@ -697,8 +768,12 @@ __all__ = [
     "REFRESH_MASK_BITS",
     "CKKSCiphertext",
     "CKKSContext",
+    "check_head_dim",
     "default_rotation_steps",
+    "diagonal_rows",
+    "heads_from_rows",
     "params_digest",
     "scratch_cleanup",
+    "slot_column",
     "uniform_reals",
 ]

@@ -2,7 +2,7 @@
 
 Why Ray: it is an existing, widely deployed engine whose actors keep state in memory between
 calls (a shard's ciphertexts are loaded once, not shipped per query), whose object store
-broadcasts the per-query ciphertexts to every shard with one ``ray.put``, and which runs the same
+broadcasts the per-query ciphertext to every shard with one ``ray.put``, and which runs the same
 code on one laptop (``ray.init()``), on a local multi-node cluster (``ray start`` on loopback) and
 on Kubernetes (``deploy/k8s/30-ray-cluster.yaml``).
 
@@ -46,7 +46,7 @@ from typing import Any
 from pura.crypto.ckks import CKKSCiphertext, CKKSContext
 from pura.errors import ConfigError, NotFoundError, ProtocolError
 from pura.gallery.packing import HeadBlock
-from pura.protocols.preselect import BlockKey, BlockScorer, shard_of
+from pura.protocols.preselect import BlockKey, BlockScorer, query_rows, shard_of
 
 #: Block id -> the block's ``head_dim`` serialized work-level ciphertexts.
 BlockBytes = Mapping[int, Sequence[bytes]]
@@ -125,8 +125,10 @@ class ShardActor:
         """Preselection's per-block work for ``jobs`` = (block id, rotation): score, rotate,
         affine mask ``a·S + c`` — exactly what :class:`pura.protocols.preselect.ScoringPool`'s
         workers do, so A's protocol code runs unchanged on top of the shards."""
-        q = [self._ctx.ciphertext_from_bytes(b) for b in query]
-        out = []
+        out: list[bytes] = []
+        if not jobs:
+            return out
+        q = query_rows(self._ctx, query, len(self._blocks[(namespace, jobs[0][0])]))
         for block_id, rotation in jobs:
             score = self._ctx.score_block(q, self._blocks[(namespace, block_id)])
             masked = self._ctx.affine_mask(self._ctx.rotate(score, rotation), a, c)
@@ -135,7 +137,10 @@ class ShardActor:
 
     def score(self, query: Sequence[bytes], namespace: str = "") -> dict[int, bytes]:
         """``S_b`` for every block of this shard in ``namespace``, serialized (score level)."""
-        q = [self._ctx.ciphertext_from_bytes(b) for b in query]
+        mine = [cts for (ns, _), cts in self._blocks.items() if ns == namespace]
+        if not mine:
+            return {}
+        q = query_rows(self._ctx, query, len(mine[0]))
         return {
             block_id: self._ctx.ciphertext_to_bytes(self._ctx.score_block(q, cts))
             for (ns, block_id), cts in sorted(self._blocks.items()) if ns == namespace
@@ -355,14 +360,15 @@ class ShardedScorer:
         return [str(ip) for ip in self._ray.get([a.node_ip.remote() for a in self._actors])]
 
     def score(
-        self, query: Sequence[CKKSCiphertext], namespace: str = ""
+        self, query: CKKSCiphertext, namespace: str = ""
     ) -> dict[int, CKKSCiphertext]:
-        """Score every loaded block against the broadcast query; ``{block id: S_b}``.
+        """Score every loaded block against one query ciphertext; ``{block id: S_b}``.
 
         The query is put in the object store once and read by every shard (one transfer per
-        node, not per actor).
+        node, not per actor); each shard expands it into rows itself (``m − 1`` rotations), so
+        235 KB cross the network per query instead of ``m`` times that.
         """
-        ref = self._ray.put([self._ctx.ciphertext_to_bytes(q) for q in query])
+        ref = self._ray.put([self._ctx.ciphertext_to_bytes(query)])
         parts = self._ray.get([actor.score.remote(ref, namespace) for actor in self._actors])
         merged: dict[int, CKKSCiphertext] = {}
         for part in parts:

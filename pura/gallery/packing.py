@@ -1,8 +1,10 @@
 """Dimension-major CKKS blocks of gallery heads: slot assignment, insert, delete, free-slot reuse.
 
-Layout (architecture "Gallery heads"): block ``b`` is ``m = head_dim`` ciphertexts; ciphertext
-``(b, i)`` holds coordinate ``i`` of one template per slot. A query scores a whole block with
-``m`` ct×ct products, so every slot costs ~3 µs whether it holds a template or not.
+Layout (architecture "Gallery heads"): block ``b`` is ``m = head_dim`` ciphertexts, one head
+per slot, in the *diagonal* layout of :mod:`pura.crypto.ckks`: ciphertext ``(b, r)`` holds, in
+slot ``s``, coordinate ``(s + r) mod m`` of that slot's head, so that one periodic query
+ciphertext, rotated ``m − 1`` times by A, lines up with every block. A query scores a whole
+block with ``m`` ct×ct products, so every slot costs ~6 µs whether it holds a template or not.
 
 PFIP's packing goal: a new template goes into a free slot of the *current* block right away (no
 waiting for a full batch). Two ways to write it:
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from pura.crypto.ckks import CKKSCiphertext, CKKSContext
+from pura.crypto.ckks import CKKSCiphertext, CKKSContext, diagonal_rows
 from pura.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -53,7 +55,9 @@ FloatArray = npt.NDArray[np.float64]
 DecoySource = Callable[[int], FloatArray]
 #: ``(n, rng) -> (n, head_dim)`` decoy heads, deterministic in ``rng`` (seeded blocks).
 DecoyModel = Callable[[int, random.Random], FloatArray]
-_META_VERSION = 1
+#: 2: diagonal layout (1, the coordinate-per-ciphertext layout, is rebuilt on load).
+_META_VERSION = 2
+LEGACY_META_VERSIONS = (1,)
 
 
 @dataclass
@@ -76,6 +80,8 @@ class HeadBlock:
     #: Empty slots hold the layout's *seeded* decoys (A can recompute them): required for the
     #: A-only insert/delete; blocks built from caller-supplied decoys have ``seeded=False``.
     seeded: bool = False
+    #: Metadata version the block was stored under; a legacy layout is rebuilt (:meth:`relaid`).
+    layout: int = _META_VERSION
 
     def __post_init__(self) -> None:
         if len(self.ciphertexts) != self.head_dim:
@@ -152,6 +158,18 @@ class HeadBlock:
         self.ciphertexts = list(ciphertexts)
         self.version += 1
 
+    @property
+    def legacy(self) -> bool:
+        """Stored under an older layout: its ciphertexts do not line up with today's queries."""
+        return self.layout != _META_VERSION
+
+    def relaid(self, decoy_ciphertexts: list[bytes]) -> HeadBlock:
+        """This block rebuilt in today's layout: ``decoy_ciphertexts`` (a fresh decoy block),
+        and every template it held or awaited *pending*, so that the next refresh writes each
+        again from its stored head ciphertext. Same id and version; nothing is lost."""
+        return HeadBlock(self.block_id, self.slot_count, self.head_dim, list(decoy_ciphertexts),
+                         pending={**self.live, **self.pending}, version=self.version)
+
     # -- persistence -------------------------------------------------------------------------
 
     def metadata_bytes(self) -> bytes:
@@ -175,7 +193,7 @@ class HeadBlock:
     def from_record(cls, metadata: bytes, ciphertexts: list[bytes]) -> HeadBlock:
         try:
             meta = json.loads(metadata)
-            if meta["v"] != _META_VERSION:
+            if meta["v"] != _META_VERSION and meta["v"] not in LEGACY_META_VERSIONS:
                 raise StoreError(f"head block metadata version {meta['v']} unsupported")
             return cls(
                 block_id=int(meta["block_id"]),
@@ -187,6 +205,7 @@ class HeadBlock:
                 clearing={int(s) for s in meta["clearing"]},
                 version=int(meta["version"]),
                 seeded=bool(meta.get("seeded", False)),
+                layout=int(meta["v"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"corrupt head block metadata: {exc}") from exc
@@ -202,7 +221,7 @@ def encrypt_block(
     arr = np.asarray(heads, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[0] != ctx.slot_count:
         raise DimensionError(f"need ({ctx.slot_count}, head_dim) heads, got {arr.shape}")
-    cts = [ctx.ciphertext_to_bytes(ctx.encrypt_vector(arr[:, i])) for i in range(arr.shape[1])]
+    cts = [ctx.ciphertext_to_bytes(ctx.encrypt_vector(row)) for row in diagonal_rows(arr)]
     return HeadBlock(block_id, ctx.slot_count, arr.shape[1], cts)
 
 

@@ -1,6 +1,7 @@
 """CKKS preselection (identification step 1): k candidate templates out of the whole gallery.
 
-A (:class:`PreselectServer`) scores every searchable block with the client's broadcast query
+A (:class:`PreselectServer`) expands the client's one query ciphertext into ``m`` rows (``m − 1``
+rotations, :func:`query_rows`) and scores every searchable block with them
 (``S_b = Σ_i Q_i ⊙ G_{b,i}``, one relinearisation + one rescale per block), then per query draws
 
 * an affine mask ``a·S + c`` (integer ``a > 0`` at scale 1, real offset ``c``), one for all
@@ -36,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 import pura.errors as errors
-from pura.crypto.ckks import CKKSCiphertext, CKKSContext
+from pura.crypto.ckks import CKKSCiphertext, CKKSContext, check_head_dim
 from pura.errors import (
     ConfigError,
     DimensionError,
@@ -139,14 +140,28 @@ def _hex(header: dict[str, object], name: str) -> bytes:
         raise ProtocolError(f"field {name!r} is not hex") from exc
 
 
-def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> list[CKKSCiphertext]:
-    """Validate the client's broadcast head: exactly ``head_dim`` work-level ciphertexts."""
-    if len(query) != head_dim:
-        raise DimensionError(f"query head has {len(query)} ciphertexts, expected {head_dim}")
-    parsed = [ctx.ciphertext_from_bytes(raw) for raw in query]
-    if any(ct.level != "work" for ct in parsed):
-        raise InvalidCiphertextError("query must be broadcast ciphertexts (encrypt_broadcast)")
+def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> CKKSCiphertext:
+    """Validate the client's query head: ONE work-level ciphertext (``encrypt_query``).
+
+    Cheap (no rotation): used wherever a query is only checked. A list of ``head_dim``
+    ciphertexts is the broadcast format of clients before the diagonal layout; it is refused
+    by name so that such a client knows to upgrade."""
+    check_head_dim(head_dim, ctx.slot_count)
+    if len(query) != 1:
+        hint = (" (the broadcast format of older clients: upgrade the client)"
+                if len(query) == head_dim else "")
+        raise DimensionError(
+            f"query head has {len(query)} ciphertexts, expected 1 periodic ciphertext{hint}")
+    parsed = ctx.ciphertext_from_bytes(query[0])
+    if parsed.level != "work":
+        raise InvalidCiphertextError("query must be one work-level ciphertext (encrypt_query)")
     return parsed
+
+
+def query_rows(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> list[CKKSCiphertext]:
+    """The ``head_dim`` rows a block is scored with: :func:`parse_query` then
+    :meth:`~CKKSContext.expand_query` (``head_dim − 1`` rotations, once per query and process)."""
+    return ctx.expand_query(parse_query(ctx, query, head_dim), head_dim)
 
 
 def _score_one(
@@ -235,7 +250,7 @@ def _worker_main(conn: Connection, ctx_bytes: bytes) -> None:
                 continue
             _, query, jobs, a, c, updates = msg
             _apply(ctx, blocks, updates, [])
-            q = parse_query(ctx, query, len(query))
+            q = query_rows(ctx, query, len(blocks[jobs[0][0]])) if jobs else []
             conn.send(("ok", [_score_one(ctx, q, blocks[key], rot, a, c) for key, rot in jobs]))
         except PuraError as exc:
             conn.send(("err", type(exc).__name__, str(exc)))
@@ -500,10 +515,7 @@ class PreselectServer:
         slots = self.ctx.slot_count
         if not 1 <= k <= len(blocks) * slots:
             raise ProtocolError(f"k must be in 1..{len(blocks) * slots}, got {k}")
-        if len(query) != self.layout.head_dim:
-            raise DimensionError(
-                f"query head has {len(query)} ciphertexts, expected {self.layout.head_dim}"
-            )
+        parse_query(self.ctx, query, self.layout.head_dim)  # refuse before any work
         order = list(range(len(blocks)))
         self._rng.shuffle(order)
         rotations = [self._rng.randrange(slots) for _ in order]
@@ -511,7 +523,7 @@ class PreselectServer:
         if self.pool is not None and len(blocks) > 1:  # one block: shipping costs > gain
             scores = self.pool.score(query, [blocks[i] for i in order], rotations, a, c)
         else:
-            q = parse_query(self.ctx, query, self.layout.head_dim)
+            q = query_rows(self.ctx, query, self.layout.head_dim)
             scores = [
                 _score_one(self.ctx, q, self._block_cts(blocks[idx]), rotations[view], a, c)
                 for view, idx in enumerate(order)
@@ -641,5 +653,6 @@ __all__ = [
     "flood",
     "parse_query",
     "preselect",
+    "query_rows",
     "shard_of",
 ]

@@ -14,6 +14,10 @@ scoring needs. B (secret key holder) can, if it never sees a real value. One rou
    correction ``C_i[s] = R_i[s] − R'_j[i]`` (write) or ``R_i[s] + decoy_i[s]`` (clear).
    Then ``new_i[s] = y_j[i]`` at written slots, a fresh decoy at cleared ones, ``old`` elsewhere.
 
+   (Written with row ``i`` holding coordinate ``i`` for readability; in the diagonal layout of
+   :mod:`pura.crypto.ckks` row ``r`` at slot ``s`` holds coordinate ``(s + r) mod m``, so both
+   sides index the head through :func:`~pura.crypto.ckks.slot_column`.)
+
 Why a delta and not a full re-encryption: B's decoding of values near 2^40 rounds at ~2^-13;
 with a delta only the touched slots see that rounding, once, and untouched templates keep their
 precision across any number of refreshes (only the sparse plaintext corrections add ~1e-6).
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pura.crypto.ckks import REFRESH_MASK_BITS, CKKSContext, uniform_reals
+from pura.crypto.ckks import REFRESH_MASK_BITS, CKKSContext, slot_column, uniform_reals
 from pura.errors import DimensionError, EmbeddingRangeError, NotFoundError, ProtocolError
 from pura.gallery.packing import DecoySource, HeadBlock, TemplateId
 from pura.protocols.head_admission import (
@@ -239,7 +243,7 @@ def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
         raise ProtocolError("a head lies outside the masked range of a unit vector's head")
     delta = np.zeros_like(values)
     for head, slot in zip(heads, req.write_slots, strict=True):
-        delta[:, slot] = head - values[:, slot]
+        delta[:, slot] = slot_column(head, slot) - values[:, slot]  # diagonal layout
     for slot in req.clear_slots:
         delta[:, slot] = -values[:, slot]
     deltas = tuple(ctx.encrypt_vector_bytes(row) for row in delta)
@@ -265,9 +269,10 @@ def finish_refresh(
     _check_heads(state, resp)
     correction = np.zeros_like(state.block_masks)
     for j, (slot, _) in enumerate(state.writes):
-        correction[:, slot] = state.block_masks[:, slot] - state.head_masks[j, : block.head_dim]
+        correction[:, slot] = (state.block_masks[:, slot]
+                               - slot_column(state.head_masks[j, : block.head_dim], slot))
     for c, slot in enumerate(state.clears):
-        correction[:, slot] = state.block_masks[:, slot] + state.decoys[c]
+        correction[:, slot] = state.block_masks[:, slot] + slot_column(state.decoys[c], slot)
     new_cts = []
     for i, raw in enumerate(block.ciphertexts):
         summed = ctx.add(ctx.ciphertext_from_bytes(raw), ctx.ciphertext_from_bytes(resp.deltas[i]))

@@ -357,6 +357,9 @@ class NodeA:
             block = HeadBlock.from_record(meta, cts)
             if block.version != stored.version:
                 raise StoreError(f"block {stored.block_no} metadata/version mismatch")
+            if block.legacy:  # an older layout: rebuilt by the next refresh, from stored heads
+                fresh = encrypt_block(self.ctx, block.block_id, self._decoys(self.ctx.slot_count))
+                block = block.relaid(fresh.ciphertexts)
             gallery.blocks[block.block_id] = block
         self._reconcile(name, gallery)
 

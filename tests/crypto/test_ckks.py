@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from pura.crypto.ckks import (
     CKKSContext,
     default_rotation_steps,
+    diagonal_rows,
+    slot_column,
     uniform_reals,
 )
 from pura.crypto.params import CKKS_4096, CKKS_8192, CKKSParams
@@ -90,19 +92,19 @@ def test_client_context_without_galois_keys_is_small_and_cannot_rotate(
 ) -> None:
     client = secret.public(with_galois_keys=False)
     assert len(client.to_bytes()) < len(secret.public().to_bytes()) / 4
-    score = client.score_block(client.encrypt_broadcast([1.0]), [client.encrypt_vector([1.0])])
+    score = client.score_block([client.encrypt_query([1.0])], [client.encrypt_vector([1.0])])
     with pytest.raises(ConfigError, match="Galois"):
         client.rotate(score, 3)
 
 
-@pytest.mark.parametrize("m", [16, 32])
+@pytest.mark.parametrize("m", [16, 64])
 def test_block_score_error_on_unit_vectors(
     secret: CKKSContext, public: CKKSContext, m: int
 ) -> None:
     heads = _unit_rows(SLOTS, m, m)
     query = _unit_rows(1, m, 100 + m)[0]
-    block = [public.encrypt_vector(heads[:, i]) for i in range(m)]
-    score = public.score_block(public.encrypt_broadcast(query), block)
+    block = [public.encrypt_vector(row) for row in diagonal_rows(heads)]
+    score = public.score_block(public.expand_query(public.encrypt_query(query), m), block)
     err = np.max(np.abs(secret.decrypt(score) - heads @ query))
     assert err < 1e-6
 
@@ -114,7 +116,7 @@ def test_rotation_and_affine_mask(
 ) -> None:
     values = _unit_rows(1, SLOTS, steps)[0] * 30  # |v| ≤ 1 per slot, varied
     values = np.clip(values, -1, 1)
-    score = public.score_block(public.encrypt_broadcast([1.0]), [public.encrypt_vector(values)])
+    score = public.score_block([public.encrypt_query([1.0])], [public.encrypt_vector(values)])
     masked = public.affine_mask(public.rotate(score, steps), a, c)
     expected = a * np.roll(values, -steps) + c
     assert np.max(np.abs(secret.decrypt(masked) - expected)) / a < 1e-4
@@ -123,7 +125,7 @@ def test_rotation_and_affine_mask(
 def test_mask_bounds_are_enforced(public: CKKSContext) -> None:
     a_bits, c_bits = public.mask_bounds()
     assert (a_bits, c_bits) == (17, 17)
-    score = public.score_block(public.encrypt_broadcast([1.0]), [public.encrypt_vector([1.0])])
+    score = public.score_block([public.encrypt_query([1.0])], [public.encrypt_vector([1.0])])
     for a, c in ((0, 0.0), (2**a_bits, 0.0), (1, 2.0**c_bits)):
         with pytest.raises(ParameterError):
             public.affine_mask(score, a, c)
@@ -146,12 +148,13 @@ def test_ciphertext_round_trip_and_sizes(secret: CKKSContext, public: CKKSContex
 def test_place_head_moves_the_head_into_one_slot(secret: CKKSContext, public: CKKSContext) -> None:
     y = _unit_rows(1, 8, 3)[0]
     head = public.encrypt_head(y)
-    placed = public.place_head(head, 4000, 8)
+    placed = public.place_head(head, 4003, 8)
     values = np.stack([secret.decrypt(c) for c in placed])
     expected = np.zeros_like(values)
-    expected[:, 4000] = y
+    expected[:, 4003] = slot_column(y, 4003)  # diagonal layout: row r holds y[(4003 + r) % 8]
+    assert np.allclose(expected[:, 4003], np.roll(y, -3))
     assert np.max(np.abs(values - expected)) < 1e-5
-    again = public.place_head(head, 4000, 8)
+    again = public.place_head(head, 4003, 8)
     assert [public.ciphertext_to_bytes(c) for c in again] == [
         public.ciphertext_to_bytes(c) for c in placed
     ]  # deterministic: deletion can subtract the identical ciphertexts
@@ -193,7 +196,7 @@ def test_encrypt_rejects_bad_vectors(public: CKKSContext, bad: object) -> None:
 
 
 def test_score_block_rejects_mismatched_lengths(public: CKKSContext) -> None:
-    q = public.encrypt_broadcast([0.1, 0.2])
+    q = public.expand_query(public.encrypt_query([0.1, 0.2]), 2)
     with pytest.raises(DimensionError):
         public.score_block(q, [public.encrypt_vector([1.0])])
 
@@ -236,3 +239,44 @@ def test_trailing_bytes_and_work_level_heads_are_refused(
         public.head_from_bytes(work)
     compressed = secret.encrypt_vector_bytes(np.zeros(4))  # seed-compressed: still exact
     assert public.ciphertext_from_bytes(compressed).level == "work"
+
+
+def test_diagonal_rows_known_answer() -> None:
+    heads = np.arange(8.0).reshape(4, 2)  # slot s holds [2s, 2s + 1]
+    assert diagonal_rows(heads).tolist() == [[0, 3, 4, 7], [1, 2, 5, 6]]
+    assert slot_column([10.0, 11.0, 12.0], 4).tolist() == [11.0, 12.0, 10.0]
+    with pytest.raises(DimensionError):
+        diagonal_rows(np.zeros((4, 3)))  # 3 does not divide 4 slots
+
+
+def test_expanded_query_rows_are_rotations_of_one_periodic_ciphertext(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    x = _unit_rows(1, 8, 9)[0]
+    query = public.encrypt_query(x)
+    assert np.allclose(secret.decrypt(query), np.tile(x, SLOTS // 8), atol=1e-6)
+    rows = public.expand_query(query, 8)
+    assert len(rows) == 8
+    for r, row in enumerate(rows):
+        assert np.allclose(secret.decrypt(row)[:16], np.roll(np.tile(x, 2), -r), atol=1e-5)
+    with pytest.raises(DimensionError):
+        public.encrypt_query(np.ones(3))  # 3 does not divide the slot count
+    with pytest.raises(InvalidCiphertextError):
+        public.expand_query(public.encrypt_head(x), 8)  # a head is not a query
+
+
+def test_placed_heads_score_like_plaintext_against_expanded_queries(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    """place_head (A alone, enrolment) and expand_query (A, per query) agree on the layout."""
+    m = 8
+    heads = _unit_rows(3, m, 21)
+    x = _unit_rows(1, m, 22)[0]
+    block = [public.encrypt_vector(np.zeros(SLOTS)) for _ in range(m)]
+    for head, slot in zip(heads, (0, 1234, SLOTS - 1), strict=True):
+        placed = public.place_head(public.encrypt_head(head), slot, m)
+        block = [public.add(ct, part) for ct, part in zip(block, placed, strict=True)]
+    score = secret.decrypt(public.score_block(public.expand_query(public.encrypt_query(x), m),
+                                              block))
+    assert np.allclose(score[[0, 1234, SLOTS - 1]], heads @ x, atol=1e-5)
+    assert np.max(np.abs(np.delete(score, [0, 1234, SLOTS - 1]))) < 1e-5

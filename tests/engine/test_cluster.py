@@ -16,7 +16,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from pura.crypto.ckks import CKKSCiphertext, CKKSContext
+from pura.crypto.ckks import CKKSCiphertext, CKKSContext, diagonal_rows
 from pura.crypto.params import CKKS_8192
 from pura.engine.cluster import (
     LoopbackRayCluster,
@@ -39,7 +39,7 @@ def secret_ctx() -> CKKSContext:
 
 @pytest.fixture(scope="module")
 def gallery(secret_ctx: CKKSContext) -> tuple[np.ndarray, dict[int, list[bytes]]]:
-    """Plain heads (N_BLOCKS·slots, HEAD_DIM) and their dimension-major encrypted blocks."""
+    """Plain heads (N_BLOCKS·slots, HEAD_DIM) and their encrypted blocks (diagonal layout)."""
     pub = secret_ctx.public()
     rng = np.random.default_rng(7)
     heads = rng.standard_normal((N_BLOCKS * pub.slot_count, HEAD_DIM))
@@ -47,8 +47,8 @@ def gallery(secret_ctx: CKKSContext) -> tuple[np.ndarray, dict[int, list[bytes]]
     blocks: dict[int, list[bytes]] = {}
     for b in range(N_BLOCKS):
         part = heads[b * pub.slot_count : (b + 1) * pub.slot_count]
-        blocks[b] = [pub.ciphertext_to_bytes(pub.encrypt_vector(part[:, i]))
-                     for i in range(HEAD_DIM)]
+        blocks[b] = [pub.ciphertext_to_bytes(pub.encrypt_vector(row))
+                     for row in diagonal_rows(part)]
     return heads, blocks
 
 
@@ -59,11 +59,11 @@ def _query(ctx: CKKSContext, heads: np.ndarray) -> np.ndarray:
 
 
 def _reference(
-    ctx: CKKSContext, blocks: dict[int, list[bytes]], query: list[CKKSCiphertext]
+    ctx: CKKSContext, blocks: dict[int, list[bytes]], query: CKKSCiphertext
 ) -> dict[int, bytes]:
     pub = ctx.public()
     parsed = {b: [pub.ciphertext_from_bytes(c) for c in cts] for b, cts in blocks.items()}
-    scores = score_blocks_locally(pub, query, parsed)
+    scores = score_blocks_locally(pub, pub.expand_query(query, HEAD_DIM), parsed)
     return {b: pub.ciphertext_to_bytes(s) for b, s in scores.items()}
 
 
@@ -74,12 +74,11 @@ def test_actor_scores_like_single_process(
     pub = secret_ctx.public()
     actor = ShardActor(pub.to_bytes())
     assert actor.put_blocks({1: blocks[1], 2: blocks[2]}) == 2
-    query = pub.encrypt_broadcast(_query(secret_ctx, heads))
-    raw = [pub.ciphertext_to_bytes(q) for q in query]
-    scores = actor.score(raw)
+    query = pub.encrypt_query(_query(secret_ctx, heads))
+    scores = actor.score([pub.ciphertext_to_bytes(query)])
     assert sorted(scores) == [1, 2]
     parsed = {b: [pub.ciphertext_from_bytes(c) for c in blocks[b]] for b in (1, 2)}
-    local = score_blocks_locally(pub, query, parsed)
+    local = score_blocks_locally(pub, pub.expand_query(query, HEAD_DIM), parsed)
     for b in (1, 2):
         assert scores[b] == pub.ciphertext_to_bytes(local[b])
     assert actor.drop_block(1) and not actor.drop_block(1)
@@ -112,7 +111,7 @@ def test_multi_node_cluster_matches_single_process(
     heads, blocks = gallery
     probe = _query(secret_ctx, heads)
     pub = secret_ctx.public()
-    query = pub.encrypt_broadcast(probe)  # one encryption: scoring is then deterministic
+    query = pub.encrypt_query(probe)  # one encryption: scoring is then deterministic
     reference = _reference(secret_ctx, blocks, query)
     cluster = LoopbackRayCluster(workers=2, cpus_per_node=1)
     try:
@@ -135,7 +134,7 @@ def test_multi_node_cluster_matches_single_process(
             _preselect_on_shards_equals_local(secret_ctx, blocks, query, scorer, best)
             _dead_actor_is_replaced(secret_ctx, blocks, query, scorer, best)
             scorer.drop([0])
-            assert sorted(scorer.score(pub.encrypt_broadcast(probe))) == [1, 2]
+            assert sorted(scorer.score(pub.encrypt_query(probe))) == [1, 2]
             with pytest.raises(NotFoundError):
                 scorer.drop([0])
     finally:
@@ -143,7 +142,7 @@ def test_multi_node_cluster_matches_single_process(
 
 
 def _preselect_on_shards_equals_local(
-    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: list[CKKSCiphertext],
+    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: CKKSCiphertext,
     scorer: ShardedScorer, best: int,
 ) -> None:
     """The product's PreselectServer with the Ray pool: same masked scores, same candidates."""
@@ -156,7 +155,7 @@ def _preselect_on_shards_equals_local(
         layout = BlockLayout(pub, HEAD_DIM, lambda n: np.zeros((n, HEAD_DIM)), heads)
         return PreselectServer(pub, layout, rng=random.Random(11), pool=pool)
 
-    raw = [pub.ciphertext_to_bytes(q) for q in query]
+    raw = [pub.ciphertext_to_bytes(query)]
     local_req, local_state = server(None).request(raw, 16)
     ray_req, ray_state = server(cast(Any, scorer.pool())).request(raw, 16)
     assert ray_req.scores == local_req.scores and ray_state == local_state
@@ -165,7 +164,7 @@ def _preselect_on_shards_equals_local(
 
 
 def _dead_actor_is_replaced(
-    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: list[CKKSCiphertext],
+    secret_ctx: CKKSContext, blocks: dict[int, list[bytes]], query: CKKSCiphertext,
     scorer: ShardedScorer, best: int,
 ) -> None:
     """Issue 14: a killed shard actor shows in status, is replaced by the next scoring call

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -9,13 +10,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pura.crypto.ckks import CKKSContext
+from pura.crypto.ckks import CKKSContext, heads_from_rows
 from pura.crypto.params import CKKS_8192
 from pura.errors import AlreadyExistsError, DimensionError, NotFoundError, StoreError
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 
 M = 2
 SLOTS = CKKS_8192.slot_count
+
+
+def _coordinates(secret: CKKSContext, block: HeadBlock) -> np.ndarray:
+    """Decrypted block as ``(head_dim, slots)``: row ``i`` = coordinate ``i`` of every slot's
+    head (undoing the diagonal layout, so the tests read like the plaintext gallery)."""
+    rows = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    out: np.ndarray = heads_from_rows(rows).T
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,7 @@ def _layout(secret: CKKSContext) -> BlockLayout:
 def test_new_block_is_full_of_decoys(secret: CKKSContext) -> None:
     layout = _layout(secret)
     block = layout.new_block()
-    values = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    values = _coordinates(secret, block)
     assert np.allclose(values.T, _decoys(SLOTS), atol=1e-6)
     assert block.template_at(0) is None and not block.live
 
@@ -99,6 +108,32 @@ def test_metadata_round_trip(secret: CKKSContext) -> None:
     assert restored.locate(3) == (0, 3) and 0 not in restored
 
 
+def test_a_block_of_the_old_layout_is_rebuilt_with_its_templates_pending(
+    secret: CKKSContext,
+) -> None:
+    """Stores written before the diagonal layout (metadata v1) still load: the block comes back
+    as fresh decoys with every template it held pending, so the next refresh rewrites each one
+    from its stored head; nothing is lost and nothing old is scored."""
+    layout = _layout(secret)
+    for t in range(3):
+        layout.assign(t)
+    block = layout.blocks[0]
+    block.apply_refresh(list(block.ciphertexts), {0: 0, 1: 1}, [])
+    meta = json.loads(block.metadata_bytes())
+    assert not HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts).legacy
+    meta["v"] = 1
+    old = HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts)
+    assert old.legacy
+    fresh = layout.new_block()
+    rebuilt = old.relaid(fresh.ciphertexts)
+    assert not rebuilt.legacy and rebuilt.live == {} and rebuilt.clearing == set()
+    assert rebuilt.pending == {0: 0, 1: 1, 2: 2} and rebuilt.version == old.version
+    assert rebuilt.needs_refresh
+    meta["v"] = 99
+    with pytest.raises(StoreError, match="version 99"):
+        HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts)
+
+
 def test_shape_errors(secret: CKKSContext) -> None:
     with pytest.raises(DimensionError):
         HeadBlock(0, SLOTS, 3, [b"x"])
@@ -133,12 +168,12 @@ def test_a_only_insert_writes_the_head_and_keeps_other_slots(secret: CKKSContext
     layout = _seeded(secret)
     block = layout.new_block()
     assert block.seeded and np.array_equal(layout.block_decoys(0), layout.block_decoys(0))
-    before = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    before = _coordinates(secret, block)
     assert np.allclose(before.T, layout.block_decoys(0), atol=1e-6)
     ys = {t: _head(secret, t) for t in range(3)}
     placed = layout.insert_many([(t, raw) for t, (_, raw) in ys.items()])
     assert placed == [(0, 0), (0, 1), (0, 2)] and block.live == {0: 0, 1: 1, 2: 2}
-    after = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    after = _coordinates(secret, block)
     for t, (y, _) in ys.items():
         assert np.max(np.abs(after[:, t] - y)) < 1e-5
     assert np.max(np.abs(after[:, 3:] - before[:, 3:])) < 1e-5

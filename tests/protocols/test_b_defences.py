@@ -304,7 +304,7 @@ def test_b_floods_its_decryptions_before_ranking() -> None:
     block.live = {s: s for s in range(50)}
     layout = BlockLayout(public, 4, lambda n: np.zeros((n, 4)), [block])
     server = PreselectServer(public, layout, random.Random(1))
-    query = [public.ciphertext_to_bytes(c) for c in public.encrypt_broadcast(heads[3])]
+    query = [public.ciphertext_to_bytes(public.encrypt_query(heads[3]))]
     request, _ = server.request(query, 8)
     exact = decrypt_view(secret, request, sigma=0.0)
     noisy = decrypt_view(secret, request, rng=random.Random(1))

@@ -67,7 +67,7 @@ def _plain_candidates(heads: np.ndarray, owner: dict[int, int], q: np.ndarray, k
 
 
 def _query(public: CKKSContext, q: np.ndarray) -> list[bytes]:
-    return [public.ciphertext_to_bytes(c) for c in public.encrypt_broadcast(q)]
+    return [public.ciphertext_to_bytes(public.encrypt_query(q))]
 
 
 def test_topk_equals_plaintext_topk(
@@ -117,9 +117,15 @@ def test_bad_inputs(
     server = PreselectServer(public, layout, random.Random(5))
     query = _query(public, np.array([1.0, 0, 0, 0]))
     with pytest.raises(DimensionError):
-        server.request(query[:-1], 5)
+        server.request([], 5)
+    broadcast = [public.ciphertext_to_bytes(public.encrypt_vector(np.full(SLOTS, v)))
+                 for v in (1.0, 0.0, 0.0, 0.0)]  # an older client's m broadcast ciphertexts
+    with pytest.raises(DimensionError, match="upgrade the client"):
+        server.request(broadcast, 5)
     with pytest.raises(InvalidCiphertextError):
-        server.request([b"garbage"] * M, 5)
+        server.request([b"garbage"], 5)
+    with pytest.raises(InvalidCiphertextError):  # a head (top level) is not a query
+        server.request([public.ciphertext_to_bytes(public.encrypt_head([1.0, 0, 0, 0]))], 5)
     with pytest.raises(ProtocolError):
         server.request(query, 0)
     request, state = server.request(query, 5)
@@ -220,8 +226,8 @@ def test_process_pool_matches_serial_scoring(
         assert set(got) == set(_plain_candidates(heads, owner, q, 30))
         again, _ = preselect(server, secret, query, 30)  # blocks now cached in the workers
         assert set(again) == set(got)
-        with pytest.raises(InvalidCiphertextError):  # worker errors come back by name
-            server.request([b"garbage"] * M, 5)
+        with pytest.raises(InvalidCiphertextError):  # refused by name before any worker runs
+            server.request([b"garbage"], 5)
 
 
 def test_a_only_enrolment_then_preselection(secret: CKKSContext, public: CKKSContext) -> None:
@@ -242,5 +248,5 @@ def test_a_only_enrolment_then_preselection(secret: CKKSContext, public: CKKSCon
     layout.delete(101, uploads[1])
     got, _ = preselect(server, secret, query, 4)
     assert 101 not in got
-    with pytest.raises(InvalidCiphertextError):  # a head is not a broadcast query
-        server.request(uploads[:1] * M, 1)
+    with pytest.raises(InvalidCiphertextError):  # an enrolment head is not a query
+        server.request(uploads[:1], 1)

@@ -49,7 +49,7 @@ def _layout(public: CKKSContext, seed: int, n_blocks: int) -> tuple[BlockLayout,
 
 
 def _query(public: CKKSContext, v: np.ndarray) -> list[bytes]:
-    return [public.ciphertext_to_bytes(c) for c in public.encrypt_broadcast(v / np.linalg.norm(v))]
+    return [public.ciphertext_to_bytes(public.encrypt_query(v / np.linalg.norm(v)))]
 
 
 def test_shard_of_is_round_robin_and_namespaced() -> None:

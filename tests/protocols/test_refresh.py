@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from pura.crypto.ckks import CKKSContext
+from pura.crypto.ckks import CKKSContext, heads_from_rows
 from pura.crypto.params import CKKS_8192
 from pura.errors import NotFoundError, ProtocolError
 from pura.gallery.packing import BlockLayout, HeadBlock
@@ -51,7 +51,10 @@ class Decoys:
 
 
 def _values(secret: CKKSContext, block: HeadBlock) -> np.ndarray:
-    return np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    """``(head_dim, slots)``, row ``i`` = coordinate ``i`` (the diagonal layout undone)."""
+    rows = np.stack([secret.decrypt(secret.ciphertext_from_bytes(c)) for c in block.ciphertexts])
+    out: np.ndarray = heads_from_rows(rows).T
+    return out
 
 
 def _enrol(public: CKKSContext, layout: BlockLayout, heads: dict[int, bytes], t: int) -> np.ndarray:

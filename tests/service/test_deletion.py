@@ -22,8 +22,9 @@ def _slot_values(dep: Deployment, data: bytes, slot: int) -> np.ndarray:
     secret = load_b_keys(dep.keys / "b").ckks_secret
     meta, *cts = unpack_blobs(data, what="block")
     block = HeadBlock.from_record(meta, cts)
-    return np.array([secret.decrypt(secret.ciphertext_from_bytes(c))[slot]
-                     for c in block.ciphertexts])
+    column = np.array([secret.decrypt(secret.ciphertext_from_bytes(c))[slot]
+                       for c in block.ciphertexts])
+    return np.roll(column, slot)  # diagonal layout: row r holds coordinate (slot + r) mod m
 
 
 def _file_bytes(data_dir: Path) -> bytes:
