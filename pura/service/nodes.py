@@ -375,7 +375,7 @@ class NodeA:
             if block is None:
                 block = encrypt_block(self.ctx, b, self._decoys(self.ctx.slot_count))
                 gallery.blocks[b] = block
-            if placed and block.live.get(s) != _tid(t):
+            if placed and _tid(t) not in (block.live.get(s), block.pending.get(s)):
                 raise StoreError(f"template placed in block {b} slot {s} but absent from it")
             if not placed and block.pending.get(s) != _tid(t):
                 if s in block.live:
