@@ -55,9 +55,9 @@ FloatArray = npt.NDArray[np.float64]
 DecoySource = Callable[[int], FloatArray]
 #: ``(n, rng) -> (n, head_dim)`` decoy heads, deterministic in ``rng`` (seeded blocks).
 DecoyModel = Callable[[int, random.Random], FloatArray]
-#: 2: diagonal layout (1, the coordinate-per-ciphertext layout, is rebuilt on load).
+#: 2: the diagonal layout. 1 was the coordinate-per-ciphertext layout, which today's queries
+#: cannot score: such a block is refused by name (:meth:`HeadBlock.from_record`).
 _META_VERSION = 2
-LEGACY_META_VERSIONS = (1,)
 
 
 @dataclass
@@ -80,8 +80,6 @@ class HeadBlock:
     #: Empty slots hold the layout's *seeded* decoys (A can recompute them): required for the
     #: A-only insert/delete; blocks built from caller-supplied decoys have ``seeded=False``.
     seeded: bool = False
-    #: Metadata version the block was stored under; a legacy layout is rebuilt (:meth:`relaid`).
-    layout: int = _META_VERSION
 
     def __post_init__(self) -> None:
         if len(self.ciphertexts) != self.head_dim:
@@ -158,18 +156,6 @@ class HeadBlock:
         self.ciphertexts = list(ciphertexts)
         self.version += 1
 
-    @property
-    def legacy(self) -> bool:
-        """Stored under an older layout: its ciphertexts do not line up with today's queries."""
-        return self.layout != _META_VERSION
-
-    def relaid(self, decoy_ciphertexts: list[bytes]) -> HeadBlock:
-        """This block rebuilt in today's layout: ``decoy_ciphertexts`` (a fresh decoy block),
-        and every template it held or awaited *pending*, so that the next refresh writes each
-        again from its stored head ciphertext. Same id and version; nothing is lost."""
-        return HeadBlock(self.block_id, self.slot_count, self.head_dim, list(decoy_ciphertexts),
-                         pending={**self.live, **self.pending}, version=self.version)
-
     # -- persistence -------------------------------------------------------------------------
 
     def metadata_bytes(self) -> bytes:
@@ -193,7 +179,13 @@ class HeadBlock:
     def from_record(cls, metadata: bytes, ciphertexts: list[bytes]) -> HeadBlock:
         try:
             meta = json.loads(metadata)
-            if meta["v"] != _META_VERSION and meta["v"] not in LEGACY_META_VERSIONS:
+            if meta["v"] == 1:
+                raise StoreError(
+                    f"head block {meta.get('block_id')} is in the CKKS layout of earlier Pura "
+                    "builds (one coordinate per ciphertext), which one-ciphertext queries "
+                    "cannot score, and A no longer holds the heads to rebuild it: re-enrol this "
+                    "collection (delete it, create it, enrol again)")
+            if meta["v"] != _META_VERSION:
                 raise StoreError(f"head block metadata version {meta['v']} unsupported")
             return cls(
                 block_id=int(meta["block_id"]),
@@ -205,7 +197,6 @@ class HeadBlock:
                 clearing={int(s) for s in meta["clearing"]},
                 version=int(meta["version"]),
                 seeded=bool(meta.get("seeded", False)),
-                layout=int(meta["v"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"corrupt head block metadata: {exc}") from exc

@@ -357,9 +357,6 @@ class NodeA:
             block = HeadBlock.from_record(meta, cts)
             if block.version != stored.version:
                 raise StoreError(f"block {stored.block_no} metadata/version mismatch")
-            if block.legacy:  # an older layout: rebuilt by the next refresh, from stored heads
-                fresh = encrypt_block(self.ctx, block.block_id, self._decoys(self.ctx.slot_count))
-                block = block.relaid(fresh.ciphertexts)
             gallery.blocks[block.block_id] = block
         self._reconcile(name, gallery)
 
@@ -375,7 +372,7 @@ class NodeA:
             if block is None:
                 block = encrypt_block(self.ctx, b, self._decoys(self.ctx.slot_count))
                 gallery.blocks[b] = block
-            if placed and _tid(t) not in (block.live.get(s), block.pending.get(s)):
+            if placed and block.live.get(s) != _tid(t):
                 raise StoreError(f"template placed in block {b} slot {s} but absent from it")
             if not placed and block.pending.get(s) != _tid(t):
                 if s in block.live:

@@ -108,27 +108,18 @@ def test_metadata_round_trip(secret: CKKSContext) -> None:
     assert restored.locate(3) == (0, 3) and 0 not in restored
 
 
-def test_a_block_of_the_old_layout_is_rebuilt_with_its_templates_pending(
-    secret: CKKSContext,
-) -> None:
-    """Stores written before the diagonal layout (metadata v1) still load: the block comes back
-    as fresh decoys with every template it held pending, so the next refresh rewrites each one
-    from its stored head; nothing is lost and nothing old is scored."""
+def test_a_block_of_the_old_layout_is_refused_by_name(secret: CKKSContext) -> None:
+    """A block stored before the diagonal layout (metadata v1) cannot be scored by one-ciphertext
+    queries, and A dropped the heads once placed: the store says so and says what to do
+    (A's recover() logs it per collection and keeps serving the others)."""
     layout = _layout(secret)
-    for t in range(3):
-        layout.assign(t)
+    layout.assign(0)
     block = layout.blocks[0]
-    block.apply_refresh(list(block.ciphertexts), {0: 0, 1: 1}, [])
     meta = json.loads(block.metadata_bytes())
-    assert not HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts).legacy
+    assert meta["v"] == 2
     meta["v"] = 1
-    old = HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts)
-    assert old.legacy
-    fresh = layout.new_block()
-    rebuilt = old.relaid(fresh.ciphertexts)
-    assert not rebuilt.legacy and rebuilt.live == {} and rebuilt.clearing == set()
-    assert rebuilt.pending == {0: 0, 1: 1, 2: 2} and rebuilt.version == old.version
-    assert rebuilt.needs_refresh
+    with pytest.raises(StoreError, match="re-enrol this collection"):
+        HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts)
     meta["v"] = 99
     with pytest.raises(StoreError, match="version 99"):
         HeadBlock.from_record(json.dumps(meta).encode(), block.ciphertexts)
