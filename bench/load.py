@@ -75,6 +75,7 @@ def run_load(
 ) -> dict[str, Any]:
     """Start servers, enrol, hammer, check, stop; write ``out/load.json``; return the summary."""
     from pura_client.client import PuraClient
+    from pura_client.encryptor import Encryptor
 
     from pura.demo import start_pair
     from pura.service.run import load_pca
@@ -96,6 +97,9 @@ def run_load(
         try:
             address = f"localhost:{a.port}"
             trusted = load_public_keys(work / "keys" / "public")
+            one = Encryptor(trusted, pca).query(probe_set.vectors[0])  # what a client uploads
+            upload = {"paillier": len(one.paillier), "ckks_head": len(one.ckks_head),
+                      "total": len(one.paillier) + len(one.ckks_head)}
 
             def connect(cert: str) -> Any:
                 return PuraClient.connect(address, COLLECTION, tls_dir=work / "tls",
@@ -130,6 +134,7 @@ def run_load(
         "queries": len(tally.latencies), "queries_per_s": len(tally.latencies) / wall,
         "p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99)),
         "wrong_answers": tally.wrong + len(tally.errors), "rpc_errors": tally.errors[:10],
+        "query_upload_bytes": upload,
         "threshold_sq_distance": THRESHOLD_SQ, "machine": machine_info(),
         "note": "servers, clients and load generator share the same 2 cores",
     }
