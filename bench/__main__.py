@@ -38,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--shards", type=_ints, default=None, help="Ray shard counts, e.g. 1,2,4")
     r.add_argument("--lfw-probes", type=int, default=0, help="real LFW probes for accuracy")
     r.add_argument("--no-plots", action="store_true")
+    r.add_argument("--service-sizes", type=_ints, default=[],
+                   help="also through real pura serve A and B (BulkEnroll, Identify over mTLS), "
+                        "e.g. 1000,5000")
+    r.add_argument("--service-queries", type=int, default=20)
     r.add_argument("--engine-workers", type=int, default=os.cpu_count() or 1,
                    help="processes per server for Paillier work (default: all cores)")
     en = sub.add_parser("enroll", help="BulkEnroll throughput against real pura serve A and B")
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, baseline2_templates=args.baseline2_templates,
             baseline3_templates=args.baseline3_templates, shards=args.shards,
             lfw_probes=args.lfw_probes, plots=not args.no_plots,
-            engine_workers=args.engine_workers,
+            engine_workers=args.engine_workers, service_sizes=args.service_sizes,
+            service_queries=args.service_queries,
         )
         print(json.dumps({"ratios": result["ratios"], "pura_total_s": {
             n: r["pura"]["stages_median_s"]["total"] for n, r in result["sizes"].items()}},

@@ -20,48 +20,19 @@ key size; accuracy is measured elsewhere on real LFW faces.
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from bench.data import face_like_gallery
+from bench.service import cpu_seconds, service_pair
 from bench.timing import machine_info
-from pura.certs import make_demo_pki
 from pura.crypto.params import get_preset
-from pura.keys import generate_key_set, load_public_keys
 
 COLLECTION = "enroll"
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid``, its reaped children and its live descendants."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # fields[11..14] = utime, stime, cutime, cstime (stat fields 14..17)
-    own = sum(int(v) for v in fields[11:15]) / _TICKS
-    return own + sum(cpu_seconds(c) for c in _children(pid))
 
 
 def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[str, float]:
@@ -122,56 +93,34 @@ def run_enroll(
     seed: int = 0, stages: int = 16, idle_s: float = 3600.0,
 ) -> dict[str, Any]:
     """Start servers, stream ``n`` templates through BulkEnroll, stop; write ``enroll.json``."""
-    from pura_client.client import PuraClient
-
-    from pura.demo import start_pair
-    from pura.service.run import load_pca
-
-    params = get_preset(profile)
     labels = [f"subject-{i:06d}" for i in range(n)]
-    with tempfile.TemporaryDirectory(prefix="pura-enroll-") as tmp:
-        work = Path(tmp)
-        t0 = time.perf_counter()
-        generate_key_set(work / "keys", params)
-        keygen_s = time.perf_counter() - t0
-        make_demo_pki(work / "tls")
-        pca = load_pca(work / "keys" / "public", params.encoding.model_id)
+    with service_pair(profile, bulk_batch=bulk_batch, workers=workers,
+                      prefix="pura-enroll-") as pair:
+        pca = pair.pca
         gallery = face_like_gallery(n, pca.mean, pca.cov, pca.matrix, seed=seed)
-        a, b = start_pair(work, bulk_batch=bulk_batch, workers=workers)
-        try:
-            address = f"localhost:{a.port}"
-            trusted = load_public_keys(work / "keys" / "public")
-
-            def connect(cert: str) -> Any:
-                return PuraClient.connect(address, COLLECTION, tls_dir=work / "tls",
-                                          cert_name=cert, pca=pca, trusted_keys=trusted)
-
-            with connect("admin") as admin:
-                admin.create_collection()
-            with connect("enroller") as enroller:
-                enc = enroller.encryptor()
-                t0 = time.perf_counter()
-                items = [(labels[i], enc.template(gallery[i]), uuid.uuid4().hex)
-                         for i in range(n)]
-                encrypt_s = time.perf_counter() - t0
-                upload = statistics.mean(len(p.paillier) + len(p.ckks_head) for _, p, _ in items)
-                cpu_a0, cpu_b0 = cpu_seconds(a.proc.pid), cpu_seconds(b.proc.pid)
-                t0 = time.perf_counter()
-                statuses = list(enroller.bulk_enroll_encrypted(items, idle_timeout_s=idle_s))
-                wall = time.perf_counter() - t0
-                cpu_a, cpu_b = cpu_seconds(a.proc.pid) - cpu_a0, cpu_seconds(b.proc.pid) - cpu_b0
-            with connect("auditor") as auditor:
-                stats = auditor.stats()
-        finally:
-            a.stop()
-            b.stop()
-        summary = _summary(n, profile, workers, bulk_batch, statuses, wall, (cpu_a, cpu_b),
-                           encrypt_s, upload, stats, keygen_s)
+        with pair.connect("admin", COLLECTION) as admin:
+            admin.create_collection()
+        with pair.connect("enroller", COLLECTION) as enroller:
+            enc = enroller.encryptor()
+            t0 = time.perf_counter()
+            items = [(labels[i], enc.template(gallery[i]), uuid.uuid4().hex) for i in range(n)]
+            encrypt_s = time.perf_counter() - t0
+            upload = statistics.mean(len(p.paillier) + len(p.ckks_head) for _, p, _ in items)
+            cpu0 = pair.cpu()
+            t0 = time.perf_counter()
+            statuses = list(enroller.bulk_enroll_encrypted(items, idle_timeout_s=idle_s))
+            wall = time.perf_counter() - t0
+            cpu1 = pair.cpu()
+        with pair.connect("auditor", COLLECTION) as auditor:
+            stats = auditor.stats()
+        summary = _summary(n, profile, workers, bulk_batch, statuses, wall,
+                           (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]), encrypt_s, upload, stats,
+                           pair.keygen_s)
         out.mkdir(parents=True, exist_ok=True)
         (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if stages:
             summary["in_process_stage_cpu_s_per_template"] = stage_breakdown(
-                work / "keys", profile, stages, seed)
+                pair.work / "keys", profile, stages, seed)
             (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 

@@ -15,7 +15,6 @@ servers listen on 127.0.0.1 only and are stopped in a ``finally``.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 import uuid
@@ -26,10 +25,8 @@ from typing import Any
 import numpy as np
 
 from bench.data import FloatArray, face_like_gallery, plaintext_answer, synthetic_probes
+from bench.service import service_pair
 from bench.timing import machine_info
-from pura.certs import make_demo_pki
-from pura.crypto.params import get_preset
-from pura.keys import generate_key_set, load_public_keys
 from pura.protocols.identify import threshold_units
 
 THRESHOLD_SQ = 0.6
@@ -74,60 +71,40 @@ def run_load(
     clients: int, seconds: float, people: int, out: Path, *, profile: str = "fast", seed: int = 0
 ) -> dict[str, Any]:
     """Start servers, enrol, hammer, check, stop; write ``out/load.json``; return the summary."""
-    from pura_client.client import PuraClient
     from pura_client.encryptor import Encryptor
 
-    from pura.demo import start_pair
-    from pura.service.run import load_pca
-
-    params = get_preset(profile)
     labels = [f"subject-{i:05d}" for i in range(people)]
-    with tempfile.TemporaryDirectory(prefix="pura-load-") as tmp:
-        work = Path(tmp)
-        generate_key_set(work / "keys", params)
-        make_demo_pki(work / "tls")
-        pca = load_pca(work / "keys" / "public", params.encoding.model_id)
+    with service_pair(profile, budget=1_000_000, prefix="pura-load-") as pair:
+        pca = pair.pca
         gallery = face_like_gallery(people, pca.mean, pca.cov, pca.matrix, seed=seed)
         probe_set = synthetic_probes(gallery, people, max(1, people // 2), seed=seed + 1)
         expected: list[str | None] = []
         for vec in probe_set.vectors:
             row = plaintext_answer(gallery, vec, THRESHOLD_SQ)
             expected.append(labels[row] if row >= 0 else None)
-        a, b = start_pair(work, budget=1_000_000, workers=1)
-        try:
-            address = f"localhost:{a.port}"
-            trusted = load_public_keys(work / "keys" / "public")
-            one = Encryptor(trusted, pca).query(probe_set.vectors[0])  # what a client uploads
-            upload = {"paillier": len(one.paillier), "ckks_head": len(one.ckks_head),
-                      "total": len(one.paillier) + len(one.ckks_head)}
-
-            def connect(cert: str) -> Any:
-                return PuraClient.connect(address, COLLECTION, tls_dir=work / "tls",
-                                          cert_name=cert, pca=pca, trusted_keys=trusted)
-
-            with connect("admin") as admin:
-                admin.create_collection(
-                    threshold=threshold_units(THRESHOLD_SQ, params.encoding.scale_bits))
-            with connect("enroller") as enroller:
-                enroller.bulk_enroll([(labels[i], gallery[i], uuid.uuid4().hex)
-                                      for i in range(people)])
-            tally = _Tally()
-            deadline = time.monotonic() + seconds
-            started = time.perf_counter()
-            threads = [
-                threading.Thread(target=_worker, args=(
-                    lambda: connect("identifier"), probe_set.vectors, expected, deadline, tally,
-                    k * 7))
-                for k in range(clients)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - started
-        finally:
-            a.stop()
-            b.stop()
+        one = Encryptor(pair.trusted, pca).query(probe_set.vectors[0])  # what a client uploads
+        upload = {"paillier": len(one.paillier), "ckks_head": len(one.ckks_head),
+                  "total": len(one.paillier) + len(one.ckks_head)}
+        with pair.connect("admin", COLLECTION) as admin:
+            admin.create_collection(
+                threshold=threshold_units(THRESHOLD_SQ, pair.params.encoding.scale_bits))
+        with pair.connect("enroller", COLLECTION) as enroller:
+            enroller.bulk_enroll([(labels[i], gallery[i], uuid.uuid4().hex)
+                                  for i in range(people)])
+        tally = _Tally()
+        deadline = time.monotonic() + seconds
+        started = time.perf_counter()
+        threads = [
+            threading.Thread(target=_worker, args=(
+                lambda: pair.connect("identifier", COLLECTION), probe_set.vectors, expected,
+                deadline, tally, k * 7))
+            for k in range(clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
     lat = np.array(tally.latencies) if tally.latencies else np.array([np.nan])
     summary: dict[str, Any] = {
         "clients": clients, "seconds": seconds, "people": people, "profile": profile,

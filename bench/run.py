@@ -218,8 +218,14 @@ def run(
     lfw_probes: int = 0,
     plots: bool = True,
     engine_workers: int = 1,
+    service_sizes: list[int] | None = None,
+    service_queries: int = 20,
 ) -> dict[str, Any]:
-    """Run everything and write ``out/results.json`` (+ a timestamped copy and PNG plots)."""
+    """Run everything and write ``out/results.json`` (+ a timestamped copy and PNG plots).
+
+    ``service_sizes``: the same identification through real ``pura serve`` A and B processes
+    (:mod:`bench.service`), with the ratio to the in-process figure of the same size when that
+    size is also in ``sizes``."""
     params = get_preset(preset)
     started = time.perf_counter()
     result: dict[str, Any] = {
@@ -239,12 +245,34 @@ def run(
     _log(f"keys for preset {preset!r}")
     system = build_system(params, seed, engine_workers)
     try:
-        return _run_all(system, result, sizes, out, repetitions=repetitions, seed=seed,
-                        baseline2_templates=baseline2_templates,
-                        baseline3_templates=baseline3_templates, shards=shards,
-                        lfw_probes=lfw_probes, plots=plots, started=started)
+        _run_all(system, result, sizes, out, repetitions=repetitions, seed=seed,
+                 baseline2_templates=baseline2_templates,
+                 baseline3_templates=baseline3_templates, shards=shards,
+                 lfw_probes=lfw_probes, plots=plots, started=started)
     finally:
         system.engine.close()
+    if service_sizes:
+        result["service"] = _service(result, service_sizes, preset, service_queries, seed)
+        result["wall_s"] = time.perf_counter() - started
+        write_results(result, out)
+    return result
+
+
+def _service(
+    result: dict[str, Any], sizes: list[int], preset: str, queries: int, seed: int
+) -> dict[str, Any]:
+    """The service path, and service ÷ in-process end to end (median) per size measured both
+    ways (client encryption, gRPC, mTLS and the servers' own bookkeeping are the difference)."""
+    from bench.service import measure_service
+
+    service = measure_service(sorted(sizes), profile=preset, queries=queries, seed=seed,
+                              threshold_sq=SYNTHETIC_THRESHOLD, log=_log)
+    for n, row in service["sizes"].items():
+        inproc = result["sizes"].get(n, {}).get("pura", {}).get("stages_median_s", {})
+        if "total" in inproc:
+            row["in_process_total_s"] = inproc["total"]
+            row["service_over_in_process"] = row["p50_s"] / inproc["total"]
+    return service
 
 
 def _run_all(
