@@ -149,14 +149,21 @@ class DistanceState:
         return f"DistanceState(k={self.k})"
 
 
+def _stream_cts(layout: TemplateLayout, templates: Sequence[AdmittedTemplate]) -> list[Ciphertext]:
+    """The templates' ciphertexts in stream order (full ones, then the merged tails)."""
+    cts = [c for t in templates for c in t.packed[:layout.n_full]]
+    if layout.tail:
+        cts += _merge_tails(layout, [t.packed[-1] for t in templates])
+    return cts
+
+
 def _stream(
     layout: TemplateLayout, prepared: Sequence[PreparedTemplate]
 ) -> tuple[list[Ciphertext], list[PartialDecryption]]:
     """Ciphertexts in stream order and A's partial decryptions of them (merged alike)."""
-    cts = [c for p in prepared for c in p.template.packed[:layout.n_full]]
+    cts = _stream_cts(layout, [p.template for p in prepared])
     pds = [d for p in prepared for d in p.partials[:layout.n_full]]
     if layout.tail:
-        cts += _merge_tails(layout, [p.template.packed[-1] for p in prepared])
         pds += _merge_tails(layout, [p.partials[-1] for p in prepared])
     return cts, pds
 
@@ -183,13 +190,22 @@ def start_distance(
     plain = [t for t in templates if isinstance(t, AdmittedTemplate)]
     for t in plain:
         check_template(t, layout, key)
-    fresh = iter(prepare_templates(plain, share_a, engine))
-    prepared = [t if isinstance(t, PreparedTemplate) else next(fresh) for t in templates]
-    if any(len(p.partials) != layout.cts_per_template or p.partials[0].index != 1
-           for p in prepared):
-        raise ProtocolError("prepared template does not match the layout or share 1")
+    if len(plain) == k:
+        # Nothing prepared (the oblivious candidates B serves): merge the tails first and
+        # partially decrypt the merged stream, n_full·k + ⌈k/g⌉ exponentiations instead of
+        # cts_per_template·k (14 instead of 18 at 3072 bits, k = 6).
+        stream = _stream_cts(layout, plain)
+        stream_pds = engine.map_chunks(partial(partial_decrypt_batch, share_a), stream)
+        norms = [t.norm for t in plain]
+    else:
+        fresh = iter(prepare_templates(plain, share_a, engine))
+        prepared = [t if isinstance(t, PreparedTemplate) else next(fresh) for t in templates]
+        if any(len(p.partials) != layout.cts_per_template or p.partials[0].index != 1
+               for p in prepared):
+            raise ProtocolError("prepared template does not match the layout or share 1")
+        stream, stream_pds = _stream(layout, prepared)
+        norms = [p.template.norm for p in prepared]
     rng = rng if rng is not None else secrets.SystemRandom()
-    stream, stream_pds = _stream(layout, prepared)
     counts = slot_counts(layout, k)
     mask_values = [[rng.getrandbits(layout.mask_bits) for _ in range(n)] for n in counts]
     masked, partials = [], []
@@ -199,7 +215,7 @@ def start_distance(
         partials.append(pd.times(mask_pd))
     offsets = assemble_vectors(layout, k, [r + layout.bound for m in mask_values for r in m])
     corrections = engine.map_chunks(partial(multi_exp_batch, query.dims), offsets)
-    state = DistanceState(k, query.norm, [p.template.norm for p in prepared], corrections)
+    state = DistanceState(k, query.norm, norms, corrections)
     request = BlindedProductRequest(
         layout.dim, layout.slot_bits, k, tuple(query.dims), tuple(masked), tuple(partials)
     )

@@ -23,8 +23,10 @@ from pura.protocols.secure_distance import (
     assemble_vectors,
     finish_distance,
     helper_blinded_product,
+    prepare_templates,
     slot_counts,
     start_distance,
+    tails_per_ct,
 )
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
@@ -140,3 +142,29 @@ def test_client_side_bounds(paillier_fast_keys: Keys) -> None:
     with pytest.raises(PackingOverflowError):
         encrypt_query([0, 0, 0, (1 << 11) + 1], layout, pk, pool)
     assert layout.dist_bits == (4 * (1 << 12) ** 2).bit_length()
+
+
+def test_prepared_and_unprepared_candidates_give_the_same_distances(
+    paillier_fast_keys: Keys,
+) -> None:
+    """Unprepared candidates (B's served copies) take the merged-stream path: tails merged
+    before A's partial decryption, fewer exponentiations; mixing prepared ones takes the
+    other. Both answer exactly."""
+    pk, s1, s2 = paillier_fast_keys
+    rng = random.Random(77)
+    layout = TemplateLayout.for_key(pk, 128, 11)
+    assert layout.tail and tails_per_ct(layout) > 1  # the merge has something to save
+    pool = RandomnessPool(pk, rng=rng)
+    x = _vec(rng, 128, 11)
+    ys = [_vec(rng, 128, 11) for _ in range(5)]
+    query = _query(x, layout, pk, pool)
+    temps = [_template(y, layout, pk, pool) for y in ys]
+    prepared = prepare_templates(temps[:2], s1)
+    want = [sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) for y in ys]
+    for candidates in (temps, [*prepared, *temps[2:]]):
+        state, request = start_distance(query, candidates, layout, PartialPool(s1, rng=rng),
+                                        rng=rng)
+        assert len(request.partials) == len(slot_counts(layout, 5))
+        reply = helper_blinded_product(request, layout, s2, pool)
+        assert [decrypt_with_shares(s1, s2, c, signed=True)
+                for c in finish_distance(state, reply)] == want
