@@ -12,8 +12,10 @@ step                   allowed per query ticket (:class:`~pura.protocols.tickets
 ``norm_square``        once; one vector, no repacking (query) / 1..``max_enrol_batch``
                        vectors with repacking (enrolment ticket)
 ``norm_check``         once, after ``norm_square``; exactly two comparisons per vector B
-                       found valid there (enrolment: in as many lanes as A runs, never
-                       more than two per valid vector in total)
+                       found valid there (enrolment: two or three per vector — A's wolf
+                       check against the public population mean rides in the same round —
+                       in as many lanes as A runs, never more than three per valid vector
+                       in total)
 ``ckks.preselect``     once (query ticket), before the distance round; ``k`` equal to B's own
                        ``view_k`` (capped at the slots B is shown)
 ``blinded_product``    once, after ``norm_check``; 1..``max_candidates`` candidates (this
@@ -67,6 +69,7 @@ from pura.protocols.messages import (
     NormRequest,
     ThresholdRequest,
 )
+from pura.protocols.norms import MAX_CHECKS_PER_VECTOR
 from pura.protocols.preselect import PreselectRequest
 from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_BYTES, TICKET_STEP, TicketKind, unseal
@@ -118,7 +121,7 @@ class _Ticket:
     done: set[str] = field(default_factory=set)
     vectors: int = 0  # vectors admitted to norm rounds so far
     valid: int = 0  # of which B found valid (answered norm rounds)
-    checked: int = 0  # norm comparisons answered so far (2 per valid vector at most)
+    checked: int = 0  # norm comparisons answered so far (2, enrolment 3, per valid vector)
     k: int = 0  # set by blinded_product
     remaining: int = 0  # argmin entries left (1 = minimum known)
     served: bytes = b""  # the preselection request whose candidates B served
@@ -323,15 +326,17 @@ class HelperGuard:
         ticket.vectors += r.n_vectors
 
     def _norm_check(self, ticket: _Ticket, r: NormCheckRequest) -> None:
-        """Exactly two comparisons (lower and upper bound) per vector B found valid."""
-        owed = 2 * ticket.valid - ticket.checked
+        """Two comparisons (lower and upper bound) per vector B found valid; an enrolment
+        ticket's templates get a third, A's wolf check (:class:`~pura.protocols.norms.MeanBound`),
+        so at most three per valid vector in total."""
+        query = ticket.kind is TicketKind.QUERY
+        owed = (2 if query else MAX_CHECKS_PER_VECTOR) * ticket.valid - ticket.checked
         if owed < 2:
             raise HelperRefusedError("norm check without a valid vector awaiting it")
-        if r.n_comparisons % 2 or not 2 <= r.n_comparisons <= owed \
-                or (ticket.kind is TicketKind.QUERY and r.n_comparisons != 2):
+        if not 2 <= r.n_comparisons <= owed or (query and r.n_comparisons != 2):
             raise HelperRefusedError(
                 f"norm check of {r.n_comparisons} comparisons; the protocol needs exactly 2 per "
-                f"admitted vector ({owed} owed)")
+                f"admitted vector, 3 with an enrolment's wolf check ({owed} owed)")
         ticket.checked += r.n_comparisons
 
     def _preselect_rule(self, ticket: _Ticket, r: PreselectRequest) -> None:

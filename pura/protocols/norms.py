@@ -62,6 +62,7 @@ bound, which is what keeps a stored template's slots from borrowing at match tim
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import secrets
@@ -182,6 +183,62 @@ class NormBounds:
 
 
 @dataclass(frozen=True)
+class MeanBound:
+    """The wolf check of templates: ``⟨u, m⟩ ≤ limit`` for the public population mean ``m``.
+
+    ``direction``: ``m = q(R·μ̂)``, the unit population-mean direction of the model's embeddings
+    (fitted on LFW DevTrain people, :mod:`pura.protocols.population`) in the encoded space —
+    rotated by the deployment's PCA and quantised with ``2^s`` like a template. ``max_cosine``
+    ``c``: the largest ``cos(y, μ̂)`` an admitted template may have (calibrated so that no real
+    LFW face exceeds it). ``limit``: ``c`` in the integer units of ``⟨u, m⟩``, rounded outwards by
+    the worst-case rounding error of both factors: with ``u = 2^s·y + δ``, ``m = 2^s·μ̂' + η``
+    (``|δ_i|, |η_i| ≤ 1/2``), ``|⟨u, m⟩ − 4^s·⟨y, μ̂⟩| ≤ 2^s·√d + d/4``, so every unit vector with
+    ``cos ≤ c`` passes and nothing with ``cos > c + √d·2^-s + d·4^(-s-1)`` does (d = 128,
+    s = 11: ``+0.0055``) — plus the ``1 ± ε/2`` scaling the norm check allows.
+
+    Why a bound on the inner product with the mean: a template's reach (the share of random
+    probes within τ of it) grows with how close it lies to where faces are dense; the population
+    centroid is the extreme case ("wolf", issue 13 item 14), and no real face lies as close to it
+    as the centroid itself (docs/security.md, "Admission").
+    """
+
+    direction: tuple[int, ...]
+    limit: int
+    max_cosine: float
+    model_id: str
+
+    def __repr__(self) -> str:
+        return f"MeanBound(model_id={self.model_id!r}, max_cosine={self.max_cosine})"
+
+    @classmethod
+    def for_direction(
+        cls, rotated_unit: Sequence[float], scale_bits: int, max_cosine: float, model_id: str
+    ) -> MeanBound:
+        """``rotated_unit``: ``R·μ̂`` (unit vector in the space templates are encoded in)."""
+        values = [float(v) for v in rotated_unit]
+        dim = len(values)
+        norm = math.sqrt(sum(v * v for v in values))
+        if dim < 1 or not abs(norm - 1.0) < 1e-6:
+            raise ParameterError(f"population mean direction must be a unit vector ({norm:.6f})")
+        if not 0.0 < max_cosine < 1.0:
+            raise ParameterError(f"max_cosine must lie in (0, 1), got {max_cosine}")
+        unit = 1 << scale_bits
+        direction = tuple(max(-unit, min(unit, round(v * unit))) for v in values)
+        slack = math.isqrt(dim * unit * unit) + 1 + (dim + 3) // 4 + 1
+        limit = math.ceil(max_cosine * unit * unit) + slack
+        return cls(direction, limit, max_cosine, model_id)
+
+    @property
+    def dim(self) -> int:
+        return len(self.direction)
+
+    def offset_exponents(self) -> tuple[list[int], int]:
+        """``(m_i + M)`` (non-negative, for :class:`~pura.crypto.paillier.MultiExp`) and ``M``."""
+        shift = max(0, -min(self.direction))
+        return [m + shift for m in self.direction], shift
+
+
+@dataclass(frozen=True)
 class NormLayout:
     """Everything A and B must agree on for both rounds (derived from key and template layout).
 
@@ -194,6 +251,17 @@ class NormLayout:
     template: TemplateLayout
     compare: CompareLayout
     bounds: NormBounds
+    #: A's wolf check of templates (None: not run; B needs no copy, it only sees blinded bits).
+    mean: MeanBound | None = None
+
+    def with_mean(self, mean: MeanBound) -> NormLayout:
+        """This layout with the wolf check of templates switched on (A's side)."""
+        if mean.dim != self.template.dim:
+            raise ParameterError(f"population mean of dimension {mean.dim}, templates have "
+                                 f"{self.template.dim}")
+        if mean.limit >= 1 << self.compare.dist_bits:
+            raise ParameterError("mean bound exceeds the comparison layout")
+        return dataclasses.replace(self, mean=mean)
 
     @classmethod
     def for_key(cls, key: PublicKey, template: TemplateLayout) -> NormLayout:
@@ -367,6 +435,8 @@ class NormedVector:
     norm: Ciphertext
     dims: tuple[Ciphertext, ...]
     packed: tuple[Ciphertext, ...]
+    #: ``[⟨u, m⟩]`` with the population mean (templates, when :attr:`NormLayout.mean` is set).
+    mean_dot: Ciphertext | None = None
 
     def __repr__(self) -> str:
         return f"NormedVector(dims={len(self.dims)}, packed={len(self.packed)})"
@@ -375,6 +445,19 @@ class NormedVector:
 def weighted_sums(jobs: Sequence[tuple[Sequence[Ciphertext], Sequence[int]]]) -> list[Ciphertext]:
     """``Π_i b_i^(e_i)`` per (bases, exponents) job; module-level so process pools can run it."""
     return [MultiExp(bases).power_product(exps) for bases, exps in jobs]
+
+
+def weighted_sum_pairs(
+    jobs: Sequence[tuple[Sequence[Ciphertext], Sequence[int], Sequence[int]]],
+) -> list[tuple[Ciphertext, Ciphertext]]:
+    """``(Π b_i^(e_i), Π b_i^(f_i))`` per job over one shared window table (the cross term of
+    the norm and the wolf check's ``[⟨v, m + M⟩]``: the second product costs ~1/8 of the first,
+    whose exponents are ~4× longer and which also pays for the table)."""
+    out: list[tuple[Ciphertext, Ciphertext]] = []
+    for bases, exps, more in jobs:
+        table = MultiExp(bases)
+        out.append((table.power_product(exps), table.power_product(more)))
+    return out
 
 
 def finish_norms(
@@ -395,7 +478,25 @@ def finish_norms(
     ok = [j for j in range(n) if reply.valid[j]]
     offsets = [state.offsets(t, j) for j in ok]
     bases = [reply.dims[i * t.dim:(i + 1) * t.dim] for i in range(n_ok)]
-    cross = engine.map_chunks(weighted_sums, list(zip(bases, offsets, strict=True)))
+    mean = layout.mean if state.repack else None
+    dots: list[Ciphertext | None] = [None] * n_ok
+    if mean is None:
+        cross = engine.map_chunks(weighted_sums, list(zip(bases, offsets, strict=True)))
+    else:
+        # Wolf check: [⟨u, m⟩] = Π [v_i]^(m_i + M) − M·Σ[v_i] − ⟨c, m⟩, from the same fresh
+        # [v_i] as the norm (so it describes the vector that is stored), exponents made
+        # non-negative by the shift M.
+        shifted, shift = mean.offset_exponents()
+        pairs = engine.map_chunks(weighted_sum_pairs, [(b, c, shifted) for b, c in
+                                                       zip(bases, offsets, strict=True)])
+        cross = [p[0] for p in pairs]
+        for i, (b, c) in enumerate(zip(bases, offsets, strict=True)):
+            total = b[0]
+            for ct in b[1:]:
+                total = total + ct
+            dots[i] = (pairs[i][1] - total * shift).add_plain(
+                -sum(ci * mi for ci, mi in zip(c, mean.direction, strict=True))
+            ).rerandomize(pool)
     out: list[NormedVector | None] = [None] * n
     for i, j in enumerate(ok):
         c = offsets[i]
@@ -405,7 +506,7 @@ def finish_norms(
                 p.add_plain(-t.packed.pack_raw(m)).rerandomize(pool)
                 for p, m in zip(reply.packed[i * per:(i + 1) * per], state.masks[j], strict=True)
             )
-            out[j] = NormedVector(norm, (), packed)
+            out[j] = NormedVector(norm, (), packed, dots[i])
         else:
             dims = tuple(b.add_plain(-ci).rerandomize(pool) for b, ci in zip(bases[i], c,
                                                                              strict=True))
@@ -418,14 +519,20 @@ def finish_norms(
 # --------------------------------------------------------------------------------------------
 
 
+#: Most comparisons one vector gets in round 2: its norm's two bounds and the wolf check.
+MAX_CHECKS_PER_VECTOR = 3
+
+
 @dataclass
 class NormCheckState:
-    """A's secret flip bits of round 2 (two per norm: lower bound, upper bound)."""
+    """A's secret flip bits of round 2 (per norm: lower bound, upper bound and, for templates
+    under a :class:`MeanBound`, the wolf check)."""
 
     flips: list[int]
+    per_vector: int = 2
 
     def __repr__(self) -> str:
-        return f"NormCheckState(comparisons={len(self.flips)})"
+        return f"NormCheckState(comparisons={len(self.flips)}, per_vector={self.per_vector})"
 
 
 def start_norm_check(
@@ -435,23 +542,32 @@ def start_norm_check(
     pool: RandomnessPool,
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
+    mean_dots: Sequence[Ciphertext] | None = None,
 ) -> tuple[NormCheckState, NormCheckRequest]:
-    """A: blinded ``2(n − L) + 1`` and ``2(H − n) + 1`` per norm (both ``> 0`` ⇔ ``n ∈ [L, H]``)."""
+    """A: blinded ``2(n − L) + 1`` and ``2(H − n) + 1`` per norm (both ``> 0`` ⇔ ``n ∈ [L, H]``)
+    and, with ``mean_dots`` (``[⟨u, m⟩]`` per norm), ``2(T − ⟨u, m⟩) + 1`` (``> 0`` ⇔ the
+    template is not too close to the population mean, :class:`MeanBound`). All of them share
+    the one packed joint decryption: the wolf check costs B no extra round."""
     if not 0 < len(norms) <= MAX_VECTORS:
         raise ProtocolError(f"need 1..{MAX_VECTORS} norms, got {len(norms)}")
+    if mean_dots is not None and (layout.mean is None or len(mean_dots) != len(norms)):
+        raise ProtocolError("wolf check needs the layout's mean bound and one value per norm")
     rng = rng if rng is not None else secrets.SystemRandom()
     lo, hi = layout.bounds.low, layout.bounds.high
     raw: list[Ciphertext] = []
     flips: list[int] = []
-    for n in norms:
-        for e in ((n * 2).add_plain(1 - 2 * lo), (n * -2).add_plain(2 * hi + 1)):
+    for k, n in enumerate(norms):
+        values = [(n * 2).add_plain(1 - 2 * lo), (n * -2).add_plain(2 * hi + 1)]
+        if mean_dots is not None and layout.mean is not None:
+            values.append((mean_dots[k] * -2).add_plain(2 * layout.mean.limit + 1))
+        for e in values:
             flip, r1, r2 = layout.compare.blinds(rng)
             raw.append(_blinded(e, flip, r1, r2))
             flips.append(flip)
     offsets = [layout.compare.w_offset] * len(raw)
     packed, partials = _pack_and_open(raw, offsets, layout.compare, share_a, pool, engine)
     request = NormCheckRequest(layout.compare.slot_bits, len(raw), tuple(packed), tuple(partials))
-    return NormCheckState(flips), request
+    return NormCheckState(flips, 3 if mean_dots is not None else 2), request
 
 
 def helper_norm_check(
@@ -460,22 +576,33 @@ def helper_norm_check(
     share_b: KeyShare,
     engine: LocalEngine = SERIAL,
 ) -> NormCheckReply:
-    """B: the sign bit of every blinded comparison (uniform in B's view: A flipped it)."""
+    """B: the sign bit of every blinded comparison (uniform in B's view: A flipped it).
+
+    B does not know which comparisons are norm bounds and which are wolf checks, and needs
+    not: it learns only flipped bits. How many a ticket may ask is B's guard's business
+    (:mod:`pura.protocols.helper_guard`)."""
     m = request.n_comparisons
-    if request.slot_bits != layout.compare.slot_bits or not 0 < m <= 2 * MAX_VECTORS or m % 2:
+    if request.slot_bits != layout.compare.slot_bits \
+            or not 0 < m <= MAX_CHECKS_PER_VECTOR * MAX_VECTORS:
         raise ProtocolError("norm check request does not match B's comparison layout")
     contents = _open_slots(request.packed, request.partials, m, layout.compare, share_b, engine)
     return NormCheckReply(share_b.public_key,
                           tuple(_sign_bit(c, layout.compare) for c in contents))
 
 
-def finish_norm_check(state: NormCheckState, reply: NormCheckReply) -> list[bool]:
-    """A: per norm, whether it lies in ``[L, H]``."""
+def norm_check_verdicts(state: NormCheckState, reply: NormCheckReply) -> list[tuple[bool, bool]]:
+    """A: per vector, (norm in ``[L, H]``, wolf check passed — ``True`` when not run)."""
     if len(reply.bits) != len(state.flips):
         raise ProtocolError(f"norm check reply has {len(reply.bits)} bits, "
                             f"expected {len(state.flips)}")
     ok = [b ^ f == 1 for b, f in zip(reply.bits, state.flips, strict=True)]
-    return [ok[i] and ok[i + 1] for i in range(0, len(ok), 2)]
+    k = state.per_vector
+    return [(ok[i] and ok[i + 1], k < 3 or ok[i + 2]) for i in range(0, len(ok), k)]
+
+
+def finish_norm_check(state: NormCheckState, reply: NormCheckReply) -> list[bool]:
+    """A: per vector, whether it passed every check (norm in ``[L, H]``, wolf check)."""
+    return [a and b for a, b in norm_check_verdicts(state, reply)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,6 +623,10 @@ class CheckedQuery:
 
 _REJECTED = (
     "is not the fixed-point encoding of a unit vector ({what}); it was rejected, not matched"
+)
+_WOLF = (
+    "lies closer to the population mean of faces than any real face (cosine above {c}): a "
+    "'wolf' that would match many strangers; it was rejected, not stored"
 )
 
 
@@ -521,14 +652,24 @@ def _run_rounds(
     checked = [v for v in normed if v is not None]
     if not checked:
         return out
-    c_state, c_request = start_norm_check([v.norm for v in checked], layout, share_a, pool,
-                                          engine, rng)
-    verdicts = iter(finish_norm_check(c_state, helper.norm_check(c_request)))
+    dots = [v.mean_dot for v in checked]
+    wolf = layout.mean is not None and repack
+    if wolf and any(d is None for d in dots):
+        raise ProtocolError("wolf check without the templates' inner products")
+    c_state, c_request = start_norm_check(
+        [v.norm for v in checked], layout, share_a, pool, engine, rng,
+        mean_dots=[d for d in dots if d is not None] if wolf else None)
+    verdicts = iter(norm_check_verdicts(c_state, helper.norm_check(c_request)))
     for j, v in enumerate(normed):
-        if v is not None and not next(verdicts):
+        if v is None:
+            continue
+        in_range, not_wolf = next(verdicts)
+        if not in_range:
             out[j] = EmbeddingRangeError(_REJECTED.format(
                 what=f"its squared norm lies outside [{layout.bounds.low}, {layout.bounds.high}]"
             ))
+        elif not not_wolf and layout.mean is not None:
+            out[j] = EmbeddingRangeError(_WOLF.format(c=layout.mean.max_cosine))
     return out
 
 
@@ -605,6 +746,25 @@ def admit_templates(
     ]
 
 
+def decoy_template(
+    layout: TemplateLayout, key: PublicKey, pool: RandomnessPool
+) -> AdmittedTemplate:
+    """A's never-matching stand-in for ``Verify`` of an unknown subject (issue 13, item 13).
+
+    Same shape, and so the same exact-stage cost, as a stored template: the zero vector packed
+    like ``u + 2^s``, with the norm ``4·4^s + 1``. Every distance to it is then
+    ``D = ‖u‖² + 4·4^s + 1 > 4·4^s ≥ τ`` (no threshold of unit vectors exceeds ``4·4^s``), so it
+    can never be the reason for a "match", and ``D`` stays far inside the comparison layout
+    (``< 2^dist_bits``). Not admitted (its norm is outside ``[L, H]`` on purpose): only A makes
+    one, and it is never stored.
+    """
+    s = layout.slots_per_ct
+    zero = [0] * layout.dim
+    packed = tuple(key.encrypt(layout.packed.pack(zero[i:i + s]), pool)
+                   for i in range(0, layout.dim, s))
+    return AdmittedTemplate(packed, key.encrypt(4 * layout.bound * layout.bound + 1, pool))
+
+
 class NormServerB:
     """B's side of both rounds (holds share 2; no per-request state). A :class:`NormHelper`."""
 
@@ -634,8 +794,10 @@ class NormServerB:
 
 __all__ = [
     "ADMIT_LANES",
+    "MAX_CHECKS_PER_VECTOR",
     "MAX_VECTORS",
     "CheckedQuery",
+    "MeanBound",
     "NormBounds",
     "NormCheckState",
     "NormHelper",
@@ -645,11 +807,14 @@ __all__ = [
     "NormedVector",
     "admit_query",
     "admit_templates",
+    "decoy_template",
     "finish_norm_check",
     "finish_norms",
     "helper_norm_check",
     "helper_norms",
+    "norm_check_verdicts",
     "start_norm_check",
     "start_norms",
+    "weighted_sum_pairs",
     "weighted_sums",
 ]

@@ -24,6 +24,7 @@ import abc
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import random
 import secrets
@@ -38,6 +39,7 @@ import numpy.typing as npt
 from pura.audit_log import AuditLog
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation
+from pura.crypto.paillier import RandomnessPool
 from pura.crypto.params import ParameterSet
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import (
@@ -71,6 +73,8 @@ from pura.protocols.enroll import check_template
 from pura.protocols.helper_guard import HelperGuard, Quotas, RequestLog
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
 from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
+from pura.protocols.norms import decoy_template
+from pura.protocols.population import mean_bound
 from pura.protocols.preselect import (
     PreselectServer,
     ScoringBackend,
@@ -259,9 +263,13 @@ class NodeA:
         self.helper = HelperChannel(helper, recorder, ticketed=True)  # NodeB guards every step
         self.pca = pca
         self.rng = rng if rng is not None else secrets.SystemRandom()
-        self.exact = ExactConfig.for_key(
+        exact = ExactConfig.for_key(
             keys.public.paillier, self.params.encoding.dim, self.params.encoding.scale_bits
         )
+        # Wolf check of templates at admission (issue 13, item 14): the public population mean
+        # of the parameter set's model, rotated like the templates; no mean, no start.
+        wolf = mean_bound(self.params.encoding.model_id, pca, self.params.encoding.scale_bits)
+        self.exact = dataclasses.replace(exact, norms=exact.norms.with_mean(wolf))
         self.server_a = ServerA(keys.share, self.exact, self.helper.paillier(keys.public.paillier),
                                 engine=engine, rng=self.rng)
         self._galleries: dict[str, GalleryIndex] = {}
@@ -725,11 +733,13 @@ class NodeA:
     ) -> bool:
         """1:1 against the subject's templates.
 
-        An unknown subject is answered exactly like a non-match ("no match", same audit entry)
-        and after the same work: the exact stage runs against a randomly chosen stored template
-        and its decision is discarded. Why: NOT_FOUND, or a faster "no match", would let an
-        identifier test who is enrolled without a face (issue 13, item 13). In an empty
-        collection there is nothing to hide and nothing to run against."""
+        An unknown subject is answered exactly like a non-match ("no match", same reply, same
+        audit entry) after the same work: the same store lookup, then the exact stage against
+        A's decoy template (:func:`~pura.protocols.norms.decoy_template`: a stored template's
+        shape and cost, parsed from bytes like one, and at a distance above every threshold).
+        Why: NOT_FOUND, or a faster "no match", would let an identifier test who is enrolled
+        without a face (issue 13, item 13). A subject with several templates still costs one
+        exact-stage candidate per template (docs/security.md)."""
         coll = self.collection(collection, parameter_set_id=parameter_set_id, key_id=key_id)
         parsed = self._parse_query(coll, query)
         # Verify does not use the head, but a query is one object: garbage in half of it is a
@@ -739,29 +749,20 @@ class NodeA:
                     self.params.encoding.head_dim)
         records = self.store.templates_of_subject(collection, subject_id)
         key = self.keys.public.paillier
+        blobs = [r.paillier for r in records] or [self._decoy_bytes]
+        templates = [AdmittedTemplate.from_bytes(key, b) for b in blobs]
         still_wanted(alive, "the exact stage")
-        if records:
-            templates = [AdmittedTemplate.from_bytes(key, r.paillier) for r in records]
-            matched = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
-        else:
-            matched = False
-            stand_in = self._stand_in(collection)
-            if stand_in is not None:
-                self.identifier.verify(parsed, subject_id, [stand_in], coll.threshold)
+        decided = self.identifier.verify(parsed, subject_id, templates, coll.threshold)
+        matched = decided and bool(records)
         self.audit.append(principal=principal, action="verify", collection=collection,
                           target=subject_id, outcome="match" if matched else "no-match")
         return matched
 
-    def _stand_in(self, collection: str) -> AdmittedTemplate | None:
-        """A random stored template of ``collection`` (None when it is empty)."""
-        gallery = self._gallery(collection)
-        ids = gallery.live_ids()
-        if not ids:
-            return None
-        records = self.store.templates_by_id(collection, [_hex(self.rng.choice(ids))])
-        if not records:  # deleted since the ids were read
-            return None
-        return AdmittedTemplate.from_bytes(self.keys.public.paillier, records[0].paillier)
+    @functools.cached_property
+    def _decoy_bytes(self) -> bytes:
+        """A's decoy template for unknown subjects (made once; reused like a stored one)."""
+        key = self.keys.public.paillier
+        return decoy_template(self.exact.template, key, RandomnessPool(key)).to_bytes()
 
     # --- deletion --------------------------------------------------------------------------
 
