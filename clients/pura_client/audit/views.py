@@ -333,6 +333,7 @@ def _strip_ticket(data: bytes) -> bytes:
 
 def true_heads(rec_a: Recording, key_dir: Path, block_id: int) -> np.ndarray:
     """The stored block's heads (slots × head_dim), decrypted by the auditor (ground truth)."""
+    from pura.crypto.ckks import heads_from_rows
     from pura.gallery.store import GalleryStore
     from pura.service.chunks import unpack_blobs
 
@@ -343,8 +344,9 @@ def true_heads(rec_a: Recording, key_dir: Path, block_id: int) -> np.ndarray:
     finally:
         store.close()
     _, *cts = unpack_blobs(block.data, what="stored block")
-    return np.stack([np.asarray(ctx.decrypt(ctx.ciphertext_from_bytes(raw)), float)
-                     for raw in cts], axis=1)
+    rows = np.stack([np.asarray(ctx.decrypt(ctx.ciphertext_from_bytes(raw)), float)
+                     for raw in cts])
+    return heads_from_rows(rows)  # the blocks' diagonal layout undone (pura.crypto.ckks)
 
 
 def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_dim: int,
