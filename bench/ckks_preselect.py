@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "clients"))
 sys.path.insert(0, str(ROOT))
 
-from pura.crypto.ckks import CKKSContext, diagonal_rows  # noqa: E402
+from pura.crypto.ckks import CKKSContext, diagonal_rows, heads_from_rows  # noqa: E402
 from pura.crypto.encoding import load_shipped_pca  # noqa: E402
 from pura.crypto.params import CKKS_8192  # noqa: E402
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block  # noqa: E402
@@ -144,8 +144,9 @@ def enrolment(sec: CKKSContext, pub: CKKSContext, reps: int) -> None:
               f"client head encryption {1e3 * t_client / batch:.1f} ms, "
               f"upload {len(heads[0]) / 2**10:.0f} KiB/template")
     block = layout.blocks[0]
-    values = np.stack([sec.decrypt(sec.ciphertext_from_bytes(c)) for c in block.ciphertexts])
-    err = max(float(np.max(np.abs(values[:, s] - truth[t]))) for s, t in block.live.items())
+    values = heads_from_rows(
+        np.stack([sec.decrypt(sec.ciphertext_from_bytes(c)) for c in block.ciphertexts]))
+    err = max(float(np.max(np.abs(values[s] - truth[t]))) for s, t in block.live.items())
     print(f"   after {block.version} refreshes: {len(block.live)} live heads, max coordinate "
           f"error {err:.1e}")
 
