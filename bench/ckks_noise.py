@@ -72,7 +72,7 @@ def measure(probes: int, preset: str, seed: int) -> dict[str, Any]:
     enc = params.encoding
     m = enc.head_dim
     pca = load_shipped_pca(enc.model_id)
-    data = load_lfw(200, 1, seed)
+    data = load_lfw(200, 1, seed, enc.model_id)
     gallery = galleries(data, seed)[0]
     sec = CKKSContext.generate(params.ckks)
     pub = sec.public()
@@ -140,12 +140,12 @@ def decisions_with_noise(
     """Decision agreement with plaintext full search, per gallery, for each flooding σ."""
     params = get_preset(preset)
     enc = params.encoding
-    search = SearchConfig()
+    search = SearchConfig.for_model(enc.model_id)
     pca = pca or load_shipped_pca(enc.model_id)
     a_bits = params.ckks.coeff_mod_bit_sizes[0] - 1 - params.ckks.scale_bits - 2
     config = StudyConfig(enc.head_dim, enc.scale_bits, search.tau_units(enc.scale_bits),
                          search.view_k, (search.top_k,))
-    data = load_lfw(non_mated, probes_per_identity, seed)
+    data = load_lfw(non_mated, probes_per_identity, seed, enc.model_id)
     out: dict[str, Any] = {"top_k": search.top_k, "view_k": search.view_k, "a_bits": a_bits,
                            "non_mated": non_mated, "probes_per_identity": probes_per_identity,
                            "by_sigma": {}}
@@ -179,10 +179,10 @@ def ckks_decisions(
     those whose target ranks worst in the head ranking (the ones noise could change)."""
     params = get_preset(preset)
     enc = params.encoding
-    search = SearchConfig()
+    search = SearchConfig.for_model(enc.model_id)
     m = enc.head_dim
     pca = load_shipped_pca(enc.model_id)
-    g = galleries(load_lfw(non_mated, probes_per_identity, seed), seed)[-1]
+    g = galleries(load_lfw(non_mated, probes_per_identity, seed, enc.model_id), seed)[-1]
     sec = CKKSContext.generate(params.ckks)
     pub = sec.public()
     slots = pub.slot_count

@@ -8,9 +8,11 @@ decrypts ~⌈top_k·128/57⌉ packed 3072-bit ciphertexts, the secure argmin has
 rounds), while a too small ``top_k`` silently changes answers: when the full 128-d nearest
 neighbour is not among the candidates, the exact stage returns another subject or "no match".
 
-What is measured, on real LFW dlib descriptors (the client's torch pipeline, through the shared
-embedding cache), for each probe and each ``k``:
+What is measured, on real LFW descriptors of the preset's face model (the client's torch
+pipeline of that model, through the shared embedding cache), for each probe and each ``k``:
 
+* the *threshold*: the model's default (``SearchConfig.for_model``: dlib 0.115, SFace 1.0536 as
+  a squared distance of unit vectors);
 * the *target*: the plaintext full search answer — argmin of the same integer squared distance
   ``D = ||q(Rx) − q(Ry)||²`` the exact stage computes (``q`` = quantisation at ``scale_bits``);
 * the candidate set exactly as the product builds it (``NodeA._candidates``): B ranks *every
@@ -412,13 +414,16 @@ def _dev_test_singles(root: Path, people: dict[str, int]) -> list[str]:
     return sorted(name for name in names if people.get(name) == 1)
 
 
-def load_lfw(non_mated: int, probes_per_identity: int, seed: int) -> LFWDescriptors:
-    """Descriptors from the client's torch pipeline through the shared cache (embeds misses)."""
-    from pura_client.datasets.embedded import l2_normalise
+def load_lfw(
+    non_mated: int, probes_per_identity: int, seed: int,
+    model_id: str = "dlib_face_recognition_resnet_model_v1",
+) -> LFWDescriptors:
+    """Descriptors from the model's client torch pipeline through the shared cache (embeds
+    misses)."""
     from pura_client.datasets.lfw import LFWDataset
+    from pura_client.embedding.aligned import pipeline_for
     from pura_client.embedding.batch import embed_files
     from pura_client.embedding.cache import EmbeddingCache
-    from pura_client.embedding.pipeline import Embedder
 
     ds = LFWDataset.open()
     people = ds.people()
@@ -432,12 +437,13 @@ def load_lfw(non_mated: int, probes_per_identity: int, seed: int) -> LFWDescript
              for j in range(2, min(people[name], 1 + probes_per_identity) + 1)]
     paths = ([ds.image_path(n, 1) for n in multi] + [ds.image_path(n, j) for _, n, j in mated]
              + [ds.image_path(n, 1) for n in padding + held])
-    pipeline = Embedder(device="cpu")
+    pipeline = pipeline_for(model_id, device="cpu")
     _log(f"embedding {len(paths)} LFW images (cached: {pipeline.model_id})")
     results = embed_files(pipeline, paths, cache=EmbeddingCache(), progress=True)
     if any(r.descriptor is None for r in results):
         raise ConfigError("a study image has no detected face; the protocol needs all of them")
-    vecs = l2_normalise(np.stack([r.descriptor for r in results if r.descriptor is not None]))
+    raw = np.stack([r.descriptor for r in results if r.descriptor is not None]).astype(np.float64)
+    vecs = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     a, b, c = len(multi), len(multi) + len(mated), len(multi) + len(mated) + len(padding)
     return LFWDescriptors(
         vecs[:a], vecs[a:b], np.asarray([i for i, _, _ in mated], dtype=np.int64),
@@ -582,6 +588,7 @@ def run(
     probes_per_identity: int = 2, ckks_probes: int = 50,
     head_dims: Sequence[int] = HEAD_DIMS, extrapolation_sizes: Sequence[int] = EXTRAPOLATION_SIZES,
     head_dim: int | None = None,
+    extrapolation_head_dims: Sequence[int] = EXTRAPOLATION_HEAD_DIMS,
 ) -> dict[str, Any]:
     """Whole study: load LFW, every gallery, the CKKS check, JSON + PNG in ``out``.
 
@@ -592,14 +599,15 @@ def run(
     m = enc.head_dim if head_dim is None else head_dim
     if not 0 < m <= enc.dim:
         raise ConfigError(f"head_dim must be in 1..{enc.dim}, got {m}")
-    config = StudyConfig(m, enc.scale_bits, threshold_units(PRODUCT.tau, enc.scale_bits))
+    search = SearchConfig.for_model(enc.model_id)
+    config = StudyConfig(m, enc.scale_bits, threshold_units(search.tau, enc.scale_bits))
     pca = load_shipped_pca(enc.model_id)
-    data = load_lfw(non_mated, probes_per_identity, seed)
+    data = load_lfw(non_mated, probes_per_identity, seed, enc.model_id)
     result: dict[str, Any] = {
         "machine": machine_info(), "model_id": data.model_id, "preset": preset,
         "head_dim": m, "preset_head_dim": enc.head_dim, "dim": enc.dim,
         "scale_bits": enc.scale_bits,
-        "threshold_sq_distance": PRODUCT.tau, "threshold_units": config.tau,
+        "threshold_sq_distance": search.tau, "threshold_units": config.tau,
         "view_k": config.view_k, "product_top_k": PRODUCT.top_k, "ks": list(config.ks),
         "slot_count": params.ckks.slot_count, "seed": seed, "galleries": {},
     }
@@ -617,7 +625,7 @@ def run(
                     "probes are the real ones; a lower bound on the k needed, not a measurement",
             "by_size_then_head_dim": extrapolate(
                 gals[-1], pca, config, params.ckks.slot_count, extrapolation_sizes,
-                EXTRAPOLATION_HEAD_DIMS, seed),
+                extrapolation_head_dims, seed),
         }
     if largest is not None and ckks_probes > 0:
         result["ckks_check"] = _ckks_check(largest, config, params.ckks, ckks_probes, seed)
@@ -733,7 +741,8 @@ def _ckks_check(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    parser.add_argument("--preset", default="default")
+    parser.add_argument("--preset", default="default",
+                        help="parameter preset; its model's descriptors and threshold are used")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--non-mated", type=int, default=1000)
     parser.add_argument("--probes-per-identity", type=int, default=2)
@@ -744,11 +753,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="head sizes of the sensitivity sweep (none: skip it)")
     parser.add_argument("--extrapolate", type=int, nargs="*", default=list(EXTRAPOLATION_SIZES),
                         help="synthetic gallery sizes beyond LFW (none: skip)")
+    parser.add_argument("--extrapolate-head-dims", type=int, nargs="*",
+                        default=list(EXTRAPOLATION_HEAD_DIMS),
+                        help="head sizes of the synthetic extrapolation")
     args = parser.parse_args(argv)
     result = run(args.out, preset=args.preset, seed=args.seed, non_mated=args.non_mated,
                  probes_per_identity=args.probes_per_identity, ckks_probes=args.ckks_probes,
                  head_dims=args.head_dims, extrapolation_sizes=args.extrapolate,
-                 head_dim=args.head_dim)
+                 head_dim=args.head_dim, extrapolation_head_dims=args.extrapolate_head_dims)
     print(markdown_table(result))
     print()
     print(sweep_table(result))

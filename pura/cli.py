@@ -7,8 +7,12 @@
     pura demo   [--faces FOLDER] [--people 100] [--profile default|fast]
     pura status COLLECTION [--server localhost:50051] [--tls .pura/tls] [--cert auditor]
 
-The default profile is the 128-bit one (Paillier 3072, CKKS 8192); ``fast`` (Paillier 2048,
-~112-bit) is always labelled as such in output.
+The default profile is the 128-bit one (Paillier 3072, CKKS 8192) with the SFace face model;
+``fast`` (Paillier 2048, ~112-bit, same model) is always labelled as such in output. ``dlib`` /
+``dlib-fast`` keep dlib's ResNet selectable, ``edgeface-xs[-fast]`` / ``edgeface-xxs[-fast]``
+select the 512-d EdgeFace models (CC BY-NC-SA: evaluation and non-commercial use only). The
+profile fixes the face model of every collection served under those keys; changing the model
+means new keys and re-enrolling every collection.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ app = typer.Typer(
     help="Pura: key generation, certificates, servers A and B, and the demo.",
 )
 console = Console()
+PROFILE_HELP = ("default (SFace, 128-bit), fast (SFace, labelled ~112-bit), dlib, dlib-fast, "
+                "edgeface-xs[-fast], edgeface-xxs[-fast] (non-commercial weights)")
 
 
 def _fail(exc: PuraError) -> typer.Exit:
@@ -44,9 +50,7 @@ def keygen(
     out: Annotated[Path, typer.Option(help="directory for a/, b/ and public/")] = Path(
         ".pura/keys"
     ),
-    profile: Annotated[str, typer.Option(help="default (128-bit) or fast (labelled ~112-bit)")] = (
-        "default"
-    ),
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
 ) -> None:
     """Generate threshold Paillier shares and CKKS contexts for A, B and clients."""
     try:
@@ -55,7 +59,8 @@ def keygen(
     except PuraError as exc:
         raise _fail(exc) from None
     label = "" if params.paillier.security_bits >= 128 else " [yellow](FAST PROFILE, ~112-bit)[/]"
-    console.print(f"key id {pub.key_id}, parameter set {params.id}{label}")
+    console.print(f"key id {pub.key_id}, parameter set {params.id}{label}, face model "
+                  f"{params.encoding.model_id} ({params.encoding.dim}-d)")
     console.print(f"  server A: {out / 'a'}   server B: {out / 'b'}   clients: {out / 'public'}")
 
 
@@ -142,9 +147,7 @@ def demo(
         help="identities to enrol (100 keeps a first run on 2 shared cores under 3 minutes; "
              "enrolment at 3072 bits costs ~0.9 CPU-s per template, bench/README.md)")] = 100,
     probes: Annotated[int, typer.Option(help="probes of enrolled and of unknown people")] = 10,
-    profile: Annotated[str, typer.Option(help="default (128-bit) or fast (~112-bit)")] = (
-        "default"
-    ),
+    profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
     workdir: Annotated[Path, typer.Option(help="where keys, certs and data go")] = Path(
         ".pura/demo"
     ),

@@ -3,7 +3,9 @@
 1. key generation (128-bit default profile; ``--profile fast`` is labelled ~112-bit everywhere),
 2. a local CA with mTLS certificates for A, B and each client role,
 3. servers B and A as two separate processes on free loopback ports, TLS on,
-4. embedding of real faces with the client's torch pipeline (cached on disk),
+4. embedding of real faces with the client's torch pipeline of the profile's face model (SFace by
+   default: YuNet, ArcFace alignment, the torch port of the network; weights found by path, SHA-256
+   checked, never downloaded; cached on disk),
 5. enrolment of a hundred people (client-side encryption, streaming BulkEnroll; ``--people``),
 6. identification of probes of enrolled people and of people never enrolled,
 7. a table of answers and timings.
@@ -34,16 +36,16 @@ from rich.table import Table
 
 from pura.certs import make_demo_pki
 from pura.crypto.encoding import PCARotation, l2_normalize, quantize
-from pura.crypto.params import get_preset
+from pura.crypto.params import EncodingParams, get_preset
 from pura.errors import ConfigError
 from pura.keys import generate_key_set, load_public_keys
-from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
+from pura.pipeline.config import default_threshold_sq
 from pura.protocols.identify import threshold_units
 
 COLLECTION = "demo"
 
 
-def require_client() -> None:
+def require_client(model_id: str = "") -> None:
     """Fail early and clearly on a server-only install (``pip install pura[server]``).
 
     The demo is the one ``pura`` command that plays the client too: it embeds faces with the
@@ -53,7 +55,8 @@ def require_client() -> None:
     """
     import importlib.util
 
-    missing = [m for m in ("torch", "dlib", "pura_client") if importlib.util.find_spec(m) is None]
+    needed = ("torch", "pura_client", *(("dlib",) if model_id.startswith("dlib") else ()))
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(
             f"`pura demo` plays the client too and needs {', '.join(missing)}: install the "
@@ -111,13 +114,13 @@ def _pick(folder: Path | None, people: int, probes: int) -> tuple[list[tuple[str
 
 
 def _embed(
-    items: Sequence[tuple[str, Path]], console: Console
+    items: Sequence[tuple[str, Path]], console: Console, model_id: str
 ) -> tuple[list[str], list[npt.NDArray[np.float64]]]:
+    from pura_client.embedding.aligned import pipeline_for
     from pura_client.embedding.batch import embed_files
     from pura_client.embedding.cache import EmbeddingCache
-    from pura_client.embedding.pipeline import Embedder
 
-    embedder = Embedder(device="auto")
+    embedder = pipeline_for(model_id, device="auto")  # checks the weights' SHA-256 first
     results = embed_files(embedder, [p for _, p in items], cache=EmbeddingCache(), progress=True)
     labels, vectors = [], []
     for (label, _), result in zip(items, results, strict=True):
@@ -129,11 +132,15 @@ def _embed(
     return labels, vectors
 
 
-def load_faces(folder: Path | None, people: int, probes: int, console: Console) -> Faces:
+def load_faces(
+    folder: Path | None, people: int, probes: int, console: Console,
+    model_id: str = "sface_2021dec_int8bq",
+) -> Faces:
+    """Embeddings of the picked images with ``model_id``'s client pipeline (the collection's)."""
     gallery, mated, unknown = _pick(folder, people, probes)
-    g_labels, g = _embed(gallery, console)
-    p_labels, p = _embed(mated, console)
-    u_labels, u = _embed(unknown, console)
+    g_labels, g = _embed(gallery, console, model_id)
+    p_labels, p = _embed(mated, console, model_id)
+    u_labels, u = _embed(unknown, console, model_id)
     return Faces(np.stack(g), tuple(g_labels), np.stack(p), tuple(p_labels),
                  np.stack(u), tuple(u_labels))
 
@@ -142,10 +149,9 @@ class _PlainReference:
     """Plaintext 1:N on the same fixed-point vectors and threshold, to show the encrypted answer
     is the plaintext answer (the demo holds the embeddings; the servers never do)."""
 
-    def __init__(self, pca: PCARotation, data: Faces) -> None:
-        enc = get_preset("default").encoding
+    def __init__(self, pca: PCARotation, data: Faces, enc: EncodingParams) -> None:
         self.pca, self.scale = pca, enc.scale_bits
-        self.tau = threshold_units(DEFAULT_THRESHOLD_SQ, enc.scale_bits)
+        self.tau = threshold_units(default_threshold_sq(enc.model_id), enc.scale_bits)
         self.gallery = np.stack([self._fixed(v) for v in data.gallery])
         self.labels = data.gallery_labels
 
@@ -225,13 +231,22 @@ def run_demo(
     console: Console,
 ) -> None:
     params = get_preset(profile)
+    model_id = params.encoding.model_id
     fast = params.paillier.security_bits < 128
     label = " [yellow](FAST PROFILE ~112-bit, not for production)[/]" if fast else " (128-bit)"
-    require_client()
+    require_client(model_id)
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    data = load_faces(faces, people, probes, console, model_id)
+    timings["faces"] = time.perf_counter() - t
+    console.print(f"faces: model {model_id} ({params.encoding.dim}-d), "
+                  f"{len(data.gallery_labels)} people to enrol, {len(data.probe_labels)} "
+                  f"probes of enrolled people, {len(data.unknown_labels)} of unknown people "
+                  f"({timings['faces']:.1f} s)")
 
     t = time.perf_counter()
     with console.status("generating keys"):
@@ -242,30 +257,26 @@ def run_demo(
     make_demo_pki(workdir / "tls")
     console.print("TLS: local CA, mTLS certificates for A, B, enroller, identifier, admin, auditor")
 
-    data = load_faces(faces, people, probes, console)
-    console.print(f"faces: {len(data.gallery_labels)} people to enrol, {len(data.probe_labels)} "
-                  f"probes of enrolled people, {len(data.unknown_labels)} of unknown people")
-
     a, b = start_pair(workdir)
     try:
         console.print(f"servers: B on 127.0.0.1:{b.port}, A on 127.0.0.1:{a.port} (separate "
                       "processes, TLS)")
-        _session(workdir, a.port, data, console, timings)
+        _session(workdir, a.port, data, console, timings, params.encoding)
     finally:
         a.stop()
         b.stop()
 
 
 def _session(
-    workdir: Path, port: int, data: Faces, console: Console, timings: dict[str, float]
+    workdir: Path, port: int, data: Faces, console: Console, timings: dict[str, float],
+    enc: EncodingParams,
 ) -> None:
     from pura_client.client import PuraClient
 
     from pura.service.run import load_pca
 
     tls, address = workdir / "tls", f"localhost:{port}"
-    model_id = get_preset("default").encoding.model_id
-    pca = load_pca(workdir / "keys" / "public", model_id)
+    pca = load_pca(workdir / "keys" / "public", enc.model_id)
     with PuraClient.connect(address, COLLECTION, tls_dir=tls, cert_name="admin") as admin:
         admin.create_collection()
     trusted = load_public_keys(workdir / "keys" / "public")  # pinned: A cannot swap keys
@@ -287,7 +298,7 @@ def _session(
     table = Table(title="Identification (encrypted end to end; the client sees no score)")
     for col in ("probe of", "enrolled", "answer", "plaintext", "ok", "enc s", "id s"):
         table.add_column(col, overflow="fold")
-    plain = _PlainReference(pca, data)
+    plain = _PlainReference(pca, data, enc)
     agree = 0
     gallery = set(data.gallery_labels)
     latencies, correct, total = [], 0, 0

@@ -249,6 +249,13 @@ class PuraClient:
             self._keys = keys
         return self._keys
 
+    def use_pca(self, pca: PCARotation) -> None:
+        """Encrypt with ``pca`` (the rotation of the collection's model, known once A has said
+        which model that is: ``parameters().model_id``). Only before the first encryption."""
+        if self._encryptor is not None:
+            raise ConfigError("this client already encrypts with another PCA rotation")
+        self._pca = pca
+
     def encryptor(self) -> Encryptor:
         if self._encryptor is None:
             if self._pca is None:

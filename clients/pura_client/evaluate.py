@@ -29,7 +29,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import numpy.typing as npt
@@ -57,6 +57,9 @@ from pura_client.embedding.batch import ImagePipeline, embed_files
 from pura_client.embedding.cache import EmbeddingCache
 from pura_client.embedding.image import load_rgb
 from pura_client.embedding.types import DESCRIPTOR_DIM, FaceResult, MultiFacePolicy
+
+if TYPE_CHECKING:
+    from pura.crypto.encoding import PCARotation
 
 app = typer.Typer(help="Accuracy of the Pura client face pipeline on LFW.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -467,19 +470,33 @@ def _pair_scores(vec: dict[Path, Floats], pairs: list[Pair]) -> Floats:
                                   np.nan_to_num((a * b).sum(1), nan=0.0)))
 
 
-def calibrate(vec: dict[Path, Floats], dev: list[Pair], model_id: str, out: Path
-              ) -> dict[str, object]:
-    """PCA and thresholds from DevTrain people only (see :class:`registry.Calibration`)."""
-    from pura.crypto.encoding import PCARotation
-
-    scores = _pair_scores(vec, dev)
-    same = np.array([p.same for p in dev])
+def dev_matrix(vec: dict[Path, Floats], dev: list[Pair]) -> tuple[Floats, list[str]]:
+    """Unit descriptors (rows with a face) and person labels of every DevTrain pair image."""
     images = sorted({p.first.path for p in dev} | {p.second.path for p in dev})
     labels = [p.parent.name for p in images]
     mat = np.stack([vec[p] for p in images])
     found = ~np.isnan(mat[:, 0])
-    mat, labels = mat[found], [lab for lab, ok in zip(labels, found, strict=True) if ok]
-    pca = PCARotation.fit(mat, model_id=model_id)
+    return mat[found], [lab for lab, ok in zip(labels, found, strict=True) if ok]
+
+
+def fit_dev_pca(mat: Floats, model_id: str) -> PCARotation:
+    """The shipped rotation of ``model_id``: uncentred PCA of DevTrain descriptors only.
+
+    Needs at least ``dim`` rows; 1,372 DevTrain images (821 pairs minus the 1:N people) cover the
+    512-d EdgeFace models too.
+    """
+    from pura.crypto.encoding import PCARotation
+
+    return PCARotation.fit(mat, model_id=model_id)
+
+
+def calibrate(vec: dict[Path, Floats], dev: list[Pair], model_id: str, out: Path
+              ) -> dict[str, object]:
+    """PCA and thresholds from DevTrain people only (see :class:`registry.Calibration`)."""
+    scores = _pair_scores(vec, dev)
+    same = np.array([p.same for p in dev])
+    mat, labels = dev_matrix(vec, dev)
+    pca = fit_dev_pca(mat, model_id)
     pca.save(out / f"pca-{model_id}.npz")
     sims = mat @ mat.T
     lab = np.array(labels)
@@ -638,6 +655,39 @@ def compare(
     _write_json(out / "compare.json", payload)
     _plot_compare(curves, out / "compare.png")
     console.print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+
+
+@app.command("fit-pca")
+def fit_pca(
+    models: Annotated[str, typer.Option(help="comma-separated model ids")],
+    out: Annotated[Path, typer.Option(help="folder for pca-<model id>.npz")] = Path("pura/data"),
+    device: DeviceOption = "cpu",
+    batch_size: int = 16,
+    policy: PolicyOption = MultiFacePolicy.CENTER,
+    seed: int = 0,
+    lfw_dir: LfwOption = None,
+    cache_dir: CacheOption = None,
+) -> None:
+    """Fit and write the shipped PCA rotation of each model on LFW DevTrain people only.
+
+    Exactly the rotation ``pura-eval compare`` fits in its calibration (same images: DevTrain
+    pairs minus the people of the seed's 1:N split, same policy), without the rest of compare:
+    ``pura-eval fit-pca --models edgeface_xs_q,edgeface_xxs_q`` wrote pura/data's EdgeFace files.
+    """
+    ds = LFWDataset.open(lfw_dir)
+    data = compare_data(ds, seed, view2=False)
+    out.mkdir(parents=True, exist_ok=True)
+    for model_id in [m.strip() for m in models.split(",") if m.strip()]:
+        engine = _compare_engine(model_id, device, batch_size, policy)
+        paths = sorted({q.path for p in data.dev_pairs for q in (p.first, p.second)})
+        results, _ = _embed(engine, paths, cache_dir)
+        vec = dict(zip(paths, unit_rows(_matrix_any_dim(results)), strict=True))
+        mat, labels = dev_matrix(vec, data.dev_pairs)
+        pca = fit_dev_pca(mat, model_id)
+        path = out / f"pca-{model_id}.npz"
+        pca.save(path)
+        console.print(f"{model_id}: {mat.shape[0]} DevTrain descriptors of {len(set(labels))} "
+                      f"people -> {path} (rotation id {pca.rotation_id})")
 
 
 if __name__ == "__main__":

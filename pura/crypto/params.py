@@ -165,20 +165,77 @@ class ParameterSet:
             raise ParameterError(f"malformed parameter set: {exc}") from exc
 
 
-DEFAULT_PARAMETERS = ParameterSet()
-FAST_PARAMETERS = ParameterSet(paillier=PAILLIER_2048_FAST)
-#: SFace (OpenCV Zoo, Apache-2.0) instead of dlib's ResNet: also 128-d, so Paillier packing and
-#: the CKKS head are unchanged, but the model id (and with it the PCA rotation, fitted on LFW
-#: DevTrain people, and the parameter-set id) differ, so collections enrolled under one model
-#: refuse queries from the other (re-enrolment needed). head_dim 64 is dlib's choice, not yet
-#: re-chosen for SFace by bench/preselect_recall.py.
-SFACE_PARAMETERS = ParameterSet(encoding=EncodingParams(model_id="sface_2021dec_int8bq"))
+#: Face models the server knows by id (the client registry, ``pura_client.embedding.registry``,
+#: says what each id means). ``dim`` is the network's embedding size; ``head_dim`` the leading PCA
+#: coordinates CKKS preselection scores, chosen per model with ``bench/preselect_recall.py``
+#: (bench/README.md) and always a divisor of the CKKS slot count (4,096): the diagonal block
+#: layout packs ``slots / head_dim`` templates' heads per rotation.
+DLIB_ENCODING = EncodingParams()
+#: SFace (OpenCV Zoo, Apache-2.0): the product default, the most accurate model whose licence
+#: allows any use (FNIR 3.34 % at FPIR 1 % on LFW 1:N vs dlib's 36.6 %, eval/results/
+#: compare.json). Also 128-d, so Paillier packing is unchanged. head_dim 128 (the whole rotated
+#: vector): SFace spreads identity over more coordinates than dlib, and with a 64-d head the
+#: decision-relevant nearest neighbour ranked up to 17 / 25 / 52 on LFW galleries of 1,000 /
+#: 1,680 / 4,749 people, so top_k = 6 changed 0.04-0.59 % of decisions; with 128 it ranks 1
+#: everywhere (``python -m bench.preselect_recall --preset sface --head-dim 128``, bench/README.md).
+SFACE_ENCODING = EncodingParams(model_id="sface_2021dec_int8bq", dim=128, head_dim=128)
+#: EdgeFace (Idiap, CC BY-NC-SA 4.0): evaluation and non-commercial use only, never a default.
+#: 512-d: the exact stage packs 512 coordinates; the CKKS head takes 64 of them after the model's
+#: own PCA (pura/data/pca-edgeface_*.npz, fitted on LFW DevTrain people).
+EDGEFACE_XS_ENCODING = EncodingParams(model_id="edgeface_xs_q", dim=512, head_dim=64)
+EDGEFACE_XXS_ENCODING = EncodingParams(model_id="edgeface_xxs_q", dim=512, head_dim=64)
+
+#: The product default: SFace, 128-bit (Paillier 3072, CKKS 8192).
+DEFAULT_PARAMETERS = ParameterSet(encoding=SFACE_ENCODING)
+#: The labelled fast profile of the default (Paillier 2048, ~112-bit): same model as the default,
+#: so ``--profile fast`` changes only the security level. The test profile of SFace suites.
+FAST_PARAMETERS = ParameterSet(paillier=PAILLIER_2048_FAST, encoding=SFACE_ENCODING)
+#: dlib's ResNet (the former default), kept selectable; collections enrolled under it keep
+#: working with keys made under this preset (same parameter-set id as before SFace).
+DLIB_PARAMETERS = ParameterSet(encoding=DLIB_ENCODING)
+#: dlib at the fast profile: the test profile of everything built on the dlib LFW fixtures.
+DLIB_FAST_PARAMETERS = ParameterSet(paillier=PAILLIER_2048_FAST, encoding=DLIB_ENCODING)
+#: The SFace preset under its former name (identical to the default).
+SFACE_PARAMETERS = DEFAULT_PARAMETERS
+EDGEFACE_XS_PARAMETERS = ParameterSet(encoding=EDGEFACE_XS_ENCODING)
+EDGEFACE_XS_FAST_PARAMETERS = ParameterSet(paillier=PAILLIER_2048_FAST,
+                                           encoding=EDGEFACE_XS_ENCODING)
 
 PRESETS: dict[str, ParameterSet] = {
     "default": DEFAULT_PARAMETERS,
     "fast": FAST_PARAMETERS,
     "sface": SFACE_PARAMETERS,
+    "dlib": DLIB_PARAMETERS,
+    "dlib-fast": DLIB_FAST_PARAMETERS,
+    "edgeface-xs": EDGEFACE_XS_PARAMETERS,
+    "edgeface-xs-fast": EDGEFACE_XS_FAST_PARAMETERS,
+    "edgeface-xxs": ParameterSet(encoding=EDGEFACE_XXS_ENCODING),
+    "edgeface-xxs-fast": ParameterSet(paillier=PAILLIER_2048_FAST, encoding=EDGEFACE_XXS_ENCODING),
 }
+
+
+def presets_for_model(model_id: str) -> list[str]:
+    """Names of the presets whose encoding uses ``model_id`` (for messages), 128-bit first."""
+    names = [n for n, p in PRESETS.items() if p.encoding.model_id == model_id and n != "sface"]
+    return sorted(names, key=lambda n: (PRESETS[n].paillier.security_bits < 128, n))
+
+
+def model_mismatch_message(
+    collection: str, collection_model: str, request_model: str, what: str = "query"
+) -> str:
+    """The one wording, for the servers and both command lines, of "this collection was enrolled
+    under another face model": both model ids, and what to do about it. Templates of two networks
+    live in unrelated spaces (comparing them gives confident nonsense), so the only ways out are
+    to embed with the collection's model or to re-enrol the collection under the new one."""
+    profiles = presets_for_model(request_model)
+    keygen = f" (keys made with `pura keygen --profile {profiles[0]}`)" if profiles else ""
+    return (
+        f"collection {collection!r} was enrolled under face model {collection_model!r}, but this "
+        f"{what} was made with model {request_model!r}; templates of different models cannot be "
+        f"compared. Use model {collection_model!r} for this collection, or re-enrol the "
+        f"collection under model {request_model!r}{keygen}: every subject's images embedded "
+        f"again and enrolled into a new collection"
+    )
 
 
 def get_preset(name: str) -> ParameterSet:

@@ -17,6 +17,17 @@ from pura.protocols.identify import threshold_units
 #: and FNIR 25.7% at 0.115 (0.36, dlib's 0.6 Euclidean rule, gives FPIR 100% on normalised
 #: descriptors). Collections set their own for their gallery size and target FPIR.
 DEFAULT_THRESHOLD_SQ = 0.115
+#: Default threshold per face model (a collection records its model and may set its own). dlib:
+#: the figure above. The others: the cosine threshold c whose expected FPIR is 1 % for a 1,000-
+#: person gallery, fitted on LFW DevTrain people only (``pura-eval compare``, calibration; the
+#: client registry's ``Calibration.fpir[1000]``), as the squared distance 2 − 2c of unit vectors.
+#: tests/clients/test_model_defaults.py checks these against the registry.
+MODEL_THRESHOLD_SQ: dict[str, float] = {
+    "dlib_face_recognition_resnet_model_v1": DEFAULT_THRESHOLD_SQ,
+    "sface_2021dec_int8bq": 1.0536,  # c = 0.4732
+    "edgeface_xs_q": 1.16,  # c = 0.4200
+    "edgeface_xxs_q": 1.1726,  # c = 0.4137
+}
 #: Candidates handed from preselection to the exact Paillier stage. With the 64-d head the
 #: decision-relevant nearest neighbour ranked ≤ 4 on every real LFW gallery and probe measured
 #: (bench/preselect_recall.py); 6 leaves a margin of 1.5× at ~3/4 of k = 8's exact-stage cost.
@@ -46,9 +57,35 @@ class SearchConfig:
         if not 0.0 < self.tau < 4.0:
             raise ConfigError(f"tau is a squared distance of unit vectors, in (0, 4): {self.tau}")
 
+    @classmethod
+    def for_model(
+        cls, model_id: str, *, top_k: int = DEFAULT_TOP_K, view_k: int = DEFAULT_VIEW_K
+    ) -> SearchConfig:
+        """The defaults with ``tau`` set to ``model_id``'s threshold (:data:`MODEL_THRESHOLD_SQ`).
+
+        A squared distance means nothing across networks (dlib's 0.115 would refuse nearly every
+        SFace mate), so servers take the threshold of their parameter set's model."""
+        return cls(top_k=top_k, view_k=view_k, tau=default_threshold_sq(model_id))
+
     def tau_units(self, scale_bits: int) -> int:
         """``tau`` in the integer units of the exact stage (scale ``2^scale_bits`` per factor)."""
         return threshold_units(self.tau, scale_bits)
 
 
-__all__ = ["DEFAULT_THRESHOLD_SQ", "DEFAULT_TOP_K", "DEFAULT_VIEW_K", "SearchConfig"]
+def default_threshold_sq(model_id: str) -> float:
+    """The default decision threshold of ``model_id``; ConfigError for an unknown model."""
+    try:
+        return MODEL_THRESHOLD_SQ[model_id]
+    except KeyError:
+        raise ConfigError(f"no default threshold for face model {model_id!r}; known: "
+                          f"{sorted(MODEL_THRESHOLD_SQ)}") from None
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD_SQ",
+    "DEFAULT_TOP_K",
+    "DEFAULT_VIEW_K",
+    "MODEL_THRESHOLD_SQ",
+    "SearchConfig",
+    "default_threshold_sq",
+]

@@ -40,7 +40,7 @@ from pura.audit_log import AuditLog
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation
 from pura.crypto.paillier import RandomnessPool
-from pura.crypto.params import ParameterSet
+from pura.crypto.params import ParameterSet, model_mismatch_message
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import (
     DimensionError,
@@ -258,7 +258,9 @@ class NodeA:
         self.ctx: CKKSContext = keys.public.ckks
         self.store = store
         self.audit = audit
-        self.search = search if search is not None else SearchConfig()
+        # The default threshold is the model's: a squared distance means nothing across networks.
+        self.search = (search if search is not None
+                       else SearchConfig.for_model(self.params.encoding.model_id))
         #: Every A→B call, CKKS and Paillier steps alike, goes through this one channel.
         self.helper = HelperChannel(helper, recorder, ticketed=True)  # NodeB guards every step
         self.pca = pca
@@ -510,8 +512,8 @@ class NodeA:
         if not item.request_id or len(item.request_id) > 128:
             raise ProtocolError("request_id must be 1..128 characters")
         if item.model_id != coll.model_id:
-            raise ParameterError(f"template from model {item.model_id!r}, collection wants "
-                                 f"{coll.model_id!r}")
+            raise ParameterError(model_mismatch_message(coll.name, coll.model_id, item.model_id,
+                                                        "enrolment"))
         if item.dim != self.params.encoding.dim:
             raise DimensionError(f"template of dimension {item.dim}, collection wants "
                                  f"{self.params.encoding.dim}")
@@ -688,8 +690,7 @@ class NodeA:
 
     def _parse_query(self, coll: Collection, query: QueryUpload) -> PaillierQuery:
         if query.model_id != coll.model_id:
-            raise ParameterError(f"query from model {query.model_id!r}, collection wants "
-                                 f"{coll.model_id!r}")
+            raise ParameterError(model_mismatch_message(coll.name, coll.model_id, query.model_id))
         if query.dim != self.params.encoding.dim:
             raise DimensionError(f"query of dimension {query.dim}, collection wants "
                                  f"{self.params.encoding.dim}")

@@ -196,7 +196,7 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle
     scorer = build_scorer(config, keys.public.ckks)
     metrics = Metrics("a")
     node = NodeA(keys, store, audit, metrics.timed_call(helper.call), pca,
-                 search=SearchConfig(top_k=config.top_k),
+                 search=SearchConfig.for_model(params.encoding.model_id, top_k=config.top_k),
                  engine=LocalEngine(config.engine_workers), scorer=scorer)
     log.info("preselection scoring: %s", node.scorer_description())
     recording = None

@@ -29,7 +29,7 @@ from pura_client.sdk import Deletion, Enrolled, Identification, Verification
 
 from pura.certs import make_demo_pki
 from pura.config import Limits, ServerConfig
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.keys import generate_key_set
 from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
 from pura.service.run import ServerAHandle, start_a, start_b
@@ -76,7 +76,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("sdk")
-    generate_key_set(root / "keys", FAST_PARAMETERS)
+    generate_key_set(root / "keys", DLIB_FAST_PARAMETERS)
     pair = start_pair(root, root / "keys", pki, free_port())
     with connect(pair.address, COLLECTION, tls=pki, role="admin", pin_keys=False) as admin:
         created = admin.create_collection()
@@ -193,8 +193,8 @@ def test_keys_are_pinned_by_default_and_a_second_key_set_is_refused(
     second key set afterwards is refused before anything is encrypted."""
     pin_file = tmp_path / "config" / "known_keys.json"
     monkeypatch.setenv("PURA_KNOWN_KEYS", str(pin_file))
-    generate_key_set(tmp_path / "keys-1", FAST_PARAMETERS)
-    generate_key_set(tmp_path / "keys-2", FAST_PARAMETERS)
+    generate_key_set(tmp_path / "keys-1", DLIB_FAST_PARAMETERS)
+    generate_key_set(tmp_path / "keys-2", DLIB_FAST_PARAMETERS)
     port = free_port()
     vector = np.ones(128) / np.sqrt(128)
 

@@ -16,7 +16,7 @@ import pytest
 from pura_client.errors import KeyChangedError
 from pura_client.pins import KnownKeys, default_known_keys_path, fingerprint
 
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.errors import ConfigError, KeyMismatchError, PuraError
 from pura.keys import PublicKeys, generate_key_set, load_public_keys
 
@@ -27,8 +27,8 @@ ADDRESS, COLLECTION = "a.example:50051", "staff"
 def two_key_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[PublicKeys, PublicKeys]:
     """Two independent key ceremonies (what a swapped or rotated key set looks like)."""
     root = tmp_path_factory.mktemp("pins")
-    generate_key_set(root / "one", FAST_PARAMETERS)
-    generate_key_set(root / "two", FAST_PARAMETERS)
+    generate_key_set(root / "one", DLIB_FAST_PARAMETERS)
+    generate_key_set(root / "two", DLIB_FAST_PARAMETERS)
     return load_public_keys(root / "one" / "public"), load_public_keys(root / "two" / "public")
 
 

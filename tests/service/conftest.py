@@ -24,7 +24,7 @@ from pura_client.datasets.embedded import EmbeddedIdentificationSet
 from pura.certs import make_demo_pki
 from pura.config import Limits, ServerConfig
 from pura.crypto.encoding import PCARotation, load_shipped_pca
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.keys import generate_key_set
 from pura.service.run import ServerAHandle, start_a, start_b
 from pura.service.server import RunningServer
@@ -75,7 +75,7 @@ def deployment(
 ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("deploy")
     make_demo_pki(root / "tls")
-    generate_key_set(root / "keys", FAST_PARAMETERS)
+    generate_key_set(root / "keys", DLIB_FAST_PARAMETERS)
     b = start_b(ServerConfig(role="b", key_dir=root / "keys" / "b", tls_dir=root / "tls",
                              data_dir=root / "b-data"))
     limits = Limits(max_message_bytes=16 << 20, bulk_batch=5, query_budget=1000)

@@ -14,7 +14,7 @@ import pytest
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.paillier import RandomnessPool
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.errors import HelperRefusedError
 from pura.gallery.copies import CopyStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys
@@ -43,7 +43,7 @@ class Deviating:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[NodeB, ServerA, Deviating, Path]:
     root: Path = tmp_path_factory.mktemp("bdef")
-    generate_key_set(root / "k", FAST_PARAMETERS)
+    generate_key_set(root / "k", DLIB_FAST_PARAMETERS)
     data_b = root / "b"
     node_b = NodeB(load_b_keys(root / "k" / "b"), CopyStore(data_b / "copies.db"),
                    search=SearchConfig(top_k=3, view_k=16))

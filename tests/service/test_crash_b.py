@@ -20,7 +20,7 @@ from pura_client.encryptor import EncryptedParts, Encryptor
 
 from pura.certs import make_demo_pki
 from pura.crypto.encoding import load_shipped_pca
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.demo import ServerProcess
 from pura.errors import PeerUnavailableError, PuraError
 from pura.gallery.copies import CopyStore
@@ -56,7 +56,7 @@ def test_sigkill_of_b_during_bulk_enroll_then_a_and_b_agree(
 ) -> None:
     faces = lfw_identification_set
     make_demo_pki(tmp_path / "tls")
-    generate_key_set(tmp_path / "keys", FAST_PARAMETERS)
+    generate_key_set(tmp_path / "keys", DLIB_FAST_PARAMETERS)
     enc = Encryptor(load_public_keys(tmp_path / "keys" / "public"), load_shipped_pca())
     items: list[tuple[str, EncryptedParts, str]] = [
         (faces.gallery_labels[i], enc.template(faces.gallery[i]), f"req-{i:03d}")

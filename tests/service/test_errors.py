@@ -95,10 +95,10 @@ def test_ciphertext_under_another_key_is_refused(
 ) -> None:
     from pura_client.encryptor import Encryptor
 
-    from pura.crypto.params import FAST_PARAMETERS
+    from pura.crypto.params import DLIB_FAST_PARAMETERS
     from pura.keys import generate_key_set
 
-    other = generate_key_set(tmp_path / "other", FAST_PARAMETERS)
+    other = generate_key_set(tmp_path / "other", DLIB_FAST_PARAMETERS)
     foreign = Encryptor(other, deployment.pca).template(deployment.faces.gallery[0])
     request = pura_pb2.EnrollRequest(
         ref=_ref(deployment), subject_id="mallory", request_id=secrets.token_hex(8),
@@ -264,12 +264,12 @@ def test_client_pins_trusted_public_keys(deployment: Deployment, tmp_path: Path)
     """A client holding the key authority's public keys refuses a server announcing others."""
     from pura_client.client import PuraClient
 
-    from pura.crypto.params import FAST_PARAMETERS
+    from pura.crypto.params import DLIB_FAST_PARAMETERS
     from pura.errors import KeyMismatchError
     from pura.keys import generate_key_set, load_public_keys
 
     good = load_public_keys(deployment.keys / "public")
-    other = generate_key_set(tmp_path / "other", FAST_PARAMETERS)
+    other = generate_key_set(tmp_path / "other", DLIB_FAST_PARAMETERS)
     for trusted, ok in ((good, True), (other, False)):
         client = PuraClient.connect(deployment.address, COLLECTION, tls_dir=deployment.tls,
                                     cert_name="identifier", pca=deployment.pca,

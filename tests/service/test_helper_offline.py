@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.gallery.copies import CopyStore
 from pura.keys import generate_key_set, load_b_keys
 from pura.pipeline.config import SearchConfig
@@ -65,7 +65,7 @@ class _Watch:
 @pytest.fixture(scope="module")
 def node_b(tmp_path_factory: pytest.TempPathFactory) -> NodeB:
     root: Path = tmp_path_factory.mktemp("bkeys")
-    generate_key_set(root, FAST_PARAMETERS)
+    generate_key_set(root, DLIB_FAST_PARAMETERS)
     return NodeB(load_b_keys(root / "b"), CopyStore(root / "copies.db"),
                  search=SearchConfig(top_k=2))
 

@@ -19,7 +19,7 @@ from pura_client.encryptor import Encryptor
 
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import PCARotation, load_shipped_pca
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.errors import ProtocolError
 from pura.gallery.copies import Copy, CopyStore
 from pura.gallery.store import GalleryStore
@@ -33,8 +33,8 @@ from pura.protocols.tickets import TicketKind, seal
 from pura.service.chunks import unpack_blobs
 from pura.service.nodes import NodeA, NodeB, QueryUpload, TemplateUpload, loopback
 
-DIM = FAST_PARAMETERS.encoding.dim
-MODEL = FAST_PARAMETERS.encoding.model_id
+DIM = DLIB_FAST_PARAMETERS.encoding.dim
+MODEL = DLIB_FAST_PARAMETERS.encoding.model_id
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float64]:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("nodes")
-    generate_key_set(root / "k", FAST_PARAMETERS)
+    generate_key_set(root / "k", DLIB_FAST_PARAMETERS)
     pca: PCARotation = load_shipped_pca()
     node_b = NodeB(load_b_keys(root / "k" / "b"), CopyStore(root / "b" / "copies.db"),
                    search=SearchConfig(top_k=3, view_k=16))

@@ -15,7 +15,7 @@ import pytest
 from pura_client.client import PuraClient
 
 from pura.crypto.encoding import l2_normalize, quantize
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.errors import NotFoundError
 from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
 from pura.protocols.identify import threshold_units
@@ -27,13 +27,13 @@ Vector = npt.NDArray[np.float64]
 
 
 def _fixed(dep: Deployment, v: Vector) -> npt.NDArray[np.int64]:
-    return quantize(dep.pca.apply(l2_normalize(v)), FAST_PARAMETERS.encoding.scale_bits)
+    return quantize(dep.pca.apply(l2_normalize(v)), DLIB_FAST_PARAMETERS.encoding.scale_bits)
 
 
 def plaintext_identify(
     dep: Deployment, labels: list[str], gallery: list[Vector], v: Vector
 ) -> str | None:
-    tau = threshold_units(DEFAULT_THRESHOLD_SQ, FAST_PARAMETERS.encoding.scale_bits)
+    tau = threshold_units(DEFAULT_THRESHOLD_SQ, DLIB_FAST_PARAMETERS.encoding.scale_bits)
     g = np.stack([_fixed(dep, x) for x in gallery])
     d = ((g - _fixed(dep, v)) ** 2).sum(axis=1)
     best = int(np.argmin(d))
@@ -57,7 +57,7 @@ def enrolled(deployment: Deployment) -> Iterator[tuple[list[str], list[Vector]]]
 def test_parameters_and_chunked_public_keys(deployment: Deployment) -> None:
     with deployment.client("identifier") as client:
         info = client.parameters()
-        assert info.parameter_set_id == FAST_PARAMETERS.id and info.fast_profile
+        assert info.parameter_set_id == DLIB_FAST_PARAMETERS.id and info.fast_profile
         keys = client.public_keys()
         assert keys.key_id == info.key_id == deployment.a.node.keys.public.key_id
         assert not keys.ckks.is_private

@@ -21,7 +21,7 @@ from pura_client.encryptor import EncryptedParts
 
 from pura.config import Limits, ServerConfig
 from pura.crypto.encoding import l2_normalize, quantize
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.engine.cluster import LoopbackRayCluster, ShardedScorer
 from pura.errors import ConfigError
 from pura.pipeline.config import DEFAULT_THRESHOLD_SQ
@@ -48,7 +48,7 @@ class Scenario:
 
 
 def _plaintext(dep: Deployment, labels: list[str], gallery: list[Vector], v: Vector) -> str | None:
-    bits = FAST_PARAMETERS.encoding.scale_bits
+    bits = DLIB_FAST_PARAMETERS.encoding.scale_bits
 
     def fixed(x: Vector) -> npt.NDArray[np.int64]:
         return quantize(dep.pca.apply(l2_normalize(x)), bits)

@@ -30,7 +30,8 @@ app = typer.Typer(
 
 OutOption = Annotated[Path, typer.Option("--out", help="report folder (index.html, JSON, PNGs)")]
 SeedOption = Annotated[int, typer.Option(help="seed of every random choice of the audit")]
-PresetOption = Annotated[str, typer.Option(help="parameter preset: fast (2048-bit) or default")]
+PresetOption = Annotated[str, typer.Option(
+    help="parameter preset: dlib-fast (2048-bit, the audit data are dlib descriptors) or dlib")]
 QueriesOption = Annotated[int, typer.Option(help="mated and non-mated identifications each")]
 
 
@@ -159,7 +160,7 @@ def _finish(ctx: AuditContext, results: list[EvaluationResult], started: float) 
 def probing(out: OutOption = Path("audit-report"), seed: SeedOption = 0) -> None:
     """Hill climbing on a score API vs. Pura's decision-only, budgeted identify."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "fast")
+    ctx = load_context(out, seed, "dlib-fast")
     _finish(ctx, [eval_probing(ctx)], started)
 
 
@@ -167,13 +168,13 @@ def probing(out: OutOption = Path("audit-report"), seed: SeedOption = 0) -> None
 def impersonation(out: OutOption = Path("audit-report"), seed: SeedOption = 0) -> None:
     """Master / attribute-subsphere / population synthetic embeddings vs. the gallery."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "fast")
+    ctx = load_context(out, seed, "dlib-fast")
     _finish(ctx, [eval_impersonation(ctx)], started)
 
 
 @app.command()
 def linkability(
-    out: OutOption = Path("audit-report"), seed: SeedOption = 0, preset: PresetOption = "fast"
+    out: OutOption = Path("audit-report"), seed: SeedOption = 0, preset: PresetOption = "dlib-fast"
 ) -> None:
     """Gomez-Barrero D↔sys: plaintext templates vs. Pura records under two key sets."""
     started = time.perf_counter()
@@ -191,7 +192,7 @@ def inversion(
 ) -> None:
     """White-box template inversion from a leaked template vs. from the servers' data."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "fast")
+    ctx = load_context(out, seed, "dlib-fast")
     _finish(ctx, [eval_inversion(ctx, victims, steps, b_attempts)], started)
 
 
@@ -200,7 +201,7 @@ def parity(
     out: OutOption = Path("audit-report"),
     seed: SeedOption = 0,
     queries: QueriesOption = 20,
-    preset: PresetOption = "fast",
+    preset: PresetOption = "dlib-fast",
 ) -> None:
     """Encrypted vs. plaintext identification (also writes the leakage audit of that run)."""
     started = time.perf_counter()
@@ -213,7 +214,7 @@ def leakage(
     out: OutOption = Path("audit-report"),
     seed: SeedOption = 0,
     queries: QueriesOption = 20,
-    preset: PresetOption = "fast",
+    preset: PresetOption = "dlib-fast",
 ) -> None:
     """Record every A↔B message of real identifications and test B's view (with parity)."""
     parity(out, seed, queries, preset)
@@ -227,7 +228,7 @@ def views(
     ),
     people: Annotated[int | None, typer.Option(help="enrolled LFW people")] = None,
     seed: SeedOption = 0,
-    preset: PresetOption = "fast",
+    preset: PresetOption = "dlib-fast",
     analyse_only: Annotated[bool, typer.Option(
         help="re-run the attacks on the recordings already in OUT/work")] = False,
     mated: Annotated[int | None, typer.Option(help="mated probes per epoch")] = None,
@@ -261,7 +262,7 @@ def run_all(
 ) -> None:
     """All six evaluations at the small size into one report."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "fast")
+    ctx = load_context(out, seed, "dlib-fast")
     results = [
         eval_inversion(ctx, victims, steps, b_attempts),
         eval_linkability(ctx),

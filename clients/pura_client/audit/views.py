@@ -60,11 +60,11 @@ class ViewsConfig:
     epochs: int = 4
     mated_per_epoch: int = 40
     nonmated_per_epoch: int = 60
-    profile: str = "fast"
+    profile: str = "dlib-fast"  # the audit data are dlib descriptors (presets: pura.crypto.params)
     seed: int = 0
 
     @classmethod
-    def quick(cls, people: int = 300, seed: int = 0, profile: str = "fast") -> ViewsConfig:
+    def quick(cls, people: int = 300, seed: int = 0, profile: str = "dlib-fast") -> ViewsConfig:
         return cls(people=people, epochs=3, mated_per_epoch=20, nonmated_per_epoch=30,
                    profile=profile, seed=seed)
 

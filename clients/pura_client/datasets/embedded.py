@@ -56,8 +56,10 @@ class EmbeddedIdentificationSet:
 
 
 def l2_normalise(rows: npt.NDArray[np.floating]) -> Matrix:
-    """Rows scaled to unit L2 norm in float64 (dlib descriptors are ~0.5-norm float32)."""
-    rows64 = np.asarray(rows, dtype=np.float64).reshape(-1, DESCRIPTOR_DIM)
+    """Rows scaled to unit L2 norm in float64 (dlib descriptors are ~0.5-norm float32); any
+    width (128-d dlib/SFace, 512-d EdgeFace)."""
+    rows64 = np.asarray(rows, dtype=np.float64)
+    rows64 = rows64.reshape(-1, rows64.shape[-1] if rows64.ndim > 1 else DESCRIPTOR_DIM)
     norms = np.linalg.norm(rows64, axis=1, keepdims=True)
     return rows64 / np.where(norms > 0, norms, 1.0)
 
@@ -118,7 +120,7 @@ def _keep(
 
 def _matrix(rows: Sequence[tuple[LabeledImage, FaceResult]]) -> tuple[Matrix, tuple[str, ...]]:
     labels = tuple(item.label for item, _ in rows)
-    if not rows:
+    if not rows:  # no row to take the width from: dlib's (the 512-d models find LFW faces)
         return np.zeros((0, DESCRIPTOR_DIM), np.float64), labels
     descriptors = np.stack([r.descriptor for _, r in rows if r.descriptor is not None])
     return l2_normalise(descriptors), labels

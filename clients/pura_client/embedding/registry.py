@@ -78,7 +78,8 @@ class ModelSpec:
     files: tuple[WeightFile, ...]
     calibration: Calibration
     pca_file: str = ""
-    """Shipped rotation in ``pura/data`` (fitted on LFW DevTrain people for SFace)."""
+    """Shipped rotation in ``pura/data``, fitted on LFW DevTrain people (``pura-eval fit-pca``;
+    dlib's by scripts/fit_pca.py on DevTrain single-image people)."""
 
     @property
     def default_threshold(self) -> float:
@@ -145,11 +146,12 @@ MODELS: dict[str, ModelSpec] = {
     EDGEFACE_XS_MODEL_ID: ModelSpec(
         EDGEFACE_XS_MODEL_ID, "yunet-2023mar", "arcface112", "edgeface-xs", 512, 112,
         "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XS, _YUNET), _XS_CAL,
+        "pca-edgeface_xs_q.npz",
     ),
     EDGEFACE_XXS_MODEL_ID: ModelSpec(
         EDGEFACE_XXS_MODEL_ID, "yunet-2023mar", "arcface112", "edgeface-xxs", 512, 112,
         "CC BY-NC-SA 4.0 (non-commercial only)", False, (_EDGEFACE_XXS, _YUNET),
-        _XXS_CAL,
+        _XXS_CAL, "pca-edgeface_xxs_q.npz",
     ),
 }
 

@@ -21,7 +21,7 @@ from pura_client.audit.linkability import (
 from pura_client.audit.protect import DeploymentKeys
 
 from pura.crypto.encoding import PCARotation
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 
 
 def test_linkage_functions_known_answers() -> None:
@@ -46,8 +46,8 @@ def test_linkability_plaintext_vs_pura(audit_data: AuditData, tmp_path: Path) ->
     apps = TwoApplications.from_embeddings(data, 80)
     assert len(apps.labels) == 80
     rotation = PCARotation.fit(audit_data.public.vectors, model_id="dlib")
-    one = DeploymentKeys.generate(FAST_PARAMETERS, rotation, random.Random(1))
-    two = DeploymentKeys.generate(FAST_PARAMETERS, rotation, random.Random(2))
+    one = DeploymentKeys.generate(DLIB_FAST_PARAMETERS, rotation, random.Random(1))
+    two = DeploymentKeys.generate(DLIB_FAST_PARAMETERS, rotation, random.Random(2))
     protected = {
         "Paillier template": (one.paillier_record, two.paillier_record),
         "CKKS head": (one.ckks_record, two.ckks_record),

@@ -13,7 +13,7 @@ from pura_client.audit.leakage import LeakageInputs, canary_patterns, run_leakag
 from pura_client.audit.parity import run_parity, run_queries
 
 from pura.crypto.encoding import PCARotation
-from pura.crypto.params import FAST_PARAMETERS
+from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.protocols.identify import STEP_BLINDED_PRODUCT
 
 
@@ -30,7 +30,7 @@ def test_encrypted_identification_parity_and_leakage(audit_data: AuditData, tmp_
     rotation = PCARotation.fit(audit_data.public.vectors, model_id="dlib")
     tau = -system_threshold(audit_data.public)
     system = EncryptedIdentification(
-        FAST_PARAMETERS, gallery, rotation, tau, top_k=4, view_k=64, rng=random.Random(5)
+        DLIB_FAST_PARAMETERS, gallery, rotation, tau, top_k=4, view_k=64, rng=random.Random(5)
     )
     outcomes = run_queries(system, mated, nonmated)
     assert all(q.consistent for q in outcomes[0] + outcomes[1])
