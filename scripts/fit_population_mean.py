@@ -8,8 +8,9 @@ Writes ``pura/data/population-mean-<model id>.json`` (read by :mod:`pura.protoco
   (unrotated) embedding space: A rotates it with whatever PCA its deployment uses;
 * ``max_cosine``: the admission bound ``c``. A template ``y`` is refused when ``cos(y, μ̂) > c``.
   ``c`` = the largest ``cos(x, μ̂)`` over **every** LFW face the model finds (all 5,749 people,
-  DevTrain and evaluation alike), plus ``--margin`` (0.01), rounded up to 3 decimals: no real
-  LFW template is rejected, and the population centroid itself (``cos = 1``) is.
+  DevTrain and evaluation alike, the face either multi-face policy picks, LARGEST or CENTER),
+  plus ``--margin`` (0.01), rounded up to 3 decimals: no real LFW template is rejected, and the
+  population centroid itself (``cos = 1``) is.
 
 Descriptors come from the client pipelines through the shared on-disk cache
 (:mod:`pura_client.embedding.cache`); ``--cache-only`` skips images not cached yet instead of
@@ -56,6 +57,7 @@ def fit(model_id: str, margin: float, cache_only: bool) -> dict[str, object]:
     from pura_client.embedding.aligned import pipeline_for
     from pura_client.embedding.batch import embed_files
     from pura_client.embedding.cache import EmbeddingCache
+    from pura_client.embedding.types import MultiFacePolicy
 
     ds = LFWDataset.open()
     train = {parts[0] for parts in (line.split() for line in
@@ -63,19 +65,33 @@ def fit(model_id: str, margin: float, cache_only: bool) -> dict[str, object]:
     names = [(name, i) for name, count in sorted(ds.people().items())
              for i in range(1, count + 1)]
     paths = [ds.image_path(name, i) for name, i in names]
-    pipeline = pipeline_for(model_id, device="cpu")
-    if cache_only:
-        found = _cached(pipeline, paths)
-    else:
-        found = [r.descriptor for r in embed_files(pipeline, paths, cache=EmbeddingCache(),
-                                                    progress=True)]
+    # The mean: each image's LARGEST face. The bound: every face either policy picks (an LFW
+    # image with several faces may give a bystander under LARGEST and the labelled person under
+    # CENTER; both are real faces a client could enrol).
+    per_policy = []
+    for policy in (MultiFacePolicy.LARGEST, MultiFacePolicy.CENTER):
+        pipeline = pipeline_for(model_id, device="cpu", policy=policy)
+        if cache_only:
+            per_policy.append(_cached(pipeline, paths))
+        else:
+            per_policy.append([r.descriptor for r in embed_files(
+                pipeline, paths, cache=EmbeddingCache(), progress=True)])
+    found = per_policy[0]
     rows = [i for i, d in enumerate(found) if d is not None]
     x = np.stack([np.asarray(found[i], np.float64) for i in rows])
     x /= np.linalg.norm(x, axis=1, keepdims=True)
+    extra = [(i, d) for i, (d, f) in enumerate(zip(per_policy[1], found, strict=True))
+             if d is not None and (f is None or not np.array_equal(d, f))]
+    y = np.stack([np.asarray(d, np.float64) for _, d in extra]) if extra else x[:0]
+    y = y / np.linalg.norm(y, axis=1, keepdims=True) if len(y) else y
     in_train = np.array([names[i][0] in train for i in rows])
     mean = x[in_train].mean(axis=0)
+    train_images = int(in_train.sum())
+    train_people = len({names[i][0] for i, t in zip(rows, in_train, strict=True) if t})
     direction = mean / np.linalg.norm(mean)
-    cos = x @ direction
+    cos = np.concatenate([x @ direction, y @ direction])
+    in_train = np.concatenate([in_train, np.array([names[i][0] in train for i, _ in extra],
+                                                  dtype=bool)])
     top = float(cos.max())
     bound = math.ceil((top + margin) * 1000) / 1000
     if bound >= 1.0:
@@ -88,12 +104,13 @@ def fit(model_id: str, margin: float, cache_only: bool) -> dict[str, object]:
         "direction": [float(v) for v in direction],
         "max_cosine": bound,
         "fitted_on": "LFW View-1 peopleDevTrain.txt people, every image with a face "
-                     f"({int(in_train.sum())} images of "
-                     f"{len({names[i][0] for i, t in zip(rows, in_train, strict=True) if t})} "
-                     "people), unit descriptors averaged, then normalised",
+                     f"({train_images} images of {train_people} people, the LARGEST face of "
+                     "each), unit descriptors averaged, then normalised",
         "calibration": {
             "lfw_images": len(paths),
-            "faces_measured": len(rows),
+            "faces_measured": len(rows) + len(extra),
+            "faces_largest_policy": len(rows),
+            "faces_center_policy_only": len(extra),
             "people_measured": len(people),
             "cache_only": cache_only,
             "mean_norm": float(np.linalg.norm(mean)),

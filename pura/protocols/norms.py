@@ -45,6 +45,17 @@ Why every derived ciphertext is re-randomised. B knows the randomness of the ``[
 ``[v_i] − c_i`` without fresh randomness would let B divide out ``(1 + N)^(−c_i)``, learn
 ``c_i`` and so ``u_i = v_i − c_i`` in the clear the next time it sees the ciphertext.
 
+Wolf check of templates (issue 13, item 14; :class:`MeanBound`, A's layout only). A unit
+vector near the population centroid passes the norm check and sits within τ of many strangers.
+In round 1 A also computes, from the same fresh ``[v_i]``, ``[⟨u, m⟩] = Π [v_i]^(m_i + M) −
+M·Σ[v_i] − ⟨c, m⟩`` for the public mean direction ``m`` (rotated and quantised like a template;
+``M`` makes the exponents non-negative), and round 2 carries a third comparison per template,
+``e = 2(T − ⟨u, m⟩) + 1``, in the same packed joint decryption: no extra round, and B cannot
+tell it from a norm comparison (it sees flipped bits). ``|e|`` again leaks to B up to a factor
+2, i.e. roughly ``log₂`` of how far ``cos(u, μ̂)`` lies below the bound. Queries are not
+checked: a query is not stored, so it captures nobody else's probes; a query near the centroid
+only asks the service's own question, within the caller's budget.
+
 What each party learns. B: ``v = u + c`` with ``c_i`` uniform over ``2^(s+1+κ)`` values, which
 is within statistical distance ``2^-κ`` per coordinate of independent of ``u`` (the argument of
 :mod:`pura.protocols.enroll`), whether each slot passed the range check (only a malformed vector
