@@ -301,7 +301,7 @@ class EncryptedIdentification:
         """Run one identification through the pipeline and measure every view."""
         started = time.perf_counter()
         head = self.rotation.head(probe, self.params.encoding.head_dim)
-        head_cts = [self.ckks_a.ciphertext_to_bytes(c) for c in self.ckks_a.encrypt_broadcast(head)]
+        head_cts = [self.ckks_a.ciphertext_to_bytes(self.ckks_a.encrypt_query(head))]
         query_vals = self._quantised(probe)
         query = encrypt_query(query_vals, self.config.template, self.key, self.pool)
         since = len(self.recorder.messages)
