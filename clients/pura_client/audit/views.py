@@ -384,10 +384,16 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
     return out
 
 
-def wolf_figures(run: Run, faces: Faces, wolf: np.ndarray, tau: float) -> dict[str, Any]:
+def wolf_figures(run: Run, faces: Faces, wolf: np.ndarray, tau: float,
+                 model_id: str = "dlib_face_recognition_resnet_model_v1") -> dict[str, Any]:
     """Capture by the wolf, and the chance level: the largest share of non-mated probes any
     real enrolled subject falls within ``tau`` of (plaintext), i.e. the wolf should do no
-    better than the gallery's worst natural "wolf"."""
+    better than the gallery's worst natural "wolf". Also the wolf's cosine with the model's
+    public population mean next to the bound A's admission enforces (issue 13, item 14; the
+    wolf is refused when it exceeds the bound by more than the rounding slack)."""
+    from pura.protocols.population import PopulationMean
+
+    mean = PopulationMean.load(model_id)
     nonmated = [p for p in run.probes if not p.mated]
     captured = sum(p.answer == WOLF for p in nonmated)
     probes = faces.nonmated[[p.row for p in nonmated]]
@@ -397,6 +403,8 @@ def wolf_figures(run: Run, faces: Faces, wolf: np.ndarray, tau: float) -> dict[s
     return {"wolf_capture": captured / len(nonmated),
             "wolf_capture_chance": float(per_subject.max()),
             "wolf_capture_plaintext": float((wolf_d <= tau).mean()),
+            "wolf_cos_population_mean": float(wolf @ np.asarray(mean.direction)),
+            "wolf_admission_bound": mean.max_cosine,
             "wolf_admission": run.wolf_status}
 
 
@@ -489,7 +497,8 @@ def analyse(work: Path, run: Run, faces: Faces, wolf: np.ndarray,
     figures.update(attack_a(rec_a, run, faces, wolf, config.seed))
     figures.update(attack_b(rec_a, rec_b, run, work / "keys" / "b",
                             get_preset(config.profile).encoding.head_dim, config.seed))
-    figures.update(wolf_figures(run, faces, wolf, DEFAULT_THRESHOLD_SQ))
+    figures.update(wolf_figures(run, faces, wolf, DEFAULT_THRESHOLD_SQ,
+                                get_preset(config.profile).encoding.model_id))
     figures["servers"] = run.servers
     figures["settings"] = {
         "people": config.people, "epochs": run.epoch_sizes, "profile": config.profile,
