@@ -1,18 +1,18 @@
-"""Wiring of the inversion evaluation to real LFW chips, the torch model and a deployment's keys.
+"""Wiring of the inversion evaluation to real LFW chips, the torch model and the recordings.
 
 Kept apart from :mod:`inversion` (the attack itself) because it touches the image pipeline
-(dlib detection + alignment for the chips) and key generation; only the CLI and tests call it.
+(dlib detection + alignment for the chips) and a ``pura-audit views`` run's recordings (what A
+stored, what B decrypted); only the CLI and tests call it.
 """
 
 from __future__ import annotations
 
-import random
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 
 from pura.errors import PuraError
-from pura_client.audit.data import AuditData
+from pura_client.audit.data import LabelledEmbeddings
 from pura_client.audit.inversion import (
     GradientInverter,
     InversionConfig,
@@ -22,19 +22,14 @@ from pura_client.audit.inversion import (
     bytes_to_vector,
     masked_values_to_vector,
     per_victim,
+    rows_source,
     run_inversion,
 )
-from pura_client.audit.metrics import FloatArray
-from pura_client.audit.protect import DeploymentKeys
+from pura_client.audit.recorded import RecordedRun
 from pura_client.audit.report import EvaluationResult
-
-if TYPE_CHECKING:
-    from pura_client.audit.cli import AuditContext
 
 #: Public people whose chips are averaged into the attacker's starting face.
 AVERAGE_FACE_PEOPLE = 40
-#: A's records are cheap to produce: enough attempts for the rule of three at 0.1%.
-A_VIEW_ATTEMPTS = 3000
 
 
 class ChipSource:
@@ -59,68 +54,68 @@ class ChipSource:
         return None if box is None else self.embedder.chip(rgb, box)
 
 
-def victims_of(data: AuditData, chips: ChipSource, n: int) -> list[Victim]:
-    """The first ``n`` enrolled people with a mated probe; template = enrolled image (#1)."""
+def recorded_victims(rec: RecordedRun, chips: ChipSource | None, n: int | None) -> list[Victim]:
+    """Enrolled people of a recorded run: template = the enrolled image (#1) as the servers
+    stored it, probe = their second image; chips (for display and the image attack) for the
+    first ``n`` only (``chips`` None: none)."""
     out: list[Victim] = []
-    for i, label in enumerate(data.enrolled.labels):
-        if label not in data.mated_probes.labels:
-            continue
-        j = data.mated_probes.labels.index(label)
-        probe = data.mated_probes.vectors[j]
-        out.append(Victim(label, data.enrolled.vectors[i], probe, chips.chip(label)))
-        if len(out) == n:
-            break
+    labels = rec.faces.enrolled_labels
+    for i, label in enumerate(labels if n is None else labels[:n]):
+        chip = chips.chip(label) if chips is not None else None
+        out.append(Victim(label, rec.faces.enrolled[i], rec.faces.mated[i], chip))
     return out
 
 
-def server_views(
-    keys: DeploymentKeys, public: FloatArray, b_attempts: int
-) -> dict[str, ServerView]:
-    """A's two stored records and B's exact-stage view, each turned into a target vector."""
+def server_views(rec: RecordedRun) -> dict[str, ServerView]:
+    """What the real servers held and saw, each turned into target vectors:
 
-    def b_view(victims: list[Victim]) -> FloatArray:
-        """One real exchange per distinct victim: its fresh records are all the candidates
-        (A shuffles candidates, so one template per exchange keeps B's rows attributable)."""
-        query = public[random.Random(len(victims)).randrange(len(public))]
-        scale = keys.params.encoding.scale_bits
-        groups: dict[str, list[int]] = {}
-        for i, v in enumerate(victims):
-            groups.setdefault(v.label, []).append(i)
-        rows = np.zeros((len(victims), victims[0].template.size))
-        for idx in groups.values():
-            masked = keys.helper_view(query, victims[idx[0]].template, len(idx))
-            for i, values in zip(idx, masked, strict=True):
-                rows[i] = masked_values_to_vector(values, scale)
-        return rows
-
+    * A's stored Paillier template of every enrolled person (A's store copy), one attempt per
+      person, judged against that person's second image;
+    * every row B decrypted from the blinded-product requests it received (one per candidate
+      of every identification of the run), judged against *every* enrolled person's second
+      image (A shuffles the candidates, so a row cannot be attributed to one person).
+    """
+    scale = rec.params.encoding.scale_bits
+    stored = {t.subject_id: t.paillier for t in reversed(rec.stored)}
+    everyone = [v for v in recorded_victims(rec, None, None) if v.label in stored]
     views = {
         "A: stored Paillier template": ServerView(
-            per_victim(lambda v: bytes_to_vector(keys.paillier_record(v.template))),
-            A_VIEW_ATTEMPTS,
-        ),
-        "A: stored CKKS head": ServerView(
-            per_victim(lambda v: bytes_to_vector(keys.ckks_record(v.template))), A_VIEW_ATTEMPTS
+            per_victim(lambda v: bytes_to_vector(stored[v.label])), len(everyone), everyone
         ),
     }
-    if b_attempts > 0:
-        views["B: masked values in the exact stage"] = ServerView(b_view, b_attempts)
+    rows = [masked_values_to_vector(r, scale) for req in rec.masked_values() for r in req]
+    if rows:
+        views["B: masked values in the exact stage"] = ServerView(
+            rows_source(np.stack(rows)), len(rows), everyone, against_all=True
+        )
     return views
 
 
-def run(ctx: AuditContext, victims: int, steps: int, b_attempts: int) -> EvaluationResult:
-    """Inversion on ``victims`` enrolled people with the torch port of dlib's ResNet."""
+def run(rec: RecordedRun, out: Path, victims: int, steps: int) -> EvaluationResult:
+    """Inversion on ``victims`` people the real servers enrolled, with the torch port of dlib's
+    ResNet; the server views come from the recordings (:func:`server_views`)."""
     from pura_client.embedding.resnet import load_dlib_resnet
 
     chips = ChipSource()
-    targets = victims_of(ctx.data, chips, victims)
-    public_names = ctx.data.public.identities()[:AVERAGE_FACE_PEOPLE]
+    targets = [v for v in recorded_victims(rec, chips, victims) if v.chip is not None]
+    public_names = _public_names(rec)[:AVERAGE_FACE_PEOPLE]
     public_chips = [c for c in (chips.chip(n) for n in public_names) if c is not None]
     if not targets or not public_chips:
         raise PuraError("inversion needs victims and public chips with detectable faces")
-    keys = DeploymentKeys.generate(ctx.params, ctx.rotation, random.Random(ctx.seed))
-    views = server_views(keys, ctx.data.public.vectors, b_attempts)
+    calibration = LabelledEmbeddings(rec.faces.public,
+                                     tuple(f"public-{i}" for i in range(len(rec.faces.public))))
     inverter = GradientInverter(load_dlib_resnet(), InversionConfig(victims=victims, steps=steps))
-    return run_inversion(inverter, targets, public_chips, ctx.data.public, views, ctx.out)
+    return run_inversion(inverter, targets, public_chips, calibration, server_views(rec), out,
+                         tau=-rec.tau)
 
 
-__all__ = ["ChipSource", "run", "server_views", "victims_of"]
+def _public_names(rec: RecordedRun) -> list[str]:
+    """LFW people neither enrolled nor probes in the recorded run (the attacker's own data)."""
+    from pura_client.datasets.lfw import LFWDataset
+
+    taken = set(rec.faces.enrolled_labels) | set(rec.faces.nonmated_labels)
+    counts = LFWDataset.open().people()
+    return sorted(n for n, c in counts.items() if c >= 2 and n not in taken)
+
+
+__all__ = ["ChipSource", "recorded_victims", "run", "server_views"]

@@ -1,28 +1,35 @@
 """``pura-audit``: run the privacy-attack evaluations and write ``<out>/index.html`` + JSON.
 
-Every command loads real LFW descriptors (the cached identification split of
-:func:`pura_client.datasets.embedded.embedded_identification_set`: 500 people with ≥ 2 images and
-200 outsiders), splits the 500 into enrolled and public halves (:class:`AuditData`), runs its
-evaluation(s) and writes one report. ``pura-audit all --out audit-report`` runs all six at the
-small size (a few minutes on two cores).
+Server views are read where the servers run: ``pura-audit views --out DIR`` starts real
+``pura serve`` A and B processes with ``--record``, enrols LFW, probes, and leaves the
+recordings in ``DIR/work``. The evaluations that read what A or B holds or sees (parity of
+the servers' answers, leakage of B's views, linkability of what A stored, inversion from A's
+records and B's exact-stage values, and the probing oracle's decision rule) read those
+recordings (``--recordings DIR``; made first with ``--quick`` sizes when ``DIR`` holds none).
+Impersonation, and the image-space part of inversion, are about the face model and the
+embedding space, not a server's view: they run in-process on LFW descriptors.
+
+``pura-audit all --out audit-report`` runs all six plus the views attacks into one report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 
-from pura.crypto.encoding import PCARotation
-from pura.crypto.params import ParameterSet, get_preset
-from pura_client.audit.data import AuditData, LabelledEmbeddings, system_threshold
+from pura_client.audit.data import AuditData
 from pura_client.audit.report import EvaluationResult, write_report
+
+if TYPE_CHECKING:
+    from pura_client.audit.recorded import RecordedRun
 
 app = typer.Typer(
     help="Privacy-attack evaluations of Pura with HTML reports.", no_args_is_help=True
@@ -32,30 +39,26 @@ OutOption = Annotated[Path, typer.Option("--out", help="report folder (index.htm
 SeedOption = Annotated[int, typer.Option(help="seed of every random choice of the audit")]
 PresetOption = Annotated[str, typer.Option(
     help="parameter preset: dlib-fast (2048-bit, the audit data are dlib descriptors) or dlib")]
-QueriesOption = Annotated[int, typer.Option(help="mated and non-mated identifications each")]
+RecordingsOption = Annotated[Path | None, typer.Option(
+    "--recordings",
+    help="a `pura-audit views --out` folder: the server-view evaluations read its recordings "
+         "(default OUT/views; a `views --quick` run is made there first when it has none)")]
+VictimsOption = Annotated[int, typer.Option(help="victims of the image-space attack")]
+StepsOption = Annotated[int, typer.Option(help="gradient steps per reconstruction")]
+LinkPeopleOption = Annotated[int, typer.Option(
+    help="people enrolled in the second deployment of the linkability evaluation")]
 
 
 @dataclass
 class AuditContext:
-    """Loaded data and the shared settings of one run."""
+    """Loaded LFW descriptors of the in-process evaluations and the shared settings."""
 
     data: AuditData
     out: Path
     seed: int
-    params: ParameterSet
-
-    @property
-    def rotation(self) -> PCARotation:
-        """PCA rotation fitted on public people only (never on enrolled ones)."""
-        return PCARotation.fit(self.data.public.vectors, model_id=self.params.encoding.model_id)
-
-    @property
-    def tau(self) -> float:
-        """System threshold as a squared distance (FMR 0.1% on public impostor pairs)."""
-        return -system_threshold(self.data.public)
 
 
-def load_context(out: Path, seed: int, preset: str) -> AuditContext:
+def load_context(out: Path, seed: int) -> AuditContext:
     """Real LFW descriptors through the shared on-disk cache (computed once, ~3 min)."""
     from pura_client.datasets.embedded import embedded_identification_set
 
@@ -69,14 +72,35 @@ def load_context(out: Path, seed: int, preset: str) -> AuditContext:
         s.non_enrolled_labels,
         rng=np.random.default_rng(seed),
     )
-    return AuditContext(data, out, seed, get_preset(preset))
+    return AuditContext(data, out, seed)
 
 
-def eval_probing(ctx: AuditContext) -> EvaluationResult:
-    from pura_client.audit.probing import ProbingConfig, run_probing
+def load_recordings(out: Path, recordings: Path | None, seed: int,
+                    log: Callable[[str], Any] = typer.echo) -> RecordedRun:
+    """The recorded ``views`` run the server-view evaluations read; made first (``--quick``
+    sizes) when the folder holds none."""
+    from pura_client.audit.recorded import RecordedRun
+    from pura_client.audit.views import ViewsConfig, run_views
 
-    config = ProbingConfig(targets=20, seed=ctx.seed)
-    return run_probing(ctx.data.enrolled, ctx.data.public, ctx.out, config)
+    folder = recordings if recordings is not None else out / "views"
+    if not (folder / "work" / "run.json").exists():
+        log(f"no recordings in {folder}: running `pura-audit views --quick --out {folder}`")
+        run_views(folder, ViewsConfig.quick(seed=seed), log=log)
+    return RecordedRun(folder)
+
+
+def eval_views(rec: RecordedRun) -> EvaluationResult:
+    """The views attacks' section (each key, its target and verdict) from ``views.json``."""
+    from pura_client.audit.views import evaluation
+
+    figures = json.loads((rec.out / "views.json").read_text())
+    return evaluation(figures, float(figures["settings"].get("total_seconds", 0.0)))
+
+
+def eval_probing(rec: RecordedRun, out: Path, seed: int) -> EvaluationResult:
+    from pura_client.audit.probing import ProbingConfig, run_recorded_probing
+
+    return run_recorded_probing(rec, out, ProbingConfig(targets=20, seed=seed))
 
 
 def eval_impersonation(ctx: AuditContext) -> EvaluationResult:
@@ -87,69 +111,41 @@ def eval_impersonation(ctx: AuditContext) -> EvaluationResult:
     return run_impersonation(d.enrolled, d.public, d.nonmated, ctx.out, config)
 
 
-def eval_linkability(ctx: AuditContext) -> EvaluationResult:
-    from pura_client.audit.linkability import LinkabilityConfig, run_linkability
-    from pura_client.audit.protect import DeploymentKeys
+def eval_linkability(rec: RecordedRun, out: Path, seed: int, people: int) -> EvaluationResult:
+    from pura_client.audit.linkability import LinkabilityConfig, run_recorded_linkability
 
-    rng = random.Random(ctx.seed)
-    one = DeploymentKeys.generate(ctx.params, ctx.rotation, rng)
-    two = DeploymentKeys.generate(ctx.params, ctx.rotation, rng)
-    protected = {
-        "Paillier template": (one.paillier_record, two.paillier_record),
-        "CKKS head": (one.ckks_record, two.ckks_record),
-    }
-    config = LinkabilityConfig(people=150, seed=ctx.seed)
-    return run_linkability(ctx.data.enrolled_with_probes(), protected, ctx.out, config)
+    return run_recorded_linkability(rec, out, LinkabilityConfig(people=people, seed=seed),
+                                    log=typer.echo)
 
 
-def eval_inversion(
-    ctx: AuditContext, victims: int, steps: int, b_attempts: int
-) -> EvaluationResult:
+def eval_inversion(rec: RecordedRun, out: Path, victims: int, steps: int) -> EvaluationResult:
     from pura_client.audit import _inversion_setup
 
-    return _inversion_setup.run(ctx, victims, steps, b_attempts)
+    return _inversion_setup.run(rec, out, victims, steps)
 
 
-def eval_parity_and_leakage(ctx: AuditContext, queries: int) -> list[EvaluationResult]:
-    """One recorded encrypted run feeds both the parity and the leakage evaluation."""
-    from pura_client.audit.harness import EncryptedIdentification
-    from pura_client.audit.leakage import LeakageInputs, canary_patterns, run_leakage
-    from pura_client.audit.parity import run_parity, run_queries
+def eval_parity_and_leakage(rec: RecordedRun, out: Path) -> list[EvaluationResult]:
+    """The servers' answers (parity) and B's recorded views (leakage) of one ``views`` run."""
+    from pura_client.audit.leakage import LeakageInputs, run_leakage
+    from pura_client.audit.parity import run_parity
 
-    d = ctx.data
-    tau = ctx.tau
-    system = EncryptedIdentification(
-        ctx.params, d.enrolled, ctx.rotation, tau, rng=random.Random(ctx.seed)
-    )
-    rng = np.random.default_rng(ctx.seed)
-    mated = _sample(d.mated_probes, queries, rng)
-    nonmated = _sample(d.nonmated, queries, rng)
-    outcomes = run_queries(system, mated, nonmated)
-    parity = run_parity(d.enrolled, mated, nonmated, outcomes, tau, ctx.out)
-    patterns = canary_patterns(
-        system.quantised_templates, np.vstack([d.enrolled.vectors, mated.vectors])
-    )
-    inputs = LeakageInputs(
-        outcomes[0], outcomes[1], system.recorder.messages, patterns, ctx.params.encoding.scale_bits
-    )
-    return [parity, run_leakage(inputs, ctx.out)]
+    return [run_parity(rec, out), run_leakage(LeakageInputs.of(rec), out)]
 
 
-def _sample(data: LabelledEmbeddings, n: int, rng: np.random.Generator) -> LabelledEmbeddings:
-    idx = np.sort(rng.choice(len(data), size=min(n, len(data)), replace=False))
-    return LabelledEmbeddings(data.vectors[idx], tuple(data.labels[i] for i in idx))
-
-
-def _finish(ctx: AuditContext, results: list[EvaluationResult], started: float) -> None:
-    settings = {
-        "seed": ctx.seed,
-        "parameters": ctx.params.id,
-        "enrolled": len(ctx.data.enrolled),
-        "public": len(ctx.data.public),
-        "nonmated": len(ctx.data.nonmated),
-        "total_seconds": round(time.perf_counter() - started, 1),
-    }
-    index = write_report(ctx.out, results, settings=settings)
+def _finish(out: Path, results: list[EvaluationResult], started: float,
+            rec: RecordedRun | None = None, ctx: AuditContext | None = None) -> None:
+    settings: dict[str, Any] = {"total_seconds": round(time.perf_counter() - started, 1)}
+    if rec is not None:
+        settings.update({
+            "recordings": str(rec.out), "parameters": rec.params.id,
+            "recorded_people": rec.config.people, "recorded_epochs": rec.run.epoch_sizes,
+            "recorded_probes": len(rec.run.probes), "recorded_seed": rec.config.seed,
+        })
+    if ctx is not None:
+        settings.update({"seed": ctx.seed, "in_process_enrolled": len(ctx.data.enrolled),
+                         "in_process_public": len(ctx.data.public),
+                         "in_process_nonmated": len(ctx.data.nonmated)})
+    index = write_report(out, results, settings=settings)
     for r in results:
         verdict = {True: "PASS", False: "FAIL", None: "measured"}[r.passed]
         typer.echo(f"[{verdict:8}] {r.title} ({r.seconds:.1f} s): {r.summary}")
@@ -157,67 +153,63 @@ def _finish(ctx: AuditContext, results: list[EvaluationResult], started: float) 
 
 
 @app.command()
-def probing(out: OutOption = Path("audit-report"), seed: SeedOption = 0) -> None:
-    """Hill climbing on a score API vs. Pura's decision-only, budgeted identify."""
+def probing(out: OutOption = Path("audit-report"), seed: SeedOption = 0,
+            recordings: RecordingsOption = None) -> None:
+    """Hill climbing on a score API vs. the decision-only, budgeted identify of the recorded
+    servers (their gallery, their threshold, their answers)."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "dlib-fast")
-    _finish(ctx, [eval_probing(ctx)], started)
+    rec = load_recordings(out, recordings, seed)
+    _finish(out, [eval_probing(rec, out, seed)], started, rec)
 
 
 @app.command()
 def impersonation(out: OutOption = Path("audit-report"), seed: SeedOption = 0) -> None:
     """Master / attribute-subsphere / population synthetic embeddings vs. the gallery."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "dlib-fast")
-    _finish(ctx, [eval_impersonation(ctx)], started)
+    ctx = load_context(out, seed)
+    _finish(out, [eval_impersonation(ctx)], started, ctx=ctx)
 
 
 @app.command()
 def linkability(
-    out: OutOption = Path("audit-report"), seed: SeedOption = 0, preset: PresetOption = "dlib-fast"
+    out: OutOption = Path("audit-report"), seed: SeedOption = 0,
+    recordings: RecordingsOption = None, people: LinkPeopleOption = 150,
 ) -> None:
-    """Gomez-Barrero D↔sys: plaintext templates vs. Pura records under two key sets."""
+    """Gomez-Barrero D↔sys: plaintext templates vs. what A stored in two real deployments."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, preset)
-    _finish(ctx, [eval_linkability(ctx)], started)
+    rec = load_recordings(out, recordings, seed)
+    _finish(out, [eval_linkability(rec, out, seed, people)], started, rec)
 
 
 @app.command()
 def inversion(
     out: OutOption = Path("audit-report"),
     seed: SeedOption = 0,
-    victims: Annotated[int, typer.Option(help="victims of the image-space attack")] = 6,
-    steps: Annotated[int, typer.Option(help="gradient steps per reconstruction")] = 80,
-    b_attempts: Annotated[int, typer.Option(help="perfect-inverter attempts on B's view")] = 100,
+    recordings: RecordingsOption = None,
+    victims: VictimsOption = 6,
+    steps: StepsOption = 80,
 ) -> None:
-    """White-box template inversion from a leaked template vs. from the servers' data."""
+    """White-box template inversion from a leaked template vs. from the servers' records."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "dlib-fast")
-    _finish(ctx, [eval_inversion(ctx, victims, steps, b_attempts)], started)
+    rec = load_recordings(out, recordings, seed)
+    _finish(out, [eval_inversion(rec, out, victims, steps)], started, rec)
 
 
 @app.command()
-def parity(
-    out: OutOption = Path("audit-report"),
-    seed: SeedOption = 0,
-    queries: QueriesOption = 20,
-    preset: PresetOption = "dlib-fast",
-) -> None:
-    """Encrypted vs. plaintext identification (also writes the leakage audit of that run)."""
+def parity(out: OutOption = Path("audit-report"), seed: SeedOption = 0,
+           recordings: RecordingsOption = None) -> None:
+    """The recorded servers' answers vs. plaintext identification (also writes the leakage
+    audit of the same recordings)."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, preset)
-    _finish(ctx, eval_parity_and_leakage(ctx, queries), started)
+    rec = load_recordings(out, recordings, seed)
+    _finish(out, eval_parity_and_leakage(rec, out), started, rec)
 
 
 @app.command()
-def leakage(
-    out: OutOption = Path("audit-report"),
-    seed: SeedOption = 0,
-    queries: QueriesOption = 20,
-    preset: PresetOption = "dlib-fast",
-) -> None:
-    """Record every A↔B message of real identifications and test B's view (with parity)."""
-    parity(out, seed, queries, preset)
+def leakage(out: OutOption = Path("audit-report"), seed: SeedOption = 0,
+            recordings: RecordingsOption = None) -> None:
+    """B's recorded views and every recorded A↔B payload (with parity)."""
+    parity(out, seed, recordings)
 
 
 @app.command()
@@ -255,22 +247,25 @@ def views(
 def run_all(
     out: OutOption = Path("audit-report"),
     seed: SeedOption = 0,
-    queries: QueriesOption = 20,
-    victims: Annotated[int, typer.Option(help="victims of the image-space attack")] = 6,
-    steps: Annotated[int, typer.Option(help="gradient steps per reconstruction")] = 80,
-    b_attempts: Annotated[int, typer.Option(help="perfect-inverter attempts on B's view")] = 100,
+    recordings: RecordingsOption = None,
+    victims: VictimsOption = 6,
+    steps: StepsOption = 80,
+    people: LinkPeopleOption = 150,
 ) -> None:
-    """All six evaluations at the small size into one report."""
+    """The views attacks and all six evaluations into one report; the server-view ones read
+    the recordings of one `pura-audit views` run."""
     started = time.perf_counter()
-    ctx = load_context(out, seed, "dlib-fast")
+    rec = load_recordings(out, recordings, seed)
+    ctx = load_context(out, seed)
     results = [
-        eval_inversion(ctx, victims, steps, b_attempts),
-        eval_linkability(ctx),
-        eval_probing(ctx),
+        eval_views(rec),
+        *eval_parity_and_leakage(rec, out),
+        eval_linkability(rec, out, seed, people),
+        eval_probing(rec, out, seed),
+        eval_inversion(rec, out, victims, steps),
         eval_impersonation(ctx),
-        *eval_parity_and_leakage(ctx, queries),
     ]
-    _finish(ctx, results, started)
+    _finish(out, results, started, rec, ctx)
 
 
-__all__ = ["AuditContext", "app", "load_context"]
+__all__ = ["AuditContext", "app", "load_context", "load_recordings"]

@@ -8,11 +8,12 @@ result smooth and face-like). Success is measured as in the literature: the shar
 reconstructions the system accepts as the victim at its FMR 0.1% threshold (SAR), against the
 leaked template itself (type I) and against another capture of the victim (type II).
 
-Then the same attacker gets only what Pura's servers hold or see:
+Then the same attacker gets only what Pura's servers hold or see, read from the recordings of
+real ``pura serve`` processes (a ``pura-audit views`` run, :mod:`_inversion_setup`):
 
-* server A's stored record of the victim (packed threshold-Paillier template, CKKS head);
-* server B's view of the victim in the exact-distance step: the statistically masked values
-  ``v = q(y) + 2^s + r`` it decrypts.
+* server A's stored record of the victim (the packed threshold-Paillier template in A's store);
+* server B's view in the exact-distance step: the statistically masked values
+  ``v = q(y) + 2^s + r`` it decrypted from every blinded-product request it received.
 
 None of them is a template the attacker can invert, so it must turn them into a target vector by
 some key-free mapping (bytes → 128 features; for B's values, the residues an unmasked value would
@@ -159,10 +160,31 @@ ViewSource = Callable[[list[Victim]], FloatArray]
 
 @dataclass(frozen=True)
 class ServerView:
-    """A named view and how many perfect-inverter attempts to spend on it."""
+    """A named view and how many perfect-inverter attempts to spend on it.
+
+    ``victims``: whom the bound attacks (default: the image attack's victims, cycled).
+    ``against_all``: a derived vector counts as accepted when it is within τ of *any* of them
+    (for views whose rows the auditor cannot attribute to one person, e.g. B's exact-stage
+    values, which A shuffles)."""
 
     source: ViewSource
     attempts: int
+    victims: list[Victim] | None = None
+    against_all: bool = False
+
+
+def rows_source(rows: FloatArray) -> ViewSource:
+    """A view of recorded rows not attributable to victims: each call returns the next
+    ``len(victims)`` rows (use with ``against_all``)."""
+    cursor = [0]
+
+    def source(victims: list[Victim]) -> FloatArray:
+        begin = cursor[0]
+        cursor[0] = begin + len(victims)
+        picked: FloatArray = rows[np.arange(begin, begin + len(victims)) % len(rows)]
+        return picked
+
+    return source
 
 
 def per_victim(derive: Callable[[Victim], FloatArray]) -> ViewSource:
@@ -220,13 +242,20 @@ def _batches(victims: list[Victim], n: int, size: int) -> Iterator[list[Victim]]
 
 
 def perfect_inverter_bound(
-    source: ViewSource, victims: list[Victim], attempts: int, tau: float, batch: int = 100
+    source: ViewSource, victims: list[Victim], attempts: int, tau: float, batch: int = 100,
+    *, against_all: bool = False,
 ) -> tuple[int, int]:
-    """(type-II accepts, attempts) when the derived vector itself is presented as the victim."""
+    """(type-II accepts, attempts) when the derived vector itself is presented as the victim
+    (``against_all``: as whichever of ``victims`` it is closest to)."""
     hits = 0
+    everyone = np.stack([v.probe for v in victims])
     for group in _batches(victims, attempts, batch):
         derived = source(group)
-        hits += int(_accepted(derived, np.stack([v.probe for v in group]), tau).sum())
+        if against_all:
+            d = ((derived[:, None, :] - everyone[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+            hits += int((-d >= tau).sum())
+        else:
+            hits += int(_accepted(derived, np.stack([v.probe for v in group]), tau).sum())
     return hits, attempts
 
 
@@ -237,12 +266,15 @@ def run_inversion(
     calibration: LabelledEmbeddings,
     views: dict[str, ServerView],
     out_dir: Path,
+    tau: float | None = None,
 ) -> EvaluationResult:
-    """Plaintext-leak inversion vs. the same attacker on each server view."""
+    """Plaintext-leak inversion vs. the same attacker on each server view. ``tau``: the
+    acceptance threshold as a similarity ``−‖x − y‖²`` (default: FMR 0.1% on ``calibration``).
+    """
     started = time.perf_counter()
     if not victims:
         raise AuditError("inversion needs at least one victim")
-    tau = system_threshold(calibration)
+    tau = system_threshold(calibration) if tau is None else tau
     start = average_face(public_chips)
     start_emb = inverter.embed(start.round().astype(np.uint8)[None])
     zero_effort = _accepted(
@@ -255,7 +287,8 @@ def run_inversion(
         derived = first_view[1].source(victims)
         attacks.append(_image_attack(first_view[0], inverter, derived, victims, start, tau))
     bounds = {
-        name: perfect_inverter_bound(view.source, victims, view.attempts, tau)
+        name: perfect_inverter_bound(view.source, view.victims or victims, view.attempts, tau,
+                                     against_all=view.against_all)
         for name, view in views.items()
     }
     return _result(attacks, bounds, zero_effort, victims, start, tau, out_dir, started)
@@ -371,5 +404,6 @@ __all__ = [
     "masked_values_to_vector",
     "per_victim",
     "perfect_inverter_bound",
+    "rows_source",
     "run_inversion",
 ]

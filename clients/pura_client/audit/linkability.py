@@ -9,19 +9,28 @@ Compared here:
 
 * **plaintext templates** in two applications: the attacker's linkage function is the cosine of
   the embeddings (the same face model in both) — expected to be highly linkable;
-* **Pura records** of the same templates under two *independent key sets* (one per deployment):
-  what server A stores per template (packed threshold-Paillier ciphertexts and the CKKS head
-  ciphertext). The attacker has no key, so its linkage functions are the key-free ones security.md
-  §1.3 lists: byte equality rate, byte-value correlation, bit-level (Hamming) similarity and
-  record size. Semantic security predicts D↔sys ≈ 0 for all of them.
+* **Pura records** of the same people in two real deployments with *independent key sets*:
+  what server A stored per template, read from A's store as the ``pura serve`` process left it
+  (:func:`run_recorded_linkability`). Application 1 is a ``pura-audit views`` run (first LFW
+  image of each person); application 2 is a second pair of real servers with fresh keys that
+  enrols the second image of the first ``people`` of them (``DIR/link``). The per-template
+  record A keeps is the packed threshold-Paillier template; A keeps a template's CKKS head
+  only until B's block refresh packs it into a block shared by many people, so once enrolment
+  is done there is no per-person CKKS record to link (the count left unpacked is reported).
+  The attacker has no key, so its linkage functions are the key-free ones security.md §1.3
+  lists: byte equality rate, byte-value correlation, bit-level (Hamming) similarity and record
+  size. Semantic security predicts D↔sys ≈ 0 for all of them.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,8 +48,11 @@ from pura_client.audit.metrics import (
 )
 from pura_client.audit.report import EvaluationResult, save_figure
 
-#: What a deployment stores for one template: the byte blobs of its protected record.
-Protector = Callable[[FloatArray], bytes]
+if TYPE_CHECKING:
+    from pura_client.audit.recorded import RecordedRun
+
+#: Two applications' protected records of the same people, row i of both the same subject.
+Records = tuple[Sequence[bytes], Sequence[bytes]]
 #: Project bar T14: D↔sys ≤ 0.05 for every key-free linkage function.
 MAX_D_SYS = 0.05
 
@@ -209,33 +221,101 @@ class LinkabilityConfig:
 
 
 def run_linkability(
-    data: LabelledEmbeddings,
-    protected: Mapping[str, tuple[Protector, Protector]],
+    apps: TwoApplications,
+    protected: Mapping[str, Records],
     out_dir: Path,
     config: LinkabilityConfig,
+    extra: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
     """Plaintext vs. protected linkability.
 
-    ``protected`` maps a record kind (e.g. "Paillier template") to the two deployments'
-    protectors; every key-free linkage function is applied to every kind.
-    """
+    ``protected`` maps a record kind (e.g. "Paillier template") to the two applications'
+    records of ``apps.labels`` (row i of both: the same subject); every key-free linkage
+    function is applied to every kind."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    apps = TwoApplications.from_embeddings(data, config.people)
     plain = apps.app1 @ apps.app2.T
     rounds = (config.bootstrap_rounds, config.null_rounds)
     outcomes = [evaluate_scores("plaintext templates", "cosine", plain, rng, *rounds)]
     sizes: dict[str, int] = {}
-    for kind, (first, second) in protected.items():
-        rec1 = [first(v) for v in apps.app1]
-        rec2 = [second(v) for v in apps.app2]
+    for kind, (rec1, rec2) in protected.items():
+        if len(rec1) != len(apps.labels) or len(rec2) != len(apps.labels):
+            raise AuditError(f"{kind}: one record per person and application is needed")
         sizes[kind] = len(rec1[0])
         cut1 = [r[: config.max_record_bytes] for r in rec1]
         cut2 = [r[: config.max_record_bytes] for r in rec2]
         for name, fn in KEY_FREE_LINKAGE.items():
             scores = fn(rec1, rec2) if name == "record size" else fn(cut1, cut2)
             outcomes.append(evaluate_scores(kind, name, scores, rng, *rounds))
-    return _result(outcomes, sizes, out_dir, started)
+    result = _result(outcomes, sizes, out_dir, started)
+    result.metrics.update(extra or {})
+    return result
+
+
+def link_deployment(rec: RecordedRun, people: int, log: Callable[[str], Any] = print) -> Path:
+    """Application 2: a second pair of real ``pura serve`` processes with fresh keys that
+    enrols the *second* LFW image of the first ``people`` people ``rec`` enrolled (recorded
+    under ``rec.out/link``; reused when it exists for the same people). Returns A's store copy.
+    """
+    from pura_client.audit.views import Faces, ViewsConfig, drive
+
+    work = rec.out / "link" / "work"
+    n = min(people, len(rec.faces.enrolled_labels))
+    store = work / "record" / "a" / "data" / "gallery.db"
+    done = work / "link.json"
+    labels = list(rec.faces.enrolled_labels[:n])
+    if store.exists() and done.exists() and json.loads(done.read_text()).get("labels") == labels:
+        return store
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    empty = np.zeros((0, rec.faces.enrolled.shape[1]))
+    faces = Faces(rec.faces.mated[:n], labels, empty, empty, [], rec.faces.public)
+    config = ViewsConfig(people=n, epochs=1, mated_per_epoch=0, nonmated_per_epoch=0,
+                         profile=rec.profile, seed=rec.config.seed + 1)
+    log(f"linkability: second deployment enrolling {n} people (second images)")
+    run = drive(work, faces, config, rec.wolf, log)
+    done.write_text(json.dumps({"labels": labels, "servers": run.servers}))
+    return store
+
+
+def stored_records(store_path: Path) -> tuple[dict[str, bytes], int]:
+    """Each subject's stored Paillier template in one A store copy (first template), and how
+    many templates still hold a per-template CKKS head (not yet packed into a block)."""
+    from pura.gallery.store import GalleryStore
+    from pura_client.audit.views import COLLECTION, WOLF
+
+    out: dict[str, bytes] = {}
+    unpacked = 0
+    with GalleryStore(store_path) as store:
+        for t in store.all_templates(COLLECTION):
+            unpacked += t.head is not None
+            if t.subject_id != WOLF:
+                out.setdefault(t.subject_id, t.paillier)
+    return out, unpacked
+
+
+def run_recorded_linkability(
+    rec: RecordedRun, out_dir: Path, config: LinkabilityConfig,
+    log: Callable[[str], Any] = print,
+) -> EvaluationResult:
+    """Linkability of what A stored in two real deployments (see the module docstring)."""
+    second = link_deployment(rec, config.people, log)
+    one, unpacked1 = stored_records(rec.a.root / "data" / "gallery.db")
+    two, unpacked2 = stored_records(second)
+    names = [n for n in rec.faces.enrolled_labels if n in one and n in two][: config.people]
+    if len(names) < 2:
+        raise AuditError("linkability needs at least two people stored in both deployments")
+    index = {n: i for i, n in enumerate(rec.faces.enrolled_labels)}
+    apps = TwoApplications(
+        app1=rec.faces.enrolled[[index[n] for n in names]],
+        app2=rec.faces.mated[[index[n] for n in names]],
+        labels=tuple(names),
+    )
+    records = {"A: stored Paillier template": ([one[n] for n in names], [two[n] for n in names])}
+    extra = {"ckks_heads_unpacked": [unpacked1, unpacked2],
+             "second_deployment": str(rec.out / "link")}
+    return run_linkability(apps, records, out_dir, config, extra)
 
 
 def _result(
@@ -319,13 +399,16 @@ __all__ = [
     "MAX_D_SYS",
     "LinkabilityConfig",
     "LinkageOutcome",
-    "Protector",
+    "Records",
     "TwoApplications",
     "bit_similarity",
     "byte_correlation",
     "byte_equality",
     "evaluate_scores",
+    "link_deployment",
     "mated_nonmated",
     "run_linkability",
+    "run_recorded_linkability",
     "size_similarity",
+    "stored_records",
 ]

@@ -1,32 +1,32 @@
-"""Accuracy parity: encrypted vs. plaintext identification on the same LFW probes.
+"""Accuracy parity: the real servers' answers vs. plaintext identification on the same LFW probes.
 
 Protection must not cost accuracy (ISO/IEC 24745 "performance preservation"). Both pipelines
 search the same enrolled gallery with the same probes:
 
-* **plaintext**: exhaustive nearest neighbour on the float embeddings (squared distance);
-* **encrypted**: Pura's real pipeline (:class:`harness.EncryptedIdentification`): CKKS
-  preselection of k candidates over the packed gallery, then the exact threshold-Paillier stage
-  (blinded distances, secure argmin, secure threshold) at the operating threshold τ. For the DET
-  curve the auditor also reads the exact stage's best squared distance among the candidates.
+* **plaintext**: exhaustive nearest neighbour on the float embeddings (squared distance), over
+  the gallery as it was when each probe was sent;
+* **encrypted**: the answers real ``pura serve`` processes gave (a ``pura-audit views`` run,
+  :class:`~pura_client.audit.recorded.RecordedRun`): CKKS preselection with B serving
+  re-randomised candidate copies, then the exact threshold-Paillier stage at the collection's
+  threshold. For the DET curve the auditor reads which candidates B served (opening their
+  labels with both shares) and recomputes the exact stage's integer distance among them.
 
-Differences can come only from preselection (the true mate not among the k candidates) and from
-fixed-point quantisation. The report gives rank 1, FNIR at FPIR, both DET curves on one plot,
-and the share of queries where the protocol's decision disagreed with the exact-stage distance
-(must be 0: it checks that the secure comparison computes what it claims).
+Differences can come only from preselection (the true mate not among the served candidates)
+and from fixed-point quantisation. The report gives rank 1, FNIR at FPIR, both DET curves on
+one plot, and the share of queries where the servers' answer disagreed with the exact-stage
+distance (must be 0: it checks that the secure comparison computes what it claims).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from pura_client.audit.data import LabelledEmbeddings, squared_distances
-from pura_client.audit.harness import EncryptedIdentification, QueryOutcome
+from pura_client.audit.data import squared_distances
 from pura_client.audit.metrics import (
     DetCurve,
     SearchOutcomes,
@@ -35,6 +35,7 @@ from pura_client.audit.metrics import (
     identification_det,
     rank1_rate,
 )
+from pura_client.audit.recorded import RecordedQuery, RecordedRun
 from pura_client.audit.report import EvaluationResult, save_figure
 
 #: FPIR operating points reported (the small audit has ~100 non-mated searches, so 1% is the
@@ -42,75 +43,55 @@ from pura_client.audit.report import EvaluationResult, save_figure
 FPIR_POINTS = (0.01, 0.05)
 
 
-@dataclass(frozen=True)
-class ParityConfig:
-    mated: int = 60
-    nonmated: int = 60
-    top_k: int = 8
-    seed: int = 0
+def plaintext_outcomes(rec: RecordedRun) -> SearchOutcomes:
+    """Exhaustive float search of every recorded probe over the gallery of its epoch: best
+    score ``−‖x − y‖²`` and, for mated probes, whether it is the true mate."""
+    mated_scores, correct, nonmated_scores = [], [], []
+    for q in rec.queries:
+        vectors, labels = rec.gallery_at(q.probe.epoch)
+        d = squared_distances(rec.probe_vector(q.probe)[None, :], vectors)[0]
+        best = int(np.argmin(d))
+        if q.probe.mated:
+            mated_scores.append(-float(d[best]))
+            correct.append(labels[best] == q.probe.label)
+        else:
+            nonmated_scores.append(-float(d[best]))
+    return SearchOutcomes(np.array(mated_scores), np.array(correct, dtype=bool),
+                          np.array(nonmated_scores))
 
 
-def plaintext_outcomes(
-    gallery: LabelledEmbeddings,
-    mated: LabelledEmbeddings,
-    nonmated: LabelledEmbeddings,
-) -> SearchOutcomes:
-    """Exhaustive float search: best score ``−‖x − y‖²`` and whether it is the true mate."""
-    dm = squared_distances(mated.vectors, gallery.vectors)
-    dn = squared_distances(nonmated.vectors, gallery.vectors)
-    best = dm.argmin(axis=1)
-    correct = np.array(
-        [gallery.labels[b] == lab for b, lab in zip(best, mated.labels, strict=True)]
-    )
-    return SearchOutcomes(-dm.min(axis=1), correct, -dn.min(axis=1))
-
-
-def encrypted_outcomes(
-    mated: Sequence[QueryOutcome], nonmated: Sequence[QueryOutcome]
-) -> SearchOutcomes:
-    """The encrypted pipeline's best exact-stage score per search (−D/4^s)."""
+def encrypted_outcomes(rec: RecordedRun) -> SearchOutcomes:
+    """The servers' best exact-stage score per search (−D/4^s over the served candidates)."""
+    mated = [q for q in rec.queries if q.probe.mated]
+    nonmated = [q for q in rec.queries if not q.probe.mated]
     return SearchOutcomes(
-        np.array([-q.exact_best for q in mated]),
-        np.array([q.exact_label == q.true_label for q in mated]),
-        np.array([-q.exact_best for q in nonmated]),
+        np.array([-q.exact_units / rec.unit for q in mated]),
+        np.array([q.exact_label == q.true_label for q in mated], dtype=bool),
+        np.array([-q.exact_units / rec.unit for q in nonmated]),
     )
 
 
-def run_queries(
-    system: EncryptedIdentification,
-    mated: LabelledEmbeddings,
-    nonmated: LabelledEmbeddings,
-) -> tuple[list[QueryOutcome], list[QueryOutcome]]:
-    """Every probe through the real encrypted identification (mated first)."""
-    m = [system.identify(v, lab) for v, lab in zip(mated.vectors, mated.labels, strict=True)]
-    n = [system.identify(v, None) for v in nonmated.vectors]
-    return m, n
-
-
-def run_parity(
-    gallery: LabelledEmbeddings,
-    mated: LabelledEmbeddings,
-    nonmated: LabelledEmbeddings,
-    encrypted: tuple[list[QueryOutcome], list[QueryOutcome]],
-    tau_sq_distance: float,
-    out_dir: Path,
-) -> EvaluationResult:
-    """Compare the two pipelines on the same probes (``encrypted`` from :func:`run_queries`)."""
+def run_parity(rec: RecordedRun, out_dir: Path) -> EvaluationResult:
+    """Compare the servers' answers with plaintext search on the same probes."""
     started = time.perf_counter()
-    plain = plaintext_outcomes(gallery, mated, nonmated)
-    enc = encrypted_outcomes(*encrypted)
-    all_queries = encrypted[0] + encrypted[1]
+    tau_sq_distance = rec.tau
+    plain = plaintext_outcomes(rec)
+    enc = encrypted_outcomes(rec)
+    all_queries = rec.queries
+    mated = [q for q in all_queries if q.probe.mated]
+    nonmated = [q for q in all_queries if not q.probe.mated]
     decisions = {
         "plaintext": fpir_fnir(plain, -tau_sq_distance),
-        "encrypted (protocol decisions)": _decision_rates(encrypted[0], encrypted[1]),
+        "encrypted (servers' answers)": _decision_rates(mated, nonmated),
     }
     rows = _rows(plain, enc, decisions)
     inconsistent = sum(not q.consistent for q in all_queries)
-    mate_missed = sum(q.true_label not in q.candidates for q in encrypted[0])
+    mate_missed = sum(q.true_label not in q.candidates for q in mated)
     metrics: dict[str, object] = {
-        "gallery": len(gallery),
-        "mated_searches": len(encrypted[0]),
-        "nonmated_searches": len(encrypted[1]),
+        "gallery": rec.run.epoch_sizes[-1],
+        "gallery_epochs": rec.run.epoch_sizes,
+        "mated_searches": len(mated),
+        "nonmated_searches": len(nonmated),
         "rank1_plaintext": rank1_rate(plain),
         "rank1_encrypted": rank1_rate(enc),
         "threshold_sq_distance": tau_sq_distance,
@@ -118,26 +99,29 @@ def run_parity(
         "true_mate_not_preselected": mate_missed,
         "mean_candidates": float(np.mean([len(q.candidates) for q in all_queries])),
         "median_seconds_per_query": float(np.median([q.seconds for q in all_queries])),
+        "servers": rec.run.servers,
     }
-    rank_gap = abs(rank1_rate(plain) - rank1_rate(enc)) * len(encrypted[0])
+    rank_gap = abs(rank1_rate(plain) - rank1_rate(enc)) * len(mated)
     passed = inconsistent == 0 and rank_gap <= 1.0 + 1e-9
     fig = _plot(identification_det(plain), identification_det(enc))
     return EvaluationResult(
         key="parity",
-        title="Accuracy parity: encrypted vs. plaintext identification",
+        title="Accuracy parity: real servers vs. plaintext identification",
         summary=(
-            f"rank 1: plaintext {rank1_rate(plain):.3f}, encrypted {rank1_rate(enc):.3f}; "
-            f"{inconsistent} decision disagreements; true mate outside the k candidates in "
-            f"{mate_missed} of {len(encrypted[0])} searches"
+            f"rank 1: plaintext {rank1_rate(plain):.3f}, servers {rank1_rate(enc):.3f}; "
+            f"{inconsistent} answers disagree with the exact-stage distance; true mate not "
+            f"served by B in {mate_missed} of {len(mated)} searches"
         ),
         metrics=metrics,
         passed=passed,
         figures=[save_figure(fig, out_dir, "parity_det.png")],
         tables={"identification error rates": rows},
         notes=[
-            "Encrypted scores are the exact stage's distances (integers, read by the auditor "
-            "with both key shares on this evaluation gallery); clients only ever get decisions.",
-            "PASS: no decision disagrees with the exact-stage distance and rank 1 differs by at "
+            "Answers: what real `pura serve` processes told the client (commands under "
+            "'servers'). Encrypted scores are the exact stage's integer distances among the "
+            "candidates B served (the auditor opens their labels with both key shares of this "
+            "evaluation key set); clients only ever get decisions.",
+            "PASS: no answer disagrees with the exact-stage distance and rank 1 differs by at "
             "most one search.",
         ],
         seconds=time.perf_counter() - started + sum(q.seconds for q in all_queries),
@@ -145,13 +129,11 @@ def run_parity(
 
 
 def _decision_rates(
-    mated: Sequence[QueryOutcome], nonmated: Sequence[QueryOutcome]
+    mated: Sequence[RecordedQuery], nonmated: Sequence[RecordedQuery]
 ) -> tuple[float, float]:
-    """(FPIR, FNIR) of the answers clients actually receive."""
-    fpir = float(np.mean([q.decision.matched for q in nonmated]))
-    fnir = float(
-        np.mean([not (q.decision.matched and q.decision.label == q.true_label) for q in mated])
-    )
+    """(FPIR, FNIR) of the answers clients actually received."""
+    fpir = float(np.mean([q.answer is not None for q in nonmated]))
+    fnir = float(np.mean([q.answer != q.true_label for q in mated]))
     return fpir, fnir
 
 
@@ -195,9 +177,7 @@ def _plot(plain: DetCurve, enc: DetCurve) -> Figure:
 
 __all__ = [
     "FPIR_POINTS",
-    "ParityConfig",
     "encrypted_outcomes",
     "plaintext_outcomes",
     "run_parity",
-    "run_queries",
 ]

@@ -19,6 +19,13 @@ impersonation attack in its own right — it is measured by :mod:`impersonation`
 Success = the attacker's final template is accepted as the target at the system threshold; we also
 report how close (cosine) the recovered template is to the real one, against the 99th percentile of
 non-mated cosines (project bar T4: "no better than random pairs").
+
+On the real servers (:func:`run_recorded_probing`, reading a ``pura-audit views`` run): the
+targets are the people the servers enrolled, τ is the collection threshold A stored, and the
+decision oracle's plaintext rule is checked against every answer the real servers gave in
+that run (:class:`RecordedDecisions`): the oracle must accept at least wherever the servers
+accepted, so that the decision-only attacker is measured against an oracle no stingier than
+the shipped one. The budget is the server's per-principal identify budget (``--budget``).
 """
 
 from __future__ import annotations
@@ -27,14 +34,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from pura.errors import BudgetExhaustedError
-from pura_client.audit.data import LabelledEmbeddings, comparison_scores, system_threshold
+from pura_client.audit.data import (
+    LabelledEmbeddings,
+    comparison_scores,
+    squared_distances,
+    system_threshold,
+)
 from pura_client.audit.metrics import AuditError, FloatArray, upper_bound
 from pura_client.audit.report import EvaluationResult, save_figure
+
+if TYPE_CHECKING:
+    from pura_client.audit.recorded import RecordedRun
 
 #: Project bar T4: the identify budget blocks a recovery attempt before 50 probes on one target.
 DEFAULT_BUDGET = 50
@@ -204,22 +220,68 @@ def _cosine(a: FloatArray, b: FloatArray) -> float:
     return float(_unit(a) @ _unit(b))
 
 
+@dataclass(frozen=True)
+class RecordedDecisions:
+    """The plaintext decision rule against the answers real servers gave (one ``views`` run).
+
+    ``agree``: answers equal to the rule's (nearest enrolled subject within τ, else none).
+    ``beyond_rule``: the servers accepted a subject the rule would not (the only disagreement
+    that would make the plaintext oracle stingier than the product); ``rule_only``: the rule
+    accepts where the servers did not (preselection missed the mate, or quantisation at τ)."""
+
+    queries: int
+    agree: int
+    beyond_rule: int
+    rule_only: int
+
+    @classmethod
+    def of(cls, rec: RecordedRun) -> RecordedDecisions:
+        agree = beyond = rule_only = 0
+        for q in rec.queries:
+            vectors, labels = rec.gallery_at(q.probe.epoch)
+            d = squared_distances(rec.probe_vector(q.probe)[None, :], vectors)[0]
+            best = int(np.argmin(d))
+            rule = labels[best] if d[best] <= rec.tau else None
+            agree += q.answer == rule
+            if q.answer is not None and d[labels.index(q.answer)] > rec.tau:
+                beyond += 1
+            rule_only += q.answer is None and rule is not None
+        return cls(len(rec.queries), agree, beyond, rule_only)
+
+
+def run_recorded_probing(
+    rec: RecordedRun, out_dir: Path, config: ProbingConfig
+) -> EvaluationResult:
+    """Probing against what real servers enrolled and decided (a ``pura-audit views`` run):
+    targets from the servers' gallery, τ from A's store, the attacker's faces from public LFW
+    people, and the decision oracle checked against the servers' recorded answers."""
+    gallery = LabelledEmbeddings(rec.faces.enrolled, tuple(rec.faces.enrolled_labels))
+    public = LabelledEmbeddings(rec.faces.public,
+                                tuple(f"public-{i}" for i in range(len(rec.faces.public))))
+    return run_probing(gallery, public, out_dir, config, tau=-rec.tau,
+                       recorded=RecordedDecisions.of(rec))
+
+
 def run_probing(
     gallery: LabelledEmbeddings,
     public: LabelledEmbeddings,
     out_dir: Path,
     config: ProbingConfig,
     decide_factory: Callable[[FloatArray, float], Callable[[FloatArray], bool]] | None = None,
+    *,
+    tau: float | None = None,
+    recorded: RecordedDecisions | None = None,
 ) -> EvaluationResult:
     """Attack ``config.targets`` enrolled templates through both APIs and report.
 
     ``gallery`` holds the enrolled people (one template each is attacked); ``public`` is the
-    attacker's own face data *and* the threshold calibration set (people disjoint from the
-    gallery). ``decide_factory(target, τ)`` can route decisions through the encrypted protocol.
+    attacker's own face data and, unless ``tau`` (a similarity, ``−‖x − y‖²``) is given, the
+    threshold calibration set (people disjoint from the gallery). ``decide_factory(target, τ)``
+    can route decisions elsewhere; ``recorded`` checks the plaintext rule against real answers.
     """
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    tau = system_threshold(public)
+    tau = system_threshold(public) if tau is None else tau
     mean, factor = _population_model(public)
     _, impostor = comparison_scores(public)
     cos_p99 = float(np.percentile(1.0 + impostor / 2.0, 99))  # ||x−y||² = 2 − 2cos
@@ -237,7 +299,7 @@ def run_probing(
         blind = blind_search(oracle, start, mean, factor, rng, config.max_queries)
         climbs.append(climb)
         rows.append(TargetOutcome.of(climb, blind, target, tau))
-    return _probing_result(rows, climbs, tau, cos_p99, config, out_dir, started)
+    return _probing_result(rows, climbs, tau, cos_p99, config, out_dir, started, recorded)
 
 
 def _accepted(estimate: FloatArray, target: FloatArray, tau: float) -> bool:
@@ -292,6 +354,7 @@ def _probing_result(
     config: ProbingConfig,
     out_dir: Path,
     started: float,
+    recorded: RecordedDecisions | None = None,
 ) -> EvaluationResult:
     n = len(rows)
     score_ok = sum(r.score_accepted for r in rows)
@@ -319,6 +382,22 @@ def _probing_result(
     # its cosine to the target is a draw from the non-mated distribution: judge the median
     # (a max over many targets exceeds the 99th percentile by chance alone).
     passed = score_ok > 0 and dec_ok == 0 and median_dec_cos <= cos_p99
+    notes = []
+    if recorded is not None:
+        metrics.update({
+            "recorded_answers": recorded.queries,
+            "recorded_answers_agreeing_with_rule": recorded.agree,
+            "recorded_accepts_beyond_rule": recorded.beyond_rule,
+            "recorded_rule_only_accepts": recorded.rule_only,
+        })
+        passed = passed and recorded.beyond_rule == 0
+        notes.append(
+            f"Decision oracle checked against {recorded.queries} answers of real `pura serve` "
+            f"processes: {recorded.agree} equal the plaintext rule, {recorded.beyond_rule} "
+            f"accepted beyond it (must be 0), {recorded.rule_only} rejected where the rule "
+            "accepts (the oracle is then more generous than the servers, so the attacker's "
+            "success is over- not under-stated)."
+        )
     figure = save_figure(_plot(climbs, tau, config.budget), out_dir, "probing.png")
     return EvaluationResult(
         key="probing",
@@ -339,6 +418,7 @@ def _probing_result(
             f"({cos_p99:.3f}). PASS: the score attack succeeds (test is sensitive) and the "
             "decision-only attack is never accepted and its median recovered cosine is no "
             "better than random pairs.",
+            *notes,
         ],
         seconds=time.perf_counter() - started,
     )
@@ -365,8 +445,10 @@ __all__ = [
     "DecisionOracle",
     "InsecureScoreOracle",
     "ProbingConfig",
+    "RecordedDecisions",
     "TargetOutcome",
     "blind_search",
     "hill_climb",
     "run_probing",
+    "run_recorded_probing",
 ]

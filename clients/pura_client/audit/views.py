@@ -481,6 +481,8 @@ def run_views(out: Path, config: ViewsConfig, log: Any = print, *,
     else:
         run = drive(work, faces, config, wolf, log)
         run.save(work / "run.json")
+        # the sizes, so that the other evaluations reload the same faces (audit.recorded)
+        (work / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
     figures = analyse(work, run, faces, wolf, config)
     figures["settings"]["total_seconds"] = round(time.perf_counter() - started, 1)
     (out / "views.json").write_text(json.dumps(_plain(figures), indent=2, sort_keys=True))

@@ -1,4 +1,5 @@
-"""Template inversion: key-free derivations, the average face, a tiny real attack on LFW."""
+"""Template inversion: key-free derivations, the average face, the unattributed-row bound, and a
+tiny real attack with the server views read from a recorded run of real servers."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ from pathlib import Path
 import numpy as np
 import pura_client.audit._inversion_setup as _inversion_setup
 import pytest
-from pura_client.audit.data import AuditData
 from pura_client.audit.inversion import (
-    GradientInverter,
-    InversionConfig,
-    ServerView,
+    Victim,
     average_face,
     bytes_to_vector,
     masked_values_to_vector,
-    per_victim,
-    run_inversion,
+    perfect_inverter_bound,
+    rows_source,
 )
 from pura_client.audit.metrics import AuditError
+from pura_client.audit.recorded import RecordedRun
 
 
 def test_bytes_to_vector_is_unit_and_deterministic() -> None:
@@ -48,24 +47,35 @@ def test_average_face_checks_shape() -> None:
         average_face([np.zeros((10, 10, 3), np.uint8)])
 
 
+def test_bound_against_all_accepts_a_row_equal_to_anyone() -> None:
+    """B's rows cannot be attributed to one person: a row counts when it is within τ of any
+    victim, so a row that is somebody's template must be caught."""
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((5, 16))
+    people /= np.linalg.norm(people, axis=1, keepdims=True)
+    victims = [Victim(f"p{i}", people[i], people[i]) for i in range(5)]
+    leaked = np.vstack([rng.standard_normal((3, 16)), people[3:4]])
+    leaked /= np.linalg.norm(leaked, axis=1, keepdims=True)
+    hits, n = perfect_inverter_bound(rows_source(leaked), victims, 4, -0.1, against_all=True)
+    assert (hits, n) == (1, 4)
+    hits, _ = perfect_inverter_bound(rows_source(leaked[:3]), victims, 3, -0.1, against_all=True)
+    assert hits == 0
+
+
 @pytest.mark.lfw
 @pytest.mark.slow
-def test_inversion_on_lfw_with_the_torch_model(audit_data: AuditData, tmp_path: Path) -> None:
-    from pura_client.embedding.resnet import load_dlib_resnet
-
-    chips = _inversion_setup.ChipSource()
-    victims = _inversion_setup.victims_of(audit_data, chips, 2)
-    public = [
-        c for c in (chips.chip(n) for n in audit_data.public.identities()[:8]) if c is not None
-    ]
-    inverter = GradientInverter(load_dlib_resnet(), InversionConfig(steps=25))
-    views = {
-        "random bytes": ServerView(
-            per_victim(lambda v: bytes_to_vector(np.random.default_rng(0).bytes(4096))), 200
-        )
-    }
-    result = run_inversion(inverter, victims, public, audit_data.public, views, tmp_path)
+def test_inversion_with_the_torch_model_and_recorded_server_views(
+    recorded_run: RecordedRun, tmp_path: Path
+) -> None:
+    rec = recorded_run
+    views = _inversion_setup.server_views(rec)
+    assert set(views) == {"A: stored Paillier template", "B: masked values in the exact stage"}
+    assert views["A: stored Paillier template"].attempts == rec.config.people
+    rows = sum(len(q.candidates) for q in rec.queries)
+    assert views["B: masked values in the exact stage"].attempts == rows
+    result = _inversion_setup.run(rec, tmp_path, victims=2, steps=25)
     m = result.metrics
     assert m["plaintext_sar_type1"] == 1.0  # the white-box attack reaches the leaked template
-    assert m["server_view_accepts"] == 0 and m["server_view_attempts_per_view"] == 200
+    assert m["server_view_accepts"] == 0
+    assert m["system_threshold_sq_distance"] == pytest.approx(rec.tau)  # the servers' τ
     assert (tmp_path / "inversion.png").stat().st_size > 10_000

@@ -1,13 +1,12 @@
-"""Linkability: key-free linkage functions and a small run with real Paillier key sets."""
+"""Linkability: key-free linkage functions, a leaky control, and what two real deployments
+stored."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pura_client.audit.data import AuditData
 from pura_client.audit.linkability import (
     LinkabilityConfig,
     TwoApplications,
@@ -16,12 +15,10 @@ from pura_client.audit.linkability import (
     byte_equality,
     mated_nonmated,
     run_linkability,
+    run_recorded_linkability,
     size_similarity,
 )
-from pura_client.audit.protect import DeploymentKeys
-
-from pura.crypto.encoding import PCARotation
-from pura.crypto.params import DLIB_FAST_PARAMETERS
+from pura_client.audit.recorded import RecordedRun
 
 
 def test_linkage_functions_known_answers() -> None:
@@ -40,22 +37,41 @@ def test_mated_split_is_the_diagonal() -> None:
     assert mated.tolist() == [0.0, 4.0, 8.0] and nonmated.size == 6
 
 
+def test_linkage_is_detected_on_leaky_records(tmp_path: Path) -> None:
+    """Records that carry the template (coarsely quantised bytes) must be flagged linkable:
+    the evaluation can fail."""
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((40, 32))
+    app1 = people + 0.2 * rng.standard_normal((40, 32))
+    app2 = people + 0.2 * rng.standard_normal((40, 32))
+    apps = TwoApplications(app1 / np.linalg.norm(app1, axis=1, keepdims=True),
+                           app2 / np.linalg.norm(app2, axis=1, keepdims=True),
+                           tuple(f"p{i}" for i in range(40)))
+
+    def leaky(m: np.ndarray) -> list[bytes]:
+        return [np.round(v * 60).astype(np.int8).tobytes() for v in m]
+
+    config = LinkabilityConfig(people=40, bootstrap_rounds=20, null_rounds=200)
+    result = run_linkability(apps, {"leaky": (leaky(apps.app1), leaky(apps.app2))},
+                             tmp_path, config)
+    rows = result.tables["D↔sys per linkage function"]
+    assert any(r["linkable"] for r in rows[1:]) and result.passed is False
+
+
 @pytest.mark.lfw
-def test_linkability_plaintext_vs_pura(audit_data: AuditData, tmp_path: Path) -> None:
-    data = audit_data.enrolled_with_probes()
-    apps = TwoApplications.from_embeddings(data, 80)
-    assert len(apps.labels) == 80
-    rotation = PCARotation.fit(audit_data.public.vectors, model_id="dlib")
-    one = DeploymentKeys.generate(DLIB_FAST_PARAMETERS, rotation, random.Random(1))
-    two = DeploymentKeys.generate(DLIB_FAST_PARAMETERS, rotation, random.Random(2))
-    protected = {
-        "Paillier template": (one.paillier_record, two.paillier_record),
-        "CKKS head": (one.ckks_record, two.ckks_record),
-    }
-    config = LinkabilityConfig(people=80, bootstrap_rounds=30, max_record_bytes=2048)
-    result = run_linkability(data, protected, tmp_path, config)
+@pytest.mark.slow
+def test_linkability_of_what_two_real_deployments_stored(
+    recorded_run: RecordedRun, tmp_path: Path
+) -> None:
+    """Application 1: the recorded run's A store; application 2: a second pair of real servers
+    with fresh keys enrolling the second images of the same people."""
+    config = LinkabilityConfig(people=16, bootstrap_rounds=30, null_rounds=200)
+    result = run_recorded_linkability(recorded_run, tmp_path, config, log=lambda _: None)
     assert result.metrics["plaintext_d_sys"] > 0.8
     rows = result.tables["D↔sys per linkage function"]
     assert rows[0]["linkable"] is True
+    assert [r["record"] for r in rows[1:]] == ["A: stored Paillier template"] * 4
     assert not any(r["linkable"] for r in rows[1:])
+    assert result.metrics["mated_pairs"] == 16
+    assert (recorded_run.out / "link" / "work" / "record" / "a" / "data" / "gallery.db").exists()
     assert result.passed is True

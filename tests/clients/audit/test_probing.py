@@ -1,4 +1,5 @@
-"""Score probing: the oracles, the attacks, and a small run on real LFW embeddings."""
+"""Score probing: the oracles, the attacks, a small run on real LFW embeddings, and the run
+against a recorded run of real servers (their gallery, threshold and answers)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from pura_client.audit.probing import (
     DecisionOracle,
     InsecureScoreOracle,
     ProbingConfig,
+    RecordedDecisions,
     blind_search,
     hill_climb,
     run_probing,
+    run_recorded_probing,
 )
+from pura_client.audit.recorded import RecordedRun
 
 from pura.errors import BudgetExhaustedError
 
@@ -66,3 +70,29 @@ def test_probing_on_lfw(audit_data: AuditData, tmp_path: Path) -> None:
     assert m["decision_api_mean_queries"] == 50.0
     assert result.passed is True and (tmp_path / "probing.png").exists()
     assert -system_threshold(audit_data.public) == pytest.approx(m["system_threshold_sq_distance"])
+
+
+@pytest.mark.lfw
+@pytest.mark.slow
+def test_probing_the_recorded_servers(recorded_run: RecordedRun, tmp_path: Path) -> None:
+    rec = recorded_run
+    result = run_recorded_probing(rec, tmp_path, ProbingConfig(targets=3, max_queries=1000))
+    m = result.metrics
+    assert m["system_threshold_sq_distance"] == pytest.approx(rec.tau)  # the servers' τ
+    assert m["recorded_answers"] == len(rec.run.probes)
+    assert m["recorded_accepts_beyond_rule"] == 0
+    assert m["recorded_answers_agreeing_with_rule"] >= len(rec.run.probes) - 2
+    assert m["decision_api_success_rate"] == 0.0 and m["score_api_success_rate"] > 0
+    assert result.passed is True
+
+
+@pytest.mark.lfw
+@pytest.mark.slow
+def test_recorded_decisions_catch_an_accept_beyond_the_rule(recorded_run: RecordedRun) -> None:
+    """Had the servers accepted a non-mated probe as someone, the plaintext oracle would be
+    stingier than the product and the probing verdict could not stand."""
+    doctored = RecordedRun(recorded_run.out, faces=recorded_run.faces)
+    probe = next(p for p in doctored.run.probes if not p.mated and p.answer is None)
+    probe.answer = doctored.faces.enrolled_labels[0]
+    decisions = RecordedDecisions.of(doctored)
+    assert decisions.beyond_rule == 1 and decisions.agree < decisions.queries
