@@ -105,8 +105,16 @@ def run(rec: RecordedRun, out: Path, victims: int, steps: int) -> EvaluationResu
     calibration = LabelledEmbeddings(rec.faces.public,
                                      tuple(f"public-{i}" for i in range(len(rec.faces.public))))
     inverter = GradientInverter(load_dlib_resnet(), InversionConfig(victims=victims, steps=steps))
-    return run_inversion(inverter, targets, public_chips, calibration, server_views(rec), out,
-                         tau=-rec.tau)
+    result = run_inversion(inverter, targets, public_chips, calibration, server_views(rec), out,
+                           tau=-rec.tau)
+    result.notes.append(
+        f"Server views read from the recordings of real `pura serve` processes ({rec.out}): "
+        "A's stored templates from A's store copy, B's exact-stage values from the "
+        "blinded-product requests B recorded (each row judged against every enrolled person). "
+        "τ is the collection threshold A stored. The image attack on a leaked plaintext "
+        "template is the face model's part and runs in-process."
+    )
+    return result
 
 
 def _public_names(rec: RecordedRun) -> list[str]:

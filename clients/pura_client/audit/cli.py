@@ -108,7 +108,13 @@ def eval_impersonation(ctx: AuditContext) -> EvaluationResult:
 
     config = ImpersonationConfig(attempts=3000, gallery_sizes=(10, 100, 1000), seed=ctx.seed)
     d = ctx.data
-    return run_impersonation(d.enrolled, d.public, d.nonmated, ctx.out, config)
+    result = run_impersonation(d.enrolled, d.public, d.nonmated, ctx.out, config)
+    result.notes.append(
+        "In-process on LFW descriptors: synthetic embeddings against the plaintext decision "
+        "rule are a property of the face model's embedding space, not of a server's view. "
+        "The real-server counterpart is wolf_capture of the views section."
+    )
+    return result
 
 
 def eval_linkability(rec: RecordedRun, out: Path, seed: int, people: int) -> EvaluationResult:

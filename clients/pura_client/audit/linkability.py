@@ -315,7 +315,14 @@ def run_recorded_linkability(
     records = {"A: stored Paillier template": ([one[n] for n in names], [two[n] for n in names])}
     extra = {"ckks_heads_unpacked": [unpacked1, unpacked2],
              "second_deployment": str(rec.out / "link")}
-    return run_linkability(apps, records, out_dir, config, extra)
+    result = run_linkability(apps, records, out_dir, config, extra)
+    result.notes.append(
+        "Records read from the stores of two real `pura serve` deployments with independent "
+        f"keys: the recorded views run ({rec.out}) and a second one enrolling the second image "
+        f"of {len(names)} of its people ({rec.out / 'link'}). A keeps no per-person CKKS record "
+        "once B's refresh has packed the heads into blocks (ckks_heads_unpacked)."
+    )
+    return result
 
 
 def _result(
