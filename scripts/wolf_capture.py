@@ -71,6 +71,8 @@ def _project(w: np.ndarray, mu: np.ndarray, c: float) -> np.ndarray:
     a = float(w @ mu)
     if a > c and c < 1.0:
         p = w - a * mu
+        if np.linalg.norm(p) < 1e-9:  # w is μ̂ itself: leave it along any orthogonal direction
+            p = np.roll(mu, 1) - (np.roll(mu, 1) @ mu) * mu
         w = c * mu + math.sqrt(1 - c * c) * p / np.linalg.norm(p)
     return w
 
@@ -118,7 +120,9 @@ def measure(model_id: str) -> dict[str, object]:
             "cosine_threshold": t,
             "centroid_capture": float(np.mean(probes @ centroid >= t)),
             "centroid_admitted": bool(centroid @ mu <= c_eff),
-            "crafted_unbounded_capture": float(np.mean(probes @ free >= t)),
+            # a wolf found under the bound is a wolf without it too: report the better one
+            "crafted_unbounded_capture": float(max(np.mean(probes @ free >= t),
+                                                   np.mean(probes @ bounded >= t))),
             "crafted_under_bound_capture": float(np.mean(probes @ bounded >= t)),
             "crafted_under_bound_cos_mu": float(bounded @ mu),
             "natural_wolf_max_capture": natural,
