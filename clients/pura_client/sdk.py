@@ -11,9 +11,13 @@ message leaves this module), and the core exception hierarchy (:mod:`pura_client
 :class:`~pura_client.client.PuraClient` stays the implementation (streams, admin calls,
 encrypted parts) and remains available as :attr:`Client.raw` for what the front door leaves out.
 
-A face is either an embedding (a 128-d vector, any array-like) or an image (a path, encoded
-bytes, or an ``H x W x 3`` uint8 array), which is embedded here with :class:`Embedder` (torch,
-loaded on first use). "No face in the image" is a result (``face_found=False``), not an error.
+A face is either an embedding (a vector of the collection's model, any array-like) or an image
+(a path, encoded bytes, or an ``H x W x 3`` uint8 array), which is embedded here with the client
+pipeline of the collection's face model (A announces it; SFace by default; torch, loaded on first
+use) and encrypted with that model's shipped PCA rotation. ``connect(..., model=ID)`` states the
+model the caller means to use: another model than the collection's is refused with both ids named
+(templates of two models cannot be compared; the collection must be re-enrolled under the new
+one). "No face in the image" is a result (``face_found=False``), not an error.
 
 Keys are pinned by default (:mod:`pura_client.pins`): the first public keys seen for an
 (address, collection) are written to ``known_keys.json`` and any later change is refused with
@@ -31,6 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pura.crypto.encoding import PCARotation, load_shipped_pca
+from pura.crypto.params import model_mismatch_message
+from pura.errors import ParameterError
 from pura.keys import PublicKeys, load_public_keys
 from pura_client.client import DEFAULT_IDLE_TIMEOUT_S, EnrollStatus, PuraClient
 from pura_client.pins import KeyPin, KnownKeys
@@ -38,7 +44,8 @@ from pura_client.pins import KeyPin, KnownKeys
 if TYPE_CHECKING:
     from pura_client.embedding.types import FaceResult
 
-#: An embedding (array-like of 128 floats) or an image (path, encoded bytes, HxWx3 uint8 array).
+#: An embedding (array-like of the model's ``dim`` floats) or an image (path, encoded bytes,
+#: HxWx3 uint8 array).
 Face: TypeAlias = "npt.ArrayLike | str | Path | bytes"
 
 
@@ -113,13 +120,17 @@ class Client:
 
     def __init__(
         self, raw: PuraClient, address: str, *, known_keys: KnownKeys | None,
-        embedder: FaceEmbedder | None = None,
+        embedder: FaceEmbedder | None = None, pca: PCARotation | Path | str | None = None,
+        model: str | None = None,
     ) -> None:
         self.raw = raw
         self.address = address
         self.known_keys = known_keys
         self._embedder = embedder
         self._pin: KeyPin | None = None
+        self._pca_source = pca
+        self._model = model
+        self._pca_ready = False
 
     def __repr__(self) -> str:
         return f"Client(address={self.address!r}, collection={self.collection!r})"
@@ -127,6 +138,15 @@ class Client:
     @property
     def collection(self) -> str:
         return self.raw.collection
+
+    @property
+    def model_id(self) -> str:
+        """The collection's face model (as A announces it); ParameterError naming both ids when
+        :func:`connect` was told another ``model``."""
+        announced = str(self.raw.parameters().model_id)
+        if self._model and self._model != announced:
+            raise ParameterError(model_mismatch_message(self.collection, announced, self._model))
+        return announced
 
     def close(self) -> None:
         self.raw.close()
@@ -147,6 +167,9 @@ class Client:
         keys = self.raw.public_keys()
         if self.known_keys is not None and self._pin is None:
             self._pin = self.known_keys.check(self.address, self.collection, keys)
+        if not self._pca_ready:
+            self.raw.use_pca(_pca(self._pca_source, self.model_id))
+            self._pca_ready = True
         return keys
 
     @property
@@ -160,9 +183,9 @@ class Client:
         """The embedder for images (torch; created on first use, so embeddings-only callers
         never load it)."""
         if self._embedder is None:
-            from pura_client.embedding.pipeline import Embedder
+            from pura_client.embedding.aligned import pipeline_for
 
-            self._embedder = Embedder(device="auto")
+            self._embedder = pipeline_for(self.model_id, device="auto")
         return self._embedder
 
     def _vector(self, face: Face) -> npt.NDArray[np.float64] | None:
@@ -227,12 +250,14 @@ class Client:
         return self.raw.list_subjects()
 
 
-def _pca(pca: PCARotation | Path | str | None) -> PCARotation:
+def _pca(pca: PCARotation | Path | str | None, model_id: str) -> PCARotation:
+    """The rotation to encrypt with: given, loaded from a file (checked to be ``model_id``'s), or
+    the one shipped for ``model_id`` (the collection's model)."""
     if isinstance(pca, PCARotation):
         return pca
     if pca is None:
-        return load_shipped_pca()
-    return PCARotation.load(Path(pca), model_id="dlib_face_recognition_resnet_model_v1")
+        return load_shipped_pca(model_id)
+    return PCARotation.load(Path(pca), model_id=model_id)
 
 
 def connect(
@@ -249,6 +274,7 @@ def connect(
     embedder: FaceEmbedder | None = None,
     timeout_s: float = 300.0,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    model: str | None = None,
 ) -> Client:
     """Open a connection to server A for ``collection``.
 
@@ -261,6 +287,11 @@ def connect(
     ``known_keys`` (a path or :class:`KnownKeys`; default ``~/.config/pura/known_keys.json``)
     and a later change is refused. ``pin_keys=False`` turns pinning off (then a malicious A could
     hand out keys it can decrypt with; only for throw-away test servers).
+
+    Face model: images are embedded with the collection's model and encrypted with its shipped
+    PCA rotation (``pca`` overrides the rotation: a :class:`PCARotation` or a file, checked to be
+    the collection's model's). ``model``: the model id the caller means to use; when it is not
+    the collection's, the first embedding or encryption raises ParameterError naming both.
     """
     if isinstance(trusted_keys, (str, Path)):
         trusted_keys = load_public_keys(Path(trusted_keys))
@@ -269,10 +300,10 @@ def connect(
         pins = known_keys if isinstance(known_keys, KnownKeys) else KnownKeys(known_keys)
     raw = PuraClient.connect(
         address, collection, tls_dir=None if tls is None else Path(tls), cert_name=role,
-        pca=_pca(pca), token=token, timeout_s=timeout_s, trusted_keys=trusted_keys,
+        token=token, timeout_s=timeout_s, trusted_keys=trusted_keys,
         idle_timeout_s=idle_timeout_s,
     )
-    return Client(raw, address, known_keys=pins, embedder=embedder)
+    return Client(raw, address, known_keys=pins, embedder=embedder, pca=pca, model=model)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ cache work unchanged; the cache id names detector, alignment and network.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -25,12 +26,14 @@ from torch import nn
 
 from pura.errors import ConfigError
 from pura_client.embedding.align import CHIP_SIZE, align_face
-from pura_client.embedding.batch import ImagePipeline
 from pura_client.embedding.image import ImageInput, load_rgb
 from pura_client.embedding.pipeline import Device, resolve_device
 from pura_client.embedding.registry import DLIB_MODEL_ID, ModelSpec, get_model
 from pura_client.embedding.types import FaceResult, MultiFacePolicy, apply_policy
 from pura_client.embedding.yunet import YuNetDetector
+
+if TYPE_CHECKING:
+    from pura_client.embedding.pipeline import Embedder
 
 
 def load_network(spec: ModelSpec) -> nn.Module:
@@ -149,7 +152,7 @@ def pipeline_for(
     device: Device | str = "auto",
     batch_size: int = 32,
     policy: MultiFacePolicy = MultiFacePolicy.LARGEST,
-) -> ImagePipeline:
+) -> Embedder | AlignedEmbedder:
     """The client pipeline of a registered model id (dlib's Embedder or an AlignedEmbedder).
 
     A collection's model id picks this; templates of one model are useless to another, so a
