@@ -48,7 +48,9 @@ class Enroller:
 
         Why: the squared norm used in every later distance must be computed by the servers, and
         a template that is not the encoding of a unit vector (a "wolf" crafted to match
-        everyone) must be refused at enrolment, not stored and silently skipped later.
+        everyone), or one closer to the public population mean than any real face (when the
+        server's layout carries the wolf check, as NodeA's does), must be refused at enrolment,
+        not stored and silently skipped later.
         """
         if not uploads:
             return []

@@ -532,8 +532,10 @@ class NodeA:
         """Server-side norm admission (with B) before anything is stored.
 
         Why: the squared norm used in every later distance must be computed by the servers, and a
-        template that is not the encoding of a unit vector (a "wolf" crafted to match everyone)
-        must be refused at enrolment with a clear error, not stored and silently skipped later.
+        template that is not the encoding of a unit vector (a "wolf" crafted to match everyone),
+        or a unit vector closer to the public population mean than any real face (a wolf that
+        matches many strangers; A's wolf check, :class:`~pura.protocols.norms.MeanBound`), must
+        be refused at enrolment with a clear error, not stored and silently skipped later.
         What is stored is the :class:`AdmittedTemplate` (packed template + server-computed norm).
         Updates ``outcomes`` in place for refused items and returns the templates to store.
         """
