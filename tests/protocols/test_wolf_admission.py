@@ -8,19 +8,24 @@ Fails on the code before the check: the unit-norm centroid is a unit vector and 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pura_client.datasets.embedded import EmbeddedIdentificationSet
 
+from pura.audit_log import AuditLog
 from pura.crypto.encoding import PCARotation, l2_normalize, load_shipped_pca, quantize
 from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, decrypt_with_shares
-from pura.errors import ConfigError, EmbeddingRangeError
+from pura.errors import ConfigError, EmbeddingRangeError, HelperRefusedError
 from pura.protocols.enroll import encrypt_template
-from pura.protocols.identify import BytesChannel, ExactConfig, ServerA, ServerB
-from pura.protocols.messages import AdmittedTemplate
-from pura.protocols.norms import MeanBound
+from pura.protocols.helper_guard import HelperGuard, Quotas
+from pura.protocols.identify import STEP_NORM_CHECK, BytesChannel, ExactConfig, ServerA, ServerB
+from pura.protocols.messages import AdmittedTemplate, PaillierTemplate
+from pura.protocols.norms import MeanBound, start_norm_check
 from pura.protocols.population import PopulationMean, mean_bound
+from pura.protocols.tickets import seal, unseal
 
 Keys = tuple[PublicKey, KeyShare, KeyShare]
 S = 11
@@ -126,3 +131,49 @@ def test_every_shipped_model_has_a_mean_and_unknown_models_fail_closed() -> None
         mean_bound("arcface_r100", pca, S)
     bound = mean_bound(DLIB, pca, S)
     assert isinstance(bound, MeanBound) and bound.dim == DIM
+
+
+def test_b_guard_answers_the_wolf_check_and_refuses_a_fourth_comparison(
+        paillier_fast_keys: Keys, tmp_path: Path,
+        lfw_identification_set: EmbeddedIdentificationSet) -> None:
+    """Through B's guard (as NodeB runs it): an enrolment ticket gets its third comparison per
+    template (the wolf check) answered, and nothing beyond: four comparisons for one template
+    are refused before B decrypts anything."""
+    pk, s1, s2 = paillier_fast_keys
+    base = ExactConfig.for_key(pk, DIM, S)
+    pca = load_shipped_pca(DLIB)
+    config = ExactConfig(base.template, base.compare,
+                         base.norms.with_mean(mean_bound(DLIB, pca, S)))
+    b = ServerB(s2, base, RandomnessPool(pk, rng=random.Random(21)))
+    guard = HelperGuard(b.handlers(), pk, Quotas(view_k=8), AuditLog(tmp_path / "b.log"),
+                        ckks_slots=4096, rng=random.Random(22))
+    handlers = guard.handlers()
+    tamper: dict[str, Callable[[bytes], bytes]] = {}
+
+    def call(step: str, payload: bytes) -> bytes:
+        if step in tamper:
+            payload = tamper[step](payload)
+        return handlers[step](payload)
+
+    a = ServerA(s1, config, BytesChannel(pk, call, ticketed=True), rng=random.Random(23))
+    client = RandomnessPool(pk, rng=random.Random(24))
+    faces = lfw_identification_set.gallery
+    wolf = faces.mean(axis=0)
+
+    def upload(x: np.ndarray) -> PaillierTemplate:
+        return encrypt_template([int(v) for v in quantize(pca.apply(l2_normalize(x)), S)],
+                                config.template, pk, client)
+
+    out = a.admit([upload(faces[3]), upload(wolf)])
+    assert isinstance(out[0], AdmittedTemplate) and isinstance(out[1], EmbeddingRangeError)
+    assert guard.refusals_total == 0
+
+    def four(sealed: bytes) -> bytes:
+        ticket, _ = unseal(sealed)
+        _, evil = start_norm_check([pk.encrypt(5, client)] * 2, config.norms, s1, client)
+        return seal(ticket, evil.to_bytes())
+
+    tamper[STEP_NORM_CHECK] = four
+    with pytest.raises(HelperRefusedError, match="3 with an enrolment"):
+        a.admit([upload(faces[4])])
+    assert guard.refusals[STEP_NORM_CHECK] == 1
