@@ -489,6 +489,7 @@ def test_item10_store_files_are_not_readable_by_others(
 
 def test_item4_paillier_c2_in_a_bulk_stream_rejects_only_that_item(
     deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],  # creates the module's collection
 ) -> None:
     """A Paillier ``c = 2`` in item 3 of 7 (batch 5) used to end the stream with
     INVALID_ARGUMENT, with items lost. Now: that item REJECTED, all six others stored."""
