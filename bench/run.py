@@ -68,7 +68,8 @@ def build_system(params: ParameterSet, seed: int, engine_workers: int = 1) -> Pu
     pk, share_a, share_b = generate_keypair(params.paillier, random.Random(rng.getrandbits(64)))
     ctx = CKKSContext.generate(params.ckks)
     engine = LocalEngine(engine_workers) if engine_workers > 1 else SERIAL
-    return PuraSystem(params, ThresholdKeys(pk, share_a, share_b), ctx, load_shipped_pca(),
+    pca = load_shipped_pca(params.encoding.model_id)
+    return PuraSystem(params, ThresholdKeys(pk, share_a, share_b), ctx, pca,
                       random.Random(rng.getrandbits(64)), engine)
 
 

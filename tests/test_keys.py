@@ -82,3 +82,13 @@ def test_key_set_roundtrip_and_isolation(tmp_path: Path) -> None:
     os.replace(other / "a" / "paillier-share-1.key", tmp_path / "a" / "paillier-share-1.key")
     with pytest.raises(KeyMismatchError):
         load_a_keys(tmp_path / "a")
+
+
+def test_a_head_dim_that_does_not_divide_the_slots_is_refused() -> None:
+    """The diagonal CKKS layout repeats the head over the 4,096 slots: 96 cannot tile them."""
+    from pura.crypto.params import EncodingParams, ParameterSet
+    from pura.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="divide the CKKS slot count"):
+        ParameterSet(encoding=EncodingParams(head_dim=96))
+    assert ParameterSet(encoding=EncodingParams(head_dim=128)).encoding.head_dim == 128

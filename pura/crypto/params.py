@@ -138,6 +138,13 @@ class ParameterSet:
     ckks: CKKSParams = CKKS_8192
     encoding: EncodingParams = field(default_factory=EncodingParams)
 
+    def __post_init__(self) -> None:
+        # The diagonal block layout repeats the head over the slots (pura.crypto.ckks).
+        if self.ckks.slot_count % self.encoding.head_dim:
+            raise ParameterError(
+                f"head_dim {self.encoding.head_dim} must divide the CKKS slot count "
+                f"{self.ckks.slot_count} (diagonal block layout)")
+
     @property
     def id(self) -> str:
         """Stable short hash of all parameters (not of any key)."""
