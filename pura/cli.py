@@ -144,9 +144,10 @@ def serve(
 def demo(
     faces: Annotated[Path | None, typer.Option(help="folder of Name/*.jpg (default: LFW)")] = None,
     people: Annotated[int, typer.Option(
-        help="identities to enrol (100 keeps a first run on 2 shared cores under 3 minutes; "
-             "enrolment at 3072 bits costs ~0.9 CPU-s per template, bench/README.md)")] = 100,
-    probes: Annotated[int, typer.Option(help="probes of enrolled and of unknown people")] = 10,
+        help="identities to enrol (50 keeps a first run on 2 shared cores under 3 minutes: "
+             "enrolment at 3072 bits costs ~0.9 CPU-s per template and an identification "
+             "~4 s, bench/README.md)")] = 50,
+    probes: Annotated[int, typer.Option(help="probes of enrolled and of unknown people")] = 6,
     profile: Annotated[str, typer.Option(help=PROFILE_HELP)] = "default",
     workdir: Annotated[Path, typer.Option(help="where keys, certs and data go")] = Path(
         ".pura/demo"
