@@ -477,15 +477,15 @@ class CKKSContext:
         onehot[slot] = 1.0
         mask = self._encode(onehot, top.parms_id(), prime)
         current = self.rotate(head, (n - slot) % n)
-        out: list[CKKSCiphertext | None] = [None] * head_dim
+        placed = []
         for i in range(head_dim):
             if i:
                 current = self.rotate(current, 1)
             ct = seal.Ciphertext()
             self._evaluator.multiply_plain(current._ct, mask, ct)
             self._evaluator.rescale_to_next_inplace(ct)
-            out[(i - slot) % head_dim] = CKKSCiphertext(ct, _LEVEL_WORK)  # y_i's diagonal row
-        return [ct for ct in out if ct is not None]
+            placed.append(CKKSCiphertext(ct, _LEVEL_WORK))  # y_i at slot
+        return [placed[(slot + r) % head_dim] for r in range(head_dim)]  # row r: y_(slot+r)
 
     def sub(self, x: CKKSCiphertext, y: CKKSCiphertext) -> CKKSCiphertext:
         """``x − y`` (same level and scale)."""

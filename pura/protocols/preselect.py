@@ -515,7 +515,7 @@ class PreselectServer:
         slots = self.ctx.slot_count
         if not 1 <= k <= len(blocks) * slots:
             raise ProtocolError(f"k must be in 1..{len(blocks) * slots}, got {k}")
-        parse_query(self.ctx, query, self.layout.head_dim)  # refuse before any work
+        parsed = parse_query(self.ctx, query, self.layout.head_dim)  # refuse before any work
         order = list(range(len(blocks)))
         self._rng.shuffle(order)
         rotations = [self._rng.randrange(slots) for _ in order]
@@ -523,7 +523,7 @@ class PreselectServer:
         if self.pool is not None and len(blocks) > 1:  # one block: shipping costs > gain
             scores = self.pool.score(query, [blocks[i] for i in order], rotations, a, c)
         else:
-            q = query_rows(self.ctx, query, self.layout.head_dim)
+            q = self.ctx.expand_query(parsed, self.layout.head_dim)  # parsed once
             scores = [
                 _score_one(self.ctx, q, self._block_cts(blocks[idx]), rotations[view], a, c)
                 for view, idx in enumerate(order)
