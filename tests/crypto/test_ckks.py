@@ -106,7 +106,9 @@ def test_block_score_error_on_unit_vectors(
     block = [public.encrypt_vector(row) for row in diagonal_rows(heads)]
     score = public.score_block(public.expand_query(public.encrypt_query(query), m), block)
     err = np.max(np.abs(secret.decrypt(score) - heads @ query))
-    assert err < 1e-6
+    # The expanded query carries m − 1 key switches of noise: ~1e-6 measured (2.4e-6 at m = 128,
+    # bench/results/query_upload.json); B floods with σ/a ≥ 2^-10 ≈ 1e-3 in these units.
+    assert err < 4e-6
 
 
 @settings(max_examples=8, deadline=None)
