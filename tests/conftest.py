@@ -1,7 +1,8 @@
 """Shared pytest fixtures (others may append fixtures below; keep each one documented).
 
 Real LFW data (never copied into the repo) is found at ``$PURA_LFW_DIR`` or
-``<repo>/../shared/data/lfw``; fixtures needing it skip cleanly when it is absent. Descriptors go
+``<repo>/../shared/data/lfw`` or ``/work/shared/data/lfw``; fixtures needing it skip cleanly when
+it is absent. Descriptors go
 through the on-disk cache (``$PURA_CACHE_DIR`` or ``~/.cache/pura``), so only the first run pays
 the dlib cost (~3 min on 2 cores for the identification set); later runs load in about a second.
 

@@ -89,3 +89,18 @@ def test_identification_split_caps_probes(lfw_dataset: LFWDataset) -> None:
 def test_identification_split_rejects_bad_sizes(lfw_dataset: LFWDataset, n: int) -> None:
     with pytest.raises(ConfigError, match="n_identities"):
         identification_split(n, dataset=lfw_dataset)
+
+
+def test_a_clone_away_from_shared_still_finds_lfw(
+    monkeypatch: pytest.MonkeyPatch, lfw_dataset: LFWDataset
+) -> None:
+    """A checkout made anywhere (``mktemp -d``) falls back to the machine's shared data folder."""
+    import pura_client.datasets.lfw as lfw
+
+    monkeypatch.delenv("PURA_LFW_DIR", raising=False)
+    monkeypatch.setattr(lfw, "_FALLBACK_DIRS", (Path("/nonexistent/shared/data/lfw"),
+                                                lfw_dataset.root))
+    assert lfw.default_lfw_dir() == lfw_dataset.root.resolve()
+    monkeypatch.setattr(lfw, "_FALLBACK_DIRS", (Path("/nonexistent/a"), Path("/nonexistent/b")))
+    with pytest.raises(ConfigError, match="LFW not found: /nonexistent/a"):
+        locate_lfw()

@@ -1,6 +1,7 @@
 """Labeled Faces in the Wild (deep-funneled) read from disk, plus the splits Pura evaluates on.
 
-Where the data lives: ``$PURA_LFW_DIR`` if set, else ``<repo>/../shared/data/lfw`` (see
+Where the data lives: ``$PURA_LFW_DIR`` if set, else ``<repo>/../shared/data/lfw`` or
+``/work/shared/data/lfw`` (see
 ``/work/shared/data/README.md``). The folder holds ``lfw-deepfunneled/<Name>/<Name>_NNNN.jpg``
 (``NNNN`` is the 1-based image number), ``pairs.txt`` (View 2) and ``people.txt``.
 
@@ -35,12 +36,22 @@ IMAGES_DIR = "lfw-deepfunneled"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+#: Tried in order when ``$PURA_LFW_DIR`` is unset: beside the checkout (development), then the
+#: machine's shared data folder, so that a clone made anywhere (``mktemp -d``) finds the data,
+#: as :func:`pura_client.embedding.registry.models_dir` finds the weights.
+_FALLBACK_DIRS = (_REPO_ROOT / ".." / "shared" / "data" / "lfw", Path("/work/shared/data/lfw"))
+
+
 def default_lfw_dir() -> Path:
-    """``$PURA_LFW_DIR`` or ``<repo>/../shared/data/lfw`` (not checked for existence)."""
+    """``$PURA_LFW_DIR``, else the first of ``<repo>/../shared/data/lfw`` and
+    ``/work/shared/data/lfw`` that holds LFW, else the first (reported as missing)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return (_REPO_ROOT / ".." / "shared" / "data" / "lfw").resolve()
+    for candidate in _FALLBACK_DIRS:
+        if (candidate / IMAGES_DIR).is_dir():
+            return candidate.resolve()
+    return _FALLBACK_DIRS[0].resolve()
 
 
 def locate_lfw(root: Path | str | None = None) -> Path:
