@@ -666,6 +666,95 @@ class CKKSContext:
             raise InvalidCiphertextError(f"head check failed: {exc}") from exc
         return CKKSCiphertext(out, _LEVEL_SCORE)
 
+    def encrypt_head_level_bytes(self, values: npt.ArrayLike) -> bytes:
+        """B: a fresh *head-level* (top) encryption of ``values``, seed-compressed.
+
+        The block re-layout (:mod:`pura.protocols.relayout`) lifts masked block rows back to
+        the top level so that A can spend one level on a secret slot permutation and still
+        leave the blocks at the work level the scoring needs. Symmetric, as
+        :meth:`encrypt_vector_bytes`: only the secret-key holder calls it."""
+        if self._decryptor is None:
+            raise ConfigError("head-level re-encryption is B's (it needs the CKKS secret key)")
+        plain = self._encode(self._vector(values), self._ctx.first_parms_id(), self._scale())
+        header = _CT_MAGIC + self._digest + self.key_id + bytes([_LEVEL_HEAD])
+        return header + _save(self._encryptor.encrypt_symmetric(plain))
+
+    def permute_residues(
+        self, rows: Sequence[CKKSCiphertext], source: npt.ArrayLike, stride: int
+    ) -> list[CKKSCiphertext]:
+        """A: ``out[s] = in[source[s]]`` in every row, for a permutation ``source`` that keeps
+        each slot's residue modulo ``stride`` (head-level in, work-level out).
+
+        Why residues: in the diagonal block layout row ``r`` holds coordinate
+        ``(s + r) mod m`` at slot ``s``; moving a head between slots of the same residue mod
+        ``m`` keeps every coordinate in its row, so the rows stay a valid block. Such a
+        permutation is a sum of ``T = slots/stride`` masked rotations by multiples of
+        ``stride``: ``out = Σ_j D_j ⊙ rot(in, j·stride)``, with ``D_j`` the 0/1 diagonal of
+        the slots whose source lies ``j·stride`` ahead. Evaluated baby-step/giant-step
+        (Halevi–Shoup): ``b`` baby rotations ``rot(in, i·stride)`` shared by all diagonals,
+        ``T/b`` giant rotations of partial sums, the diagonals pre-rotated in plaintext; about
+        ``2·sqrt(T)`` key switches and ``T`` plaintext products per row, one rescale. The
+        diagonals' scale is the prime the rescale removes (as in :meth:`place_head`), so the
+        result has exactly the block scale."""
+        n = self.slot_count
+        src = np.asarray(source, dtype=np.int64)
+        check_head_dim(stride, n)
+        if src.shape != (n,) or sorted(src.tolist()) != list(range(n)) \
+                or np.any(src % stride != np.arange(n) % stride):
+            raise DimensionError("source must be a permutation of the slots keeping residues "
+                                 f"mod {stride}")
+        if any(r._level != _LEVEL_HEAD for r in rows):
+            raise InvalidCiphertextError("permute_residues needs head-level (top) rows")
+        steps = n // stride
+        shift = ((src - np.arange(n)) // stride) % steps  # row of the diagonal per output slot
+        baby = 1 << max(0, (steps.bit_length() - 1) // 2)  # b ≈ sqrt(T), a power of two
+        giants = -(-steps // baby)
+        top = self._ctx.first_context_data()
+        prime = float(top.parms().coeff_modulus()[-1].value())
+        plans: dict[tuple[int, int], Any] = {}
+        for g in range(giants):
+            for i in range(baby):
+                j = g * baby + i
+                if j >= steps or not np.any(shift == j):
+                    continue
+                diag = (shift == j).astype(np.float64)
+                # rot(D ⊙ x, k) = rot(D, k) ⊙ rot(x, k): pre-rotate D right by the giant step.
+                plans[(g, i)] = self._encode(np.roll(diag, g * baby * stride), top.parms_id(),
+                                             prime)
+        return [self._permute_row(row, plans, baby, giants, stride) for row in rows]
+
+    def _permute_row(
+        self, row: CKKSCiphertext, plans: dict[tuple[int, int], Any], baby: int, giants: int,
+        stride: int,
+    ) -> CKKSCiphertext:
+        ev = self._evaluator
+        babies = [row]
+        for _ in range(1, baby):
+            babies.append(self.rotate(babies[-1], stride))
+        total: Any = None
+        for g in range(giants):
+            acc: Any = None
+            for i in range(baby):
+                plain = plans.get((g, i))
+                if plain is None:
+                    continue
+                term = seal.Ciphertext()
+                ev.multiply_plain(babies[i]._ct, plain, term)
+                if acc is None:
+                    acc = term
+                else:
+                    ev.add_inplace(acc, term)
+            if acc is None:
+                continue
+            if g:
+                acc = self.rotate(CKKSCiphertext(acc, _LEVEL_HEAD), g * baby * stride)._ct
+            if total is None:
+                total = acc
+            else:
+                ev.add_inplace(total, acc)
+        ev.rescale_to_next_inplace(total)
+        return CKKSCiphertext(total, _LEVEL_WORK)
+
     def affine_mask(self, ct: CKKSCiphertext, a: int, c: float) -> CKKSCiphertext:
         """``a·S + c`` on a score ciphertext: ``a`` is an integer plaintext at scale 1, so the
         product keeps the score's scale and needs no rescale (no level is consumed)."""

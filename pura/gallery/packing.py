@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,12 @@ class HeadBlock:
     #: Empty slots hold the layout's *seeded* decoys (A can recompute them): required for the
     #: A-only insert/delete; blocks built from caller-supplied decoys have ``seeded=False``.
     seeded: bool = False
+    #: Secret of the current slot layout (hex; "" before the first re-layout). B files its
+    #: candidate copies under :func:`copy_tag` of it, so copies re-sent after a re-layout carry
+    #: tags B cannot link to the previous epoch's (issue 12).
+    layout_salt: str = ""
+    #: Re-layouts applied so far (:mod:`pura.protocols.relayout`): the gallery's layout epoch.
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if len(self.ciphertexts) != self.head_dim:
@@ -156,6 +163,30 @@ class HeadBlock:
         self.ciphertexts = list(ciphertexts)
         self.version += 1
 
+    def apply_relayout(self, ciphertexts: list[bytes], source: npt.ArrayLike,
+                       salt: bytes | None = None) -> None:
+        """Publish re-laid-out ciphertexts: new slot ``s`` holds what old slot ``source[s]``
+        held. The live table moves with them, and a fresh layout salt gives every copy a new
+        tag. Only for blocks without pending work (their slots would be stale) and not for
+        seeded blocks (A-alone deletion needs each slot's own decoy where it was drawn)."""
+        src = np.asarray(source, dtype=np.int64)
+        if len(ciphertexts) != self.head_dim or src.shape != (self.slot_count,):
+            raise DimensionError("re-layout needs head_dim rows and a permutation of the slots")
+        if self.needs_refresh:
+            raise StoreError(f"block {self.block_id} has pending writes; refresh it first")
+        if self.seeded:
+            raise ConfigError("seeded blocks (A-alone insert/delete) cannot be re-laid out")
+        where = {int(old): new for new, old in enumerate(src.tolist())}
+        self.live = {where[old]: template for old, template in self.live.items()}
+        self.ciphertexts = list(ciphertexts)
+        self.layout_salt = (salt if salt is not None else os.urandom(16)).hex()
+        self.epoch += 1
+        self.version += 1
+
+    def copy_tag(self, template_hex: str) -> str:
+        """The tag B files a template's copy under in this block's current layout epoch."""
+        return copy_tag(template_hex, self.layout_salt)
+
     # -- persistence -------------------------------------------------------------------------
 
     def metadata_bytes(self) -> bytes:
@@ -171,6 +202,8 @@ class HeadBlock:
                 "live": sorted(self.live.items()),
                 "pending": sorted(self.pending.items()),
                 "clearing": sorted(self.clearing),
+                "salt": self.layout_salt,
+                "epoch": self.epoch,
             },
             separators=(",", ":"),
         ).encode()
@@ -197,9 +230,20 @@ class HeadBlock:
                 clearing={int(s) for s in meta["clearing"]},
                 version=int(meta["version"]),
                 seeded=bool(meta.get("seeded", False)),
+                layout_salt=str(meta.get("salt", "")),
+                epoch=int(meta.get("epoch", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"corrupt head block metadata: {exc}") from exc
+
+
+def copy_tag(template_hex: str, salt: str) -> str:
+    """B's tag for a template's copy: the template id itself before any re-layout (stores of
+    earlier builds), else ``SHA-256(salt ‖ id)`` truncated to 128 bits. A recomputes it to
+    reconcile; B, without the salt, cannot link a copy's tag to its tag of another epoch."""
+    if not salt:
+        return template_hex
+    return hashlib.sha256(bytes.fromhex(salt) + template_hex.encode()).hexdigest()[:32]
 
 
 def encrypt_block(
@@ -420,6 +464,7 @@ __all__ = [
     "DecoySource",
     "HeadBlock",
     "TemplateId",
+    "copy_tag",
     "encrypt_block",
     "load_block_ciphertexts",
 ]

@@ -35,7 +35,7 @@ import secrets
 import sqlite3
 import threading
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -536,15 +536,21 @@ class GalleryStore:
         return Block(int(r[0]), bytes(r[1]), int(r[2]))
 
     def put_block(
-        self, collection: str, block_no: int, data: bytes, placed: Sequence[str], *, version: int
+        self, collection: str, block_no: int, data: bytes, placed: Sequence[str], *, version: int,
+        moves: Mapping[int, int] | None = None,
     ) -> None:
         """Replace a block and mark ``placed`` templates as written into it, atomically.
 
         ``version`` must be the stored version + 1 (optimistic check): a refresh computed from a
         stale block never overwrites a newer one. Heads of placed templates are dropped here, in
         the same transaction, so the head exists in exactly one place at any instant.
+        ``moves`` (old slot → new slot, a re-layout): every template row of the block moves in
+        the same transaction, so the rows and the block's slot table never disagree; a row
+        the moves do not cover is an error (the block would lose track of it).
         """
         with self._tx() as db:
+            if moves is not None:
+                self._move_slots(db, collection, block_no, moves)
             row = db.execute(
                 "SELECT version FROM blocks WHERE collection=? AND block_no=?",
                 (collection, block_no),
@@ -564,6 +570,23 @@ class GalleryStore:
                 )
                 if cur.rowcount != 1:
                     raise StoreError(f"template {template_id} is not in block {block_no}")
+
+    @staticmethod
+    def _move_slots(
+        db: sqlite3.Connection, collection: str, block_no: int, moves: Mapping[int, int]
+    ) -> None:
+        rows = db.execute("SELECT slot FROM templates WHERE collection=? AND block_no=?",
+                          (collection, block_no)).fetchall()
+        slots = {int(r[0]) for r in rows}
+        if not slots <= moves.keys() or len(set(moves.values())) != len(moves):
+            raise StoreError(f"re-layout of block {block_no} does not move every template "
+                             "to a distinct slot")
+        # Two passes through negative slots: UNIQUE (collection, block_no, slot) holds after
+        # each statement, whatever the permutation's cycles.
+        db.executemany("UPDATE templates SET slot=? WHERE collection=? AND block_no=? AND slot=?",
+                       [(-1 - moves[s_], collection, block_no, s_) for s_ in slots])
+        db.execute("UPDATE templates SET slot=-1-slot WHERE collection=? AND block_no=? "
+                   "AND slot<0", (collection, block_no))
 
     def drop_block(self, collection: str, block_no: int) -> None:
         """Remove a block that no longer holds any template."""

@@ -11,12 +11,15 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 
+import numpy as np
+import numpy.typing as npt
+
 from pura.crypto.ckks import CKKSContext
 from pura.errors import EmbeddingRangeError
 from pura.gallery.packing import DecoySource, HeadBlock
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.identify import _no_guard
-from pura.protocols import refresh
+from pura.protocols import refresh, relayout
 from pura.protocols.identify import ServerA
 from pura.protocols.messages import AdmittedTemplate, PaillierTemplate
 from pura.protocols.steps import Step
@@ -65,6 +68,16 @@ class Enroller:
         written = [t for _, t in state.writes]
         refresh.finish_refresh(self.ctx, block, state, reply)
         return written
+
+    def relayout(self, block: HeadBlock) -> npt.NDArray[np.int64]:
+        """Move ``block``'s heads to a fresh secret permutation of its slots, with B (one
+        round, :mod:`pura.protocols.relayout`); returns ``source`` (new slot ``s`` holds what
+        old slot ``source[s]`` held). The caller moves its slot table and B's copies along."""
+        request, state = relayout.prepare_relayout(self.ctx, block, self.rng)
+        reply = relayout.RelayoutResponse.from_bytes(
+            self.channel(Step.RELAYOUT, request.to_bytes()))
+        with self.online():
+            return relayout.finish_relayout(self.ctx, block, state, reply)
 
 
 __all__ = ["Enroller"]

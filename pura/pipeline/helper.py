@@ -19,7 +19,7 @@ from pura.gallery.copies import Copy, Position
 from pura.pipeline.channel import HelperCall
 from pura.pipeline.config import SearchConfig
 from pura.protocols import candidates as cand
-from pura.protocols import refresh
+from pura.protocols import refresh, relayout
 from pura.protocols.identify import ServerB
 from pura.protocols.preselect import PreselectRequest
 from pura.protocols.steps import Step
@@ -125,17 +125,26 @@ class CandidateServer:
 
 
 def helper_steps(
-    server_b: ServerB, ckks_secret: CKKSContext, candidates: CandidateServer | None = None
+    server_b: ServerB, ckks_secret: CKKSContext, candidates: CandidateServer | None = None,
+    *, head_dim: int | None = None,
 ) -> dict[str, StepHandler]:
     """``step -> (request bytes -> reply bytes)``: the Paillier steps of ``server_b``, the block
-    refresh, and (with ``candidates``) preselection that serves candidate copies."""
+    refresh and re-layout, and (with ``candidates``) preselection that serves candidate copies.
+    ``head_dim``: B's bound on a re-layout's rows (its parameter set's; default: any up to the
+    slot count)."""
 
     def refresh_step(payload: bytes) -> bytes:
         request = refresh.RefreshRequest.from_bytes(payload)
         return refresh.answer_refresh(ckks_secret, request).to_bytes()
 
+    def relayout_step(payload: bytes) -> bytes:
+        request = relayout.RelayoutRequest.from_bytes(payload)
+        rows = head_dim if head_dim is not None else ckks_secret.slot_count
+        return relayout.answer_relayout(ckks_secret, request, rows).to_bytes()
+
     steps = dict(server_b.handlers())
     steps[Step.REFRESH] = refresh_step
+    steps[Step.RELAYOUT] = relayout_step
     if candidates is not None:
         steps.update(candidates.steps())
     return steps

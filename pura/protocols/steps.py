@@ -19,6 +19,8 @@ class Step(StrEnum):
     NORM_CHECK = "paillier.norm_check"
     ARGMIN = "paillier.argmin"
     REFRESH = "ckks.refresh"
+    #: Per-epoch secret re-layout of a block (issue 12): B lifts A's masked rows a level up.
+    RELAYOUT = "ckks.relayout"
     #: Preselection: B ranks its view and serves re-randomised candidate copies.
     PRESELECT = "ckks.preselect"
     #: Candidate copies at B (issue 11): forwarded at enrolment, erased at deletion,

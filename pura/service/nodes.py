@@ -29,7 +29,7 @@ import logging
 import random
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -54,7 +54,7 @@ from pura.errors import (
     StoreError,
 )
 from pura.gallery.copies import CopyStore
-from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
+from pura.gallery.packing import BlockLayout, HeadBlock, copy_tag, encrypt_block
 from pura.gallery.store import (
     Collection,
     EnrollResult,
@@ -282,6 +282,9 @@ class NodeA:
         #: Collections whose copies at B may lag A's rows (a forward failed): synced before
         #: their next query.
         self._copies_dirty: set[str] = set()
+        #: Collections whose gallery changed since their last re-layout (issue 12): re-laid
+        #: out before their next identification.
+        self._layout_stale: set[str] = set()
         self.offline = OfflineWork(self.server_a, self.search.top_k)
         self.identifier = Identifier(self.server_a, self.ctx, self.params.encoding.head_dim,
                                      self.helper, self.search, self.rng, self.offline.online)
@@ -621,7 +624,10 @@ class NodeA:
             results = self.store.add_templates(collection, admitted) if admitted else []
             stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
-            self._reserve(gallery, [r for r in results if not r.already_enrolled])
+            fresh = [r for r in results if not r.already_enrolled]
+            self._reserve(gallery, fresh)
+            if fresh:
+                self._layout_stale.add(collection)
             self._forward_copies(collection, [
                 (r.block_no, r.slot, r.template_id, a.paillier)
                 for r, a in zip(results, admitted, strict=True) if not r.already_enrolled
@@ -654,9 +660,10 @@ class NodeA:
             return
         key = self.keys.public.paillier
         pool = self.server_a.pool
+        blocks = self._gallery(collection).blocks
         copies = tuple(
             cand.make_copy(AdmittedTemplate.from_bytes(key, blob), _tid(tid), (b, s_),
-                                 tid, pool)
+                           _copy_tag(blocks, b, tid), pool)
             for b, s_, tid, blob in items
         )
         request = cand.CopyPut(self.namespace(collection), copies)
@@ -670,7 +677,9 @@ class NodeA:
         """Reconcile B's copies with A's rows (start-up): B drops copies of positions A does not
         hold, A re-sends the ones B lacks. Returns how many were re-sent."""
         records = self.store.all_templates(collection)
-        entries = tuple(((r.block_no, r.slot), r.template_id) for r in records)
+        blocks = self._gallery(collection).blocks
+        entries = tuple(((r.block_no, r.slot), _copy_tag(blocks, r.block_no, r.template_id))
+                        for r in records)
         request = cand.CopySync(self.namespace(collection), entries)
         reply = cand.CopySyncReply.from_bytes(self.helper(Step.COPY_SYNC,
                                                                 request.to_bytes()))
@@ -687,6 +696,54 @@ class NodeA:
     def _erase_copies(self, collection: str, positions: Sequence[tuple[int, int]]) -> int:
         request = cand.CopyErase(self.namespace(collection), tuple(positions))
         return cand.Ack.from_bytes(self.helper(Step.COPY_ERASE, request.to_bytes())).count
+
+    # --- per-epoch secret re-layout (issue 12) ---------------------------------------------
+
+    def relayout(self, collection: str) -> int:
+        """Start a new layout epoch: every block's slots secretly permuted (with B, one round
+        per block, :mod:`pura.protocols.relayout`), A's rows moved in the same transaction
+        as each block, and B's copies replaced by fresh re-randomised copies under new tags at
+        the new positions. Returns the blocks re-laid out.
+
+        Why after every gallery change: B must map its ranking to slots, so within one layout
+        it aligns every query's view; a new secret layout per gallery version means views of
+        different versions do not align (``b_slot_alignment``). Identification calls this
+        before its first preselection after a change (:meth:`identify`), so no query runs
+        on a layout older than the gallery it searches."""
+        gallery = self._gallery(collection)
+        done = 0
+        with gallery.lock:
+            self._refresh_dirty(collection, gallery)
+            try:
+                for block_id in sorted(gallery.blocks):
+                    block = gallery.blocks[block_id]
+                    if block.needs_refresh or block.seeded:
+                        continue  # a refresh that failed again; the next change retries
+                    self._relayout_one(collection, block)
+                    done += 1
+            finally:
+                gallery.sync_scorer()
+            try:
+                self.sync_copies(collection)  # B drops last epoch's copies, A re-sends them
+            except ProtocolError as exc:
+                self._copies_dirty.add(collection)
+                log.warning("copies at B re-sent at the next query: %s", exc)
+            self._layout_stale.discard(collection)
+        return done
+
+    def _relayout_one(self, collection: str, block: HeadBlock) -> None:
+        live = set(block.live)
+        try:
+            source = self.enroller.relayout(block)
+            moves = {int(old): new for new, old in enumerate(source.tolist()) if int(old) in live}
+            record = pack_blobs([block.metadata_bytes(), *block.ciphertexts])
+            self.store.put_block(collection, block.block_id, record, [], version=block.version,
+                                 moves=moves)
+        except BaseException:
+            # The block in memory may be ahead of the store: reload it from the store (truth).
+            with self._galleries_lock:
+                self._galleries.pop(collection, None)
+            raise
 
     # --- matching --------------------------------------------------------------------------
 
@@ -717,6 +774,8 @@ class NodeA:
                             max_items=self.params.encoding.head_dim)
         gallery = self._gallery(collection)
         self._refresh_dirty(collection, gallery)
+        if collection in self._layout_stale:
+            self.relayout(collection)
         if collection in self._copies_dirty:
             with gallery.lock:
                 self.sync_copies(collection)
@@ -778,6 +837,8 @@ class NodeA:
             refreshed = self._refresh_dirty(collection, gallery)
             self.store.checkpoint()
             erased = self._erase_copies(collection, deleted.slots) if deleted.slots else 0
+            if deleted.slots:
+                self._layout_stale.add(collection)
         when = datetime.now(UTC)
         entry = self.audit.append(principal=principal, action="delete", outcome="ok",
                                   collection=collection, target=subject_id,
@@ -785,6 +846,12 @@ class NodeA:
                                          f"{erased} copies erased at B", when=when)
         return Receipt(collection, subject_id, len(deleted.template_ids), refreshed,
                        when.isoformat(timespec="seconds"), entry)
+
+
+def _copy_tag(blocks: Mapping[int, HeadBlock], block_no: int, template_id: str) -> str:
+    """The tag B files a template's copy under: its block's current layout epoch decides."""
+    block = blocks.get(block_no)
+    return block.copy_tag(template_id) if block is not None else copy_tag(template_id, "")
 
 
 def _unless_dropped(outcome: EnrollOutcome, dropped: set[str]) -> EnrollOutcome:
@@ -876,7 +943,8 @@ class NodeB:
         self.request_log = (request_log if request_log is not None
                             else AuditLog(copies.path.parent / "b-requests.log"))
         self.guard = HelperGuard(
-            helper_steps(self.server_b, keys.ckks_secret, self.candidates),
+            helper_steps(self.server_b, keys.ckks_secret, self.candidates,
+                         head_dim=params.encoding.head_dim),
             keys.public.paillier,
             quotas or Quotas(view_k=self.search.view_k, top_k=self.search.top_k),
             self.request_log, ckks_slots=keys.ckks_secret.slot_count,
