@@ -98,7 +98,8 @@ def test_b_refuses_what_is_not_a_masked_block(secret: CKKSContext,
     request, _ = prepare_relayout(public, block, random.Random(7))
     with pytest.raises(ProtocolError, match="rows"):
         answer_relayout(secret, request, M - 1)  # more rows than B's head_dim
-    huge = public.ciphertext_to_bytes(public.encrypt_vector(np.full(SLOTS, 2.0**(RELAYOUT_MASK_BITS + 2))))
+    big = np.full(SLOTS, 2.0 ** (RELAYOUT_MASK_BITS + 2))
+    huge = public.ciphertext_to_bytes(public.encrypt_vector(big))
     with pytest.raises(ProtocolError, match="range"):
         answer_relayout(secret, RelayoutRequest(request.request_id, request.key_id, (huge,)), M)
     with pytest.raises(ProtocolError, match="another CKKS key"):
