@@ -24,7 +24,8 @@ Event kinds: ``exchange`` (one helper step: ``step``, ``request``, ``reply``, ``
 ``query``), ``query-begin``/``query-end`` (A: one identification, numbered from 0), ``fetch``
 (A: the template ids and labels its pipeline read, in order), ``opened`` (A: the subject a
 jointly opened label named, on a match), ``preselect-state`` (A: the
-secret state of one preselection, ground truth only).
+secret state of one preselection, ground truth only), ``relayout`` (A: the secret slot
+permutation of one block's re-layout, ground truth only).
 """
 
 from __future__ import annotations
@@ -237,9 +238,19 @@ def instrument_a(node: Any, record_dir: Path, data_dir: Path) -> ARecording:
         _record_preselect(getattr(index, "preselect", None), recorder)
         return index
 
+    relayout = node.enroller.relayout
+
+    def recorded_relayout(block: Any) -> Any:
+        block_id = block.block_id
+        source = relayout(block)
+        log.write("relayout", {"query": recorder.query, "block": block_id,
+                               "source": [int(x) for x in source]})
+        return source
+
     node.identify = recorded_identify
     node.candidates = recorded_candidates
     node._gallery = recorded_gallery
+    node.enroller.relayout = recorded_relayout
     log.write("start", {"role": "a", "key_id": node.keys.public.key_id})
     return ARecording(root, log, recorder, data_dir)
 

@@ -143,6 +143,9 @@ class QueryView:
     #: needs no correlation to align.
     told_blocks: tuple[int, ...] = ()
     told_rotations: tuple[int, ...] = ()
+    #: Ground truth of the secret re-layouts (issue 12), per view: ``canon[s]`` names the
+    #: content of slot ``s`` by the slot it held before any re-layout. None: never re-laid out.
+    canon: tuple[npt.NDArray[np.int64] | None, ...] = ()
 
 
 def _told(q: QueryView) -> bool:
@@ -181,9 +184,25 @@ def aligned(q1: QueryView, q2: QueryView) -> bool | None:
     for i, (j, shift, _) in enumerate(match_views(q1, q2)):
         if q1.block_order[i] != q2.block_order[j]:
             return False
-        if shift != true_shift(q1.rotations[i], q2.rotations[j], n):
+        c1, c2 = _canon(q1, i, n), _canon(q2, j, n)
+        if c1 is None or c2 is None:
+            if shift != true_shift(q1.rotations[i], q2.rotations[j], n):
+                return False
+            continue
+        # B claims q2's position p shows what q1's position p + shift shows: right on most
+        # slots only if both name the same content (the layouts agree there).
+        p = np.arange(n)
+        same = c1[(p + shift + q1.rotations[i]) % n] == c2[(p + q2.rotations[j]) % n]
+        if float(np.mean(same)) < 0.5:
             return False
     return True
+
+
+def _canon(q: QueryView, view: int, n: int) -> npt.NDArray[np.int64] | None:
+    if not q.canon:
+        return None
+    c = q.canon[view]
+    return c if c is not None else np.arange(n, dtype=np.int64)
 
 
 def slot_alignment(queries: Sequence[QueryView], rng: random.Random,

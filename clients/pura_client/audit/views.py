@@ -305,6 +305,34 @@ def _states(rec_a: Recording) -> list[dict[str, Any] | None]:
     return out
 
 
+def _layouts(rec_a: Recording) -> tuple[list[dict[int, np.ndarray]], dict[int, np.ndarray]]:
+    """Ground truth of A's secret re-layouts (issue 12): for each preselection, in order,
+    block → ``canon`` (slot ``s`` holds what slot ``canon[s]`` held before any re-layout),
+    and the same for the final layout (the one A's stored blocks are in)."""
+    canon: dict[int, np.ndarray] = {}
+    per_query: list[dict[int, np.ndarray]] = []
+    for e in rec_a.events:
+        if e.kind == "relayout":
+            source = np.asarray(e.get("source"), dtype=np.int64)
+            block = int(e.get("block"))
+            canon[block] = canon.get(block, np.arange(source.size, dtype=np.int64))[source]
+        elif e.kind == "preselect-state":
+            per_query.append(dict(canon))
+    return per_query, canon
+
+
+def b_epochs(rec_b: Recording) -> list[int]:
+    """B's own view of the layout epochs: for each preselection it answered, how many block
+    re-layouts it had answered before (B sees the re-layout requests, not the permutations)."""
+    epochs, seen = [], 0
+    for e in rec_b.exchanges():
+        if e.get("step") == Step.RELAYOUT and not e.get("error"):
+            seen += 1
+        elif e.get("step") == Step.PRESELECT and not e.get("error"):
+            epochs.append(seen)
+    return epochs
+
+
 def b_views(rec_b: Recording, key_dir: Path) -> list[tuple[list[np.ndarray], Any]]:
     """B's decrypted per-view score vectors of every preselection it answered (B's own key),
     each with the request it came in (what else the request told B)."""
@@ -353,6 +381,7 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
              seed: int) -> dict[str, Any]:
     views = b_views(rec_b, key_dir)
     states = _states(rec_a)
+    layouts, final = _layouts(rec_a)
     if len(views) != len(run.probes):
         raise AuditError(f"B answered {len(views)} preselections for {len(run.probes)} probes")
     queries = []
@@ -360,19 +389,32 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
         state = states[i] if i < len(states) else None
         order = tuple(state["block_order"]) if state and "block_order" in state else None
         rots = tuple(state["rotations"]) if state and "rotations" in state else None
+        layout = layouts[i] if i < len(layouts) else {}
+        canon = tuple(layout.get(b) for b in order) if order is not None and layout else ()
         queries.append(va.QueryView(v, order, rots, p.epoch, p.mated,
                                     tuple(getattr(request, "blocks", ())),
-                                    tuple(getattr(request, "rotations", ()))))
+                                    tuple(getattr(request, "rotations", ())), canon))
     alignment, pairs = va.slot_alignment(queries, random.Random(seed))
-    matrix = va.aligned_matrix(queries)
-    recovered = va.recovered_subspace(matrix, head_dim)
     told = all(len(q.told_rotations) == len(q.views) for q in queries)
     out: dict[str, Any] = {"b_slot_alignment": alignment, "b_slot_alignment_pairs": pairs,
                            "b_alignment_evidence": "request names blocks and rotations" if told
                            else "cross-correlation of decrypted views"}
-    ref = queries[0]
+    # B's best subspace attack: it aligns only within a layout epoch it can see (re-layout
+    # requests mark the boundaries), so it uses its largest epoch.
+    epochs = b_epochs(rec_b)
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(epochs[:len(queries)]):
+        groups.setdefault(e, []).append(i)
+    group = max(groups.values(), key=len) if groups else list(range(len(queries)))
+    chosen = [queries[i] for i in group]
+    recovered = va.recovered_subspace(va.aligned_matrix(chosen), head_dim)
+    out.update(b_layout_epochs=len(groups), b_subspace_queries=len(chosen))
+    ref = chosen[0]
     if ref.block_order is not None and ref.rotations is not None:
-        heads = np.roll(true_heads(rec_a, key_dir, ref.block_order[0]), -ref.rotations[0], axis=0)
+        heads = _heads_in_layout(true_heads(rec_a, key_dir, ref.block_order[0]),
+                                 final.get(ref.block_order[0]), ref.canon[0] if ref.canon
+                                 else None)
+        heads = np.roll(heads, -ref.rotations[0], axis=0)
         cos, rand = va.subspace_cosines(recovered, heads, np.random.default_rng(seed))
         out.update(b_subspace_cosine=cos, b_subspace_cosine_random=rand)
     else:
@@ -381,6 +423,18 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
     nonmated = [va.match_statistic(q.views) for q in queries if not q.mated]
     out["b_match_auc"] = va.auc(mated, nonmated)
     out["b_queries"] = len(queries)
+    return out
+
+
+def _heads_in_layout(heads: np.ndarray, final: np.ndarray | None,
+                     canon: np.ndarray | None) -> np.ndarray:
+    """The stored (final-layout) heads rearranged into the layout of one query's epoch."""
+    n = heads.shape[0]
+    final = final if final is not None else np.arange(n)
+    canon = canon if canon is not None else np.arange(n)
+    where = np.empty(n, dtype=np.int64)
+    where[final] = np.arange(n)  # original slot -> its slot in the final layout
+    out: np.ndarray = heads[where[canon]]
     return out
 
 

@@ -79,9 +79,11 @@ def test_instrument_a_records_fetches_and_preselection_state(tmp_path: Path) -> 
 
     gallery = SimpleNamespace(preselect=Preselect())
     node = SimpleNamespace(helper=SimpleNamespace(recorder=None),
-                           keys=SimpleNamespace(public=SimpleNamespace(key_id="k")))
+                           keys=SimpleNamespace(public=SimpleNamespace(key_id="k")),
+                           enroller=SimpleNamespace(relayout=lambda block: np.array([2, 0, 1])))
 
     def identify(collection: str) -> str | None:
+        assert list(node.enroller.relayout(SimpleNamespace(block_id=5))) == [2, 0, 1]
         node._gallery(collection).preselect.request([], 3)
         node.helper.recorder.record(Exchange("paillier.argmin", b"q", b"r", 0.0))
         source = node.candidates(collection)
@@ -100,6 +102,8 @@ def test_instrument_a_records_fetches_and_preselection_state(tmp_path: Path) -> 
     assert fetch.get("labels") == ["s7", "s3"]
     assert fetch.get("template_ids") == [format(7, "032x"), format(3, "032x")]
     assert len(rec.by_query("preselect-state")[0]) == 1
+    [relayout] = rec.by_query("relayout")[0]  # A's secret permutation, ground truth only
+    assert relayout.get("block") == 5 and relayout.get("source") == [2, 0, 1]
     assert len(rec.by_query("exchange")[0]) == 1
     [opened] = rec.by_query("opened")[0]
     assert opened.get("label") == "s9"
@@ -257,6 +261,24 @@ def test_b_reads_alignment_off_a_request_that_names_rotations() -> None:
     untold = [dataclasses.replace(q, told_blocks=(), told_rotations=()) for q in noise]
     fraction, _ = va.slot_alignment(untold, random.Random(0))
     assert fraction is not None and fraction <= 0.2
+
+
+def test_told_alignment_fails_across_a_secret_relayout() -> None:
+    """Issue 12: B still reads blocks and rotations off the requests, but queries of
+    different layout epochs (ground truth: A's recorded re-layouts) show other templates at
+    the positions B lines up; queries of one epoch still align."""
+    rng = np.random.default_rng(9)
+    epochs = [np.arange(SLOTS), rng.permutation(SLOTS), rng.permutation(SLOTS)]
+    queries = [
+        va.QueryView([rng.standard_normal(SLOTS)], (4,), (rot,), epoch=i % 3, mated=False,
+                     told_blocks=(4,), told_rotations=(rot,), canon=(epochs[i % 3],))
+        for i, rot in enumerate(int(r) for r in rng.integers(SLOTS, size=12))
+    ]
+    fraction, pairs = va.slot_alignment(queries, random.Random(0))
+    assert pairs > 0 and fraction == 0.0
+    same = [dataclasses.replace(q, canon=(epochs[0],)) for q in queries]
+    fraction, _ = va.slot_alignment(same, random.Random(0))
+    assert fraction == 1.0
 
 
 def test_record_dir_is_off_by_default_and_read_from_yaml(tmp_path: Path) -> None:
