@@ -107,6 +107,9 @@ def serve(
     record: Annotated[Path | None, typer.Option(
         help="AUDITOR TOOL, evaluation galleries only: write every A<->B payload (and A's "
              "candidates and preselection secrets) in the clear to this directory")] = None,
+    epoch_queries: Annotated[int, typer.Option(
+        help="identifications per secret layout epoch (same on A and B; 0 = until the "
+             "gallery changes)")] = 0,
     insecure_shared_host: Annotated[bool, typer.Option(
         help="DEMO/TESTS ONLY: A and B run as one user on one host; skip the check that A "
              "cannot read the sibling key directory of B")] = False,
@@ -132,7 +135,7 @@ def serve(
                 scoring_workers=scoring_workers,
                 ray_address=ray_address or environment_ray_address(os.environ, role),
                 ray_shards=ray_shards, record_dir=record, metrics_listen=metrics_listen,
-                shared_host_keys=insecure_shared_host,
+                shared_host_keys=insecure_shared_host, epoch_queries=epoch_queries,
                 limits=Limits(query_budget=budget, bulk_batch=bulk_batch),
             )
         serve_forever(cfg, ready_file=ready_file)

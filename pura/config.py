@@ -114,6 +114,9 @@ class ServerConfig:
     #: Candidates passed from CKKS preselection to the exact stage (pura.pipeline.config
     #: DEFAULT_TOP_K: the measured need with the 64-d head, plus a margin).
     top_k: int = 6
+    #: Identifications per layout epoch (both servers; 0 = until the gallery changes): see
+    #: :class:`pura.pipeline.config.SearchConfig` and docs/security.md (issue 12).
+    epoch_queries: int = 0
     #: Scoring section (server A): processes scoring CKKS preselection blocks; 1 = in-process.
     scoring_workers: int = 1
     #: Ray cluster holding preselection shards (A only): "auto", "host:port", "ray://host:port".

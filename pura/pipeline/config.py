@@ -48,8 +48,15 @@ class SearchConfig:
     top_k: int = DEFAULT_TOP_K
     view_k: int = DEFAULT_VIEW_K
     tau: float = DEFAULT_THRESHOLD_SQ
+    #: Identifications per layout epoch (issue 12): A re-lays its blocks out after this many
+    #: queries even without a gallery change, and B refuses a preselection over a block that
+    #: has had that many since its last re-layout. 0: an epoch lasts until the gallery changes.
+    epoch_queries: int = 0
 
     def __post_init__(self) -> None:
+        if self.epoch_queries < 0:
+            raise ConfigError(f"epoch_queries must be 0 (off) or positive, got "
+                              f"{self.epoch_queries}")
         if self.top_k < 1:
             raise ConfigError(f"top_k must be positive, got {self.top_k}")
         if self.view_k < self.top_k:
@@ -59,13 +66,15 @@ class SearchConfig:
 
     @classmethod
     def for_model(
-        cls, model_id: str, *, top_k: int = DEFAULT_TOP_K, view_k: int = DEFAULT_VIEW_K
+        cls, model_id: str, *, top_k: int = DEFAULT_TOP_K, view_k: int = DEFAULT_VIEW_K,
+        epoch_queries: int = 0,
     ) -> SearchConfig:
         """The defaults with ``tau`` set to ``model_id``'s threshold (:data:`MODEL_THRESHOLD_SQ`).
 
         A squared distance means nothing across networks (dlib's 0.115 would refuse nearly every
         SFace mate), so servers take the threshold of their parameter set's model."""
-        return cls(top_k=top_k, view_k=view_k, tau=default_threshold_sq(model_id))
+        return cls(top_k=top_k, view_k=view_k, tau=default_threshold_sq(model_id),
+                   epoch_queries=epoch_queries)
 
     def tau_units(self, scale_bits: int) -> int:
         """``tau`` in the integer units of the exact stage (scale ``2^scale_bits`` per factor)."""

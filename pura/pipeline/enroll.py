@@ -69,11 +69,11 @@ class Enroller:
         refresh.finish_refresh(self.ctx, block, state, reply)
         return written
 
-    def relayout(self, block: HeadBlock) -> npt.NDArray[np.int64]:
+    def relayout(self, block: HeadBlock, namespace: str = "") -> npt.NDArray[np.int64]:
         """Move ``block``'s heads to a fresh secret permutation of its slots, with B (one
         round, :mod:`pura.protocols.relayout`); returns ``source`` (new slot ``s`` holds what
         old slot ``source[s]`` held). The caller moves its slot table and B's copies along."""
-        request, state = relayout.prepare_relayout(self.ctx, block, self.rng)
+        request, state = relayout.prepare_relayout(self.ctx, block, self.rng, namespace)
         reply = relayout.RelayoutResponse.from_bytes(
             self.channel(Step.RELAYOUT, request.to_bytes()))
         with self.online():

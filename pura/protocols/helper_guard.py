@@ -17,7 +17,8 @@ step                   allowed per query ticket (:class:`~pura.protocols.tickets
                        in as many lanes as A runs, never more than three per valid vector
                        in total)
 ``ckks.preselect``     once (query ticket), before the distance round; ``k`` equal to B's own
-                       ``view_k`` (capped at the slots B is shown)
+                       ``view_k`` (capped at the slots B is shown); with ``epoch_queries``,
+                       at most that many per block between two re-layouts of it
 ``blinded_product``    once, after ``norm_check``; 1..``max_candidates`` candidates (this
                        fixes the query's ``k``)
 ``argmin``             once, after ``blinded_product``, over exactly ``k`` candidates
@@ -71,6 +72,7 @@ from pura.protocols.messages import (
 )
 from pura.protocols.norms import MAX_CHECKS_PER_VECTOR
 from pura.protocols.preselect import PreselectRequest
+from pura.protocols.relayout import RelayoutRequest
 from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_BYTES, TICKET_STEP, TicketKind, unseal
 
@@ -105,10 +107,15 @@ class Quotas:
     ticket_ttl_s: float = 600.0
     #: Tickets issued per rolling minute: bounds the whole oracle budget per unit of time.
     tickets_per_minute: int = 600
+    #: Preselections per block between two re-layouts of it (issue 12; 0 = no bound): B
+    #: refuses to rank a block whose layout has served this many, so that the views B can
+    #: align never exceed one epoch's worth whatever A does.
+    epoch_queries: int = 0
 
     def __post_init__(self) -> None:
         if min(self.view_k, self.max_candidates, self.max_enrol_batch, self.max_open_tickets,
-               self.tickets_per_minute) < 1 or self.ticket_ttl_s <= 0 or self.top_k < 0:
+               self.tickets_per_minute) < 1 or self.ticket_ttl_s <= 0 or self.top_k < 0 \
+                or self.epoch_queries < 0:
             raise ProtocolError(f"every quota must be positive: {self}")
 
 
@@ -172,6 +179,8 @@ class HelperGuard:
         self._issued: deque[float] = deque()
         #: Refused requests per step (exported as ``pura_b_quota_refusals_total``).
         self.refusals: Counter[str] = Counter()
+        #: Preselections per (namespace, block) since that block's last re-layout.
+        self._epoch_use: Counter[tuple[str, int]] = Counter()
 
     def __repr__(self) -> str:
         return f"HelperGuard(open_tickets={len(self._tickets)}, refusals={self.refusals_total})"
@@ -270,6 +279,8 @@ class HelperGuard:
             digest = hashlib.sha256(payload).hexdigest()
             try:
                 reply = run(payload)
+                if step == Step.RELAYOUT:
+                    self._new_epoch(payload)
             except PuraError as exc:
                 self.log.append(principal=PEER, action=step,
                                 outcome=f"error: {type(exc).__name__}",
@@ -280,6 +291,12 @@ class HelperGuard:
             return reply
 
         return handle
+
+    def _new_epoch(self, payload: bytes) -> None:
+        """A block was re-laid out (B answered its lift): its epoch count starts again."""
+        request = RelayoutRequest.from_bytes(payload)
+        with self._lock:
+            self._epoch_use.pop((request.namespace, request.block), None)
 
     def _refuse(self, step: str, ticket: str, size: int, digest: str, shape: str,
                 exc: HelperRefusedError) -> None:
@@ -349,6 +366,13 @@ class HelperGuard:
         if self.quotas.top_k and r.top_k != self.quotas.top_k:
             raise HelperRefusedError(f"preselection top_k={r.top_k}; B serves "
                                      f"top_k={self.quotas.top_k}")
+        bound = self.quotas.epoch_queries
+        if bound:
+            used = [(r.namespace, b) for b in r.blocks]
+            if any(self._epoch_use[u] >= bound for u in used):
+                raise HelperRefusedError(f"a block has served {bound} preselections in this "
+                                         "layout epoch; re-lay it out first")
+            self._epoch_use.update(used)
         ticket.served = r.request_id
 
     def _open_label(self, ticket: _Ticket, r: LabelOpenRequest) -> None:

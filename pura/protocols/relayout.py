@@ -67,17 +67,22 @@ _ID_BYTES = 16
 
 @dataclass(frozen=True)
 class RelayoutRequest:
-    """A → B: the ``m`` masked rows of one block (no slot numbers, no block id)."""
+    """A → B: the ``m`` masked rows of one block (no slot numbers). ``namespace`` and
+    ``block`` name the gallery block, as every preselection request already does, so that B
+    can count queries per layout epoch (:class:`~pura.protocols.helper_guard.Quotas`)."""
 
     request_id: bytes
     key_id: bytes
     rows: tuple[bytes, ...]
+    namespace: str = ""
+    block: int = -1
 
     def __repr__(self) -> str:
         return f"RelayoutRequest(id={self.request_id.hex()[:8]}, m={len(self.rows)})"
 
     def to_bytes(self) -> bytes:
-        header = {"id": self.request_id.hex(), "key": self.key_id.hex(), "m": len(self.rows)}
+        header = {"id": self.request_id.hex(), "key": self.key_id.hex(), "m": len(self.rows),
+                  "ns": self.namespace, "block": self.block}
         return _wire.pack(_REQ_MAGIC, header, list(self.rows))
 
     @classmethod
@@ -85,7 +90,8 @@ class RelayoutRequest:
         header, blobs = _wire.unpack(_REQ_MAGIC, data)
         if _wire.field(header, "m", int) != len(blobs) or not blobs:
             raise ProtocolError(f"relayout request: {len(blobs)} rows, header says otherwise")
-        return cls(_hex(header, "id"), _hex(header, "key"), tuple(blobs))
+        return cls(_hex(header, "id"), _hex(header, "key"), tuple(blobs),
+                   _wire.field(header, "ns", str), _wire.field(header, "block", int))
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ def draw_source(slots: int, head_dim: int, rng: random.Random) -> IntArray:
 
 
 def prepare_relayout(
-    ctx: CKKSContext, block: HeadBlock, rng: random.Random | None = None
+    ctx: CKKSContext, block: HeadBlock, rng: random.Random | None = None, namespace: str = ""
 ) -> tuple[RelayoutRequest, RelayoutState]:
     """A: draw the block's next permutation and mask its rows. The block must have no
     pending writes or clears (refresh it first): those are addressed by slot."""
@@ -159,7 +165,7 @@ def prepare_relayout(
     request_id = rng.randbytes(_ID_BYTES)
     state = RelayoutState(request_id, block.block_id, block.version, masks,
                           draw_source(slots, m, rng))
-    return RelayoutRequest(request_id, ctx.key_id, rows), state
+    return RelayoutRequest(request_id, ctx.key_id, rows, namespace, block.block_id), state
 
 
 def answer_relayout(ctx: CKKSContext, req: RelayoutRequest, max_rows: int) -> RelayoutResponse:

@@ -285,6 +285,8 @@ class NodeA:
         #: Collections whose gallery changed since their last re-layout (issue 12): re-laid
         #: out before their next identification.
         self._layout_stale: set[str] = set()
+        #: Identifications per collection since its last re-layout (``epoch_queries``).
+        self._epoch_count: dict[str, int] = {}
         self.offline = OfflineWork(self.server_a, self.search.top_k)
         self.identifier = Identifier(self.server_a, self.ctx, self.params.encoding.head_dim,
                                      self.helper, self.search, self.rng, self.offline.online)
@@ -729,12 +731,19 @@ class NodeA:
                 self._copies_dirty.add(collection)
                 log.warning("copies at B re-sent at the next query: %s", exc)
             self._layout_stale.discard(collection)
+            self._epoch_count[collection] = 0
         return done
+
+    def _epoch_over(self, collection: str) -> bool:
+        """Must the next identification of ``collection`` run on a fresh layout?"""
+        bound = self.search.epoch_queries
+        return collection in self._layout_stale or (
+            bound > 0 and self._epoch_count.get(collection, bound) >= bound)
 
     def _relayout_one(self, collection: str, block: HeadBlock) -> None:
         live = set(block.live)
         try:
-            source = self.enroller.relayout(block)
+            source = self.enroller.relayout(block, self.namespace(collection))
             moves = {int(old): new for new, old in enumerate(source.tolist()) if int(old) in live}
             record = pack_blobs([block.metadata_bytes(), *block.ciphertexts])
             self.store.put_block(collection, block.block_id, record, [], version=block.version,
@@ -774,8 +783,9 @@ class NodeA:
                             max_items=self.params.encoding.head_dim)
         gallery = self._gallery(collection)
         self._refresh_dirty(collection, gallery)
-        if collection in self._layout_stale:
+        if self._epoch_over(collection):
             self.relayout(collection)
+        self._epoch_count[collection] = self._epoch_count.get(collection, 0) + 1
         if collection in self._copies_dirty:
             with gallery.lock:
                 self.sync_copies(collection)
@@ -946,7 +956,8 @@ class NodeB:
             helper_steps(self.server_b, keys.ckks_secret, self.candidates,
                          head_dim=params.encoding.head_dim),
             keys.public.paillier,
-            quotas or Quotas(view_k=self.search.view_k, top_k=self.search.top_k),
+            quotas or Quotas(view_k=self.search.view_k, top_k=self.search.top_k,
+                             epoch_queries=self.search.epoch_queries),
             self.request_log, ckks_slots=keys.ckks_secret.slot_count,
         )
 

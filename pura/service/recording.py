@@ -240,9 +240,9 @@ def instrument_a(node: Any, record_dir: Path, data_dir: Path) -> ARecording:
 
     relayout = node.enroller.relayout
 
-    def recorded_relayout(block: Any) -> Any:
+    def recorded_relayout(block: Any, *args: Any, **kwargs: Any) -> Any:
         block_id = block.block_id
-        source = relayout(block)
+        source = relayout(block, *args, **kwargs)
         log.write("relayout", {"query": recorder.query, "block": block_id,
                                "source": [int(x) for x in source]})
         return source

@@ -73,7 +73,8 @@ def start_b(config: ServerConfig) -> RunningServer:
     keys = load_b_keys(config.key_dir, forbidden=config.forbidden_key_dirs)
     engine = LocalEngine(config.engine_workers)
     copies = CopyStore(config.data_dir / "copies.db")
-    node = NodeB(keys, copies, engine=engine, search=SearchConfig(top_k=config.top_k))
+    node = NodeB(keys, copies, engine=engine, search=SearchConfig(top_k=config.top_k,
+                                                          epoch_queries=config.epoch_queries))
     identity = HelperIdentity(keys.public.parameters.id, keys.public.key_id)
     metrics = _b_metrics(node)
     handlers = metrics.timed_steps(node.handlers())
@@ -196,7 +197,8 @@ def start_a(config: ServerConfig, *, wait_for_b_s: float = 2.0) -> ServerAHandle
     scorer = build_scorer(config, keys.public.ckks)
     metrics = Metrics("a")
     node = NodeA(keys, store, audit, metrics.timed_call(helper.call), pca,
-                 search=SearchConfig.for_model(params.encoding.model_id, top_k=config.top_k),
+                 search=SearchConfig.for_model(params.encoding.model_id, top_k=config.top_k,
+                                               epoch_queries=config.epoch_queries),
                  engine=LocalEngine(config.engine_workers), scorer=scorer)
     log.info("preselection scoring: %s", node.scorer_description())
     recording = None

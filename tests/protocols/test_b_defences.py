@@ -32,6 +32,7 @@ from pura.protocols.identify import (
 from pura.protocols.messages import AdmittedTemplate, NormCheckRequest, ThresholdRequest
 from pura.protocols.norms import start_norm_check
 from pura.protocols.preselect import PreselectRequest, PreselectResponse
+from pura.protocols.relayout import RelayoutRequest
 from pura.protocols.secure_min import helper_threshold
 from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_STEP, TicketKind, seal, unseal
@@ -51,7 +52,7 @@ class Setup:
         self.b = ServerB(s2, config, RandomnessPool(pk, rng=random.Random(2)))
         self.log = AuditLog(tmp / "b-requests.log")
         steps = {**self.b.handlers(), Step.PRESELECT: self._no_preselect,
-                 Step.OPEN_LABEL: lambda p: b"opened"}
+                 Step.OPEN_LABEL: lambda p: b"opened", Step.RELAYOUT: lambda p: b"lifted"}
         self.guard = HelperGuard(steps, pk, Quotas(view_k=quotas.pop("view_k", 8), **quotas),
                                  self.log, ckks_slots=4096, rng=random.Random(3))
         self.handlers = self.guard.handlers()
@@ -207,6 +208,36 @@ def test_preselect_k_other_than_view_k_is_refused(setup: Setup) -> None:
     assert setup.guard.refusals[Step.PRESELECT] == 4
 
 
+def test_b_bounds_the_preselections_of_one_layout_epoch(paillier_fast_keys: Keys,
+                                                        tmp_path: Path) -> None:
+    """Issue 12: with ``epoch_queries`` B ranks a block at most that many times between two
+    re-layouts of it, whatever A sends; a re-layout of another block does not reset it."""
+    setup = Setup(paillier_fast_keys, tmp_path, epoch_queries=2)
+    handler = setup.handlers[Step.PRESELECT]
+    blobs = (b"x" * 16,)
+
+    def preselect(block: int) -> bytes:
+        ticket = setup.channel.open_session(TicketKind.QUERY).ticket
+        request = PreselectRequest(b"r" * 16, b"k" * 8, 8, blobs, "ns", (block,), (0,))
+        return handler(seal(ticket, request.to_bytes()))
+
+    def relayout(block: int) -> None:
+        request = RelayoutRequest(b"q" * 16, b"k" * 16, (b"row",), "ns", block)
+        assert setup.handlers[Step.RELAYOUT](request.to_bytes()) == b"lifted"
+
+    preselect(0)
+    preselect(0)
+    with pytest.raises(HelperRefusedError, match="re-lay it out"):
+        preselect(0)
+    preselect(1)  # another block has its own count
+    relayout(1)
+    with pytest.raises(HelperRefusedError, match="re-lay it out"):
+        preselect(0)
+    relayout(0)
+    preselect(0)
+    assert setup.guard.refusals[Step.PRESELECT] == 2
+
+
 def test_out_of_sequence_and_unticketed_requests_are_refused(setup: Setup) -> None:
     gallery = setup.enrol([1, 2])
     assert setup.identify(1, gallery) is True
@@ -251,12 +282,13 @@ def test_log_survives_restart_and_detects_tampering(setup: Setup) -> None:
 
 def test_every_step_refuses_a_request_without_a_ticket(setup: Setup) -> None:
     """Every step B serves, bar the ticket itself, refuses a request without an envelope."""
+    upkeep = (TICKET_STEP, Step.RELAYOUT)  # gallery upkeep is logged, not ticketed
     for step, handler in setup.handlers.items():
-        if step == TICKET_STEP:
+        if step in upkeep:
             continue
         with pytest.raises(HelperRefusedError):
             handler(b"PM" + bytes(40))
-    assert np.all([setup.guard.refusals[s] == 1 for s in setup.handlers if s != TICKET_STEP])
+    assert np.all([setup.guard.refusals[s] == 1 for s in setup.handlers if s not in upkeep])
 
 
 def test_label_opening_needs_this_querys_threshold(setup: Setup) -> None:

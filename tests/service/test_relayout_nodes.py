@@ -15,6 +15,7 @@ from pura_client.encryptor import Encryptor
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import load_shipped_pca
 from pura.crypto.params import DLIB_FAST_PARAMETERS
+from pura.errors import PuraError
 from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
@@ -117,3 +118,43 @@ def test_gallery_change_starts_a_new_secret_layout(tmp_path: Path) -> None:
         restarted.offline.stop()
         restarted.store.close()
         node_b.offline.stop()
+
+
+@pytest.mark.slow
+def test_epoch_query_bound_relays_out_and_b_enforces_it(tmp_path: Path) -> None:
+    """With ``epoch_queries`` A re-lays out after that many identifications without any gallery
+    change, and B refuses a preselection over a block whose epoch is used up."""
+    search = SearchConfig(top_k=3, view_k=16, epoch_queries=2)
+    generate_key_set(tmp_path / "k", DLIB_FAST_PARAMETERS)
+    node_b = NodeB(load_b_keys(tmp_path / "k" / "b"), CopyStore(tmp_path / "b" / "copies.db"),
+                   search=search)
+    a = NodeA(load_a_keys(tmp_path / "k" / "a"), GalleryStore(tmp_path / "a.db"),
+              AuditLog(tmp_path / "audit.jsonl"), loopback(node_b), load_shipped_pca(),
+              search=search, rng=random.Random(3))
+    try:
+        a.create_collection("c")
+        enc = Encryptor(load_public_keys(tmp_path / "k" / "public"), load_shipped_pca())
+        gallery = _unit(np.random.default_rng(2), 4)
+        items = [TemplateUpload(f"s{i}", f"r{i}", MODEL, DIM, p.paillier, p.ckks_head)
+                 for i, p in ((i, enc.template(gallery[i])) for i in range(4))]
+        assert all(o.error is None for o in a.enroll("c", items, "test"))
+        epochs = []
+        for i in range(5):
+            q = enc.query(gallery[i % 4])
+            assert a.identify("c", QueryUpload(MODEL, DIM, q.paillier, q.ckks_head),
+                              "test") == f"s{i % 4}"
+            epochs.append(a._gallery("c").blocks[0].epoch)
+        assert epochs == [1, 1, 2, 2, 3]
+        _copies_agree(a, node_b)
+        # The fifth query opened epoch 3; A "forgets" it: B answers one more, then refuses.
+        a._epoch_count["c"] = 0
+        q = enc.query(gallery[1])
+        assert a.identify("c", QueryUpload(MODEL, DIM, q.paillier, q.ckks_head), "test") == "s1"
+        q = enc.query(gallery[2])
+        with pytest.raises(PuraError, match="re-lay it out"):
+            a.identify("c", QueryUpload(MODEL, DIM, q.paillier, q.ckks_head), "test")
+        assert node_b.guard.refusals[Step.PRESELECT] == 1
+    finally:
+        a.offline.stop()
+        node_b.offline.stop()
+        a.store.close()
