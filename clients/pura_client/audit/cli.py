@@ -231,6 +231,8 @@ def views(
         help="re-run the attacks on the recordings already in OUT/work")] = False,
     mated: Annotated[int | None, typer.Option(help="mated probes per epoch")] = None,
     nonmated: Annotated[int | None, typer.Option(help="non-mated probes per epoch")] = None,
+    epoch_queries: Annotated[int, typer.Option(
+        help="servers' --epoch-queries (0: a layout epoch per gallery version)")] = 0,
 ) -> None:
     """Real `pura serve` A and B with --record: enrol LFW, probe, attack what they recorded."""
     from pura_client.audit.views import TARGETS, ViewsConfig, run_views
@@ -241,7 +243,8 @@ def views(
         config = ViewsConfig(people=people or 1000, profile=preset, seed=seed)
     config = dataclasses.replace(
         config, mated_per_epoch=config.mated_per_epoch if mated is None else mated,
-        nonmated_per_epoch=config.nonmated_per_epoch if nonmated is None else nonmated)
+        nonmated_per_epoch=config.nonmated_per_epoch if nonmated is None else nonmated,
+        epoch_queries=epoch_queries)
     figures = run_views(out, config, log=typer.echo, analyse_only=analyse_only)
     for key in TARGETS:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[figures["verdicts"][key]]

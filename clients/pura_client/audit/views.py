@@ -62,6 +62,9 @@ class ViewsConfig:
     nonmated_per_epoch: int = 60
     profile: str = "dlib-fast"  # the audit data are dlib descriptors (presets: pura.crypto.params)
     seed: int = 0
+    #: ``pura serve --epoch-queries`` on both servers (0: the product default, an epoch per
+    #: gallery version).
+    epoch_queries: int = 0
 
     @classmethod
     def quick(cls, people: int = 300, seed: int = 0, profile: str = "dlib-fast") -> ViewsConfig:
@@ -166,14 +169,16 @@ def drive(work: Path, faces: Faces, config: ViewsConfig, wolf: np.ndarray, log: 
     make_demo_pki(tls)
     run = Run()
     b_args = ["--role", "b", "--keys", str(keys / "b"), "--tls", str(tls),
-              "--data", str(work / "b-data"), "--record", str(rec)]
+              "--data", str(work / "b-data"), "--record", str(rec),
+              "--epoch-queries", str(config.epoch_queries)]
     b = _server(b_args, work / "b.port", work / "b.log")
     try:
         # One host and one user for both servers (as `pura demo`): A's check that it cannot
         # read B's keys cannot hold here, and the flag says so in A's log.
         a_args = ["--role", "a", "--keys", str(keys / "a"), "--tls", str(tls),
                   "--insecure-shared-host", "--data", str(work / "data"),
-                  "--peer", f"localhost:{b.port}", "--budget", "1000000", "--record", str(rec)]
+                  "--peer", f"localhost:{b.port}", "--budget", "1000000", "--record", str(rec),
+                  "--epoch-queries", str(config.epoch_queries)]
         a = _server(a_args, work / "a.port", work / "a.log")
         run.servers = [_command(b_args), _command(a_args)]
         try:
@@ -559,7 +564,8 @@ def analyse(work: Path, run: Run, faces: Faces, wolf: np.ndarray,
     figures["settings"] = {
         "people": config.people, "epochs": run.epoch_sizes, "profile": config.profile,
         "probes": len(run.probes), "mated": sum(p.mated for p in run.probes),
-        "seed": config.seed, "enrol_seconds": round(run.enrol_seconds, 1),
+        "seed": config.seed, "epoch_queries": config.epoch_queries,
+        "enrol_seconds": round(run.enrol_seconds, 1),
         "query_seconds": round(run.query_seconds, 1),
         "mated_answered_right": _share([p.answer == p.label for p in run.probes if p.mated]),
         "nonmated_no_match": _share([p.answer is None for p in run.probes if not p.mated]),
