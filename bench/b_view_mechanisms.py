@@ -157,17 +157,6 @@ def load(recording: Path, cache: Path) -> Recorded:
 # --- 1. epochs bounded at E queries ----------------------------------------------------------
 
 
-def padded(recovered: FloatArray, dim: int, rng: np.random.Generator) -> FloatArray:
-    """B's ``dim``-dimensional guess: the directions its SVD found, completed with random
-    directions orthogonal to them (centred over slots, as every other basis here)."""
-    if recovered.shape[1] >= dim:
-        return recovered[:, :dim]
-    noise = rng.standard_normal((recovered.shape[0], dim - recovered.shape[1]))
-    q, _ = np.linalg.qr(np.hstack([recovered, noise - noise.mean(axis=0, keepdims=True)]))
-    out: FloatArray = q[:, :dim]
-    return out
-
-
 def epoch_point(queries: Sequence[va.QueryView], heads: FloatArray, dim: int,
                 rng: np.random.Generator) -> tuple[float, float, float]:
     """(padded cosine, audit's unpadded cosine, random baseline) of B's attack on ``queries``
@@ -178,7 +167,7 @@ def epoch_point(queries: Sequence[va.QueryView], heads: FloatArray, dim: int,
     rot = ref.rotations[0] if ref.rotations else 0
     truth = np.roll(heads, -rot, axis=0)
     seed = int(rng.integers(1 << 31))
-    cos, rand = va.subspace_cosines(padded(recovered, dim, rng), truth,
+    cos, rand = va.subspace_cosines(va.complete_basis(recovered, dim, rng), truth,
                                     np.random.default_rng(seed))
     unpadded, _ = va.subspace_cosines(recovered, truth, np.random.default_rng(seed))
     return cos, unpadded, rand

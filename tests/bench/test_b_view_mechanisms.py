@@ -51,7 +51,7 @@ def test_epoch_curve_falls_to_random_as_epochs_shrink() -> None:
 def test_padded_keeps_what_b_found() -> None:
     rng = np.random.default_rng(0)
     found, _ = np.linalg.qr(rng.standard_normal((SLOTS, 3)))
-    basis = bvm.padded(found, DIM, rng)
+    basis = va.complete_basis(found, DIM, rng)
     assert basis.shape == (SLOTS, DIM)
     assert np.allclose(basis.T @ basis, np.eye(DIM), atol=1e-9)
     assert va.mean_principal_cosine(found, basis) > 1 - 1e-9

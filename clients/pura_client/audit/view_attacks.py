@@ -250,6 +250,21 @@ def recovered_subspace(matrix: FloatArray, dim: int) -> FloatArray:
     return out
 
 
+def complete_basis(recovered: FloatArray, dim: int, rng: np.random.Generator) -> FloatArray:
+    """B's ``dim``-dimensional guess of the head subspace: the directions its SVD found,
+    completed with random directions orthogonal to them (centred over slots, as every basis
+    here). Why: with fewer aligned queries than ``dim`` B finds fewer directions than the
+    subspace has; comparing only those with the heads' top directions would credit B with a
+    whole subspace it never saw (0.48 from two queries), where the random baseline is scored
+    over all ``dim`` (``bench/b_view_mechanisms.py``, docs/b-view-mechanisms.md)."""
+    if recovered.shape[1] >= dim:
+        return recovered[:, :dim]
+    noise = rng.standard_normal((recovered.shape[0], dim - recovered.shape[1]))
+    q, _ = np.linalg.qr(np.hstack([recovered, noise - noise.mean(axis=0, keepdims=True)]))
+    out: FloatArray = q[:, :dim]
+    return out
+
+
 def subspace_cosines(recovered: FloatArray, heads: FloatArray,
                      rng: np.random.Generator) -> tuple[float, float]:
     """(cosine to the true head subspace, cosine of a random subspace of the same dimension).
@@ -289,6 +304,7 @@ __all__ = [
     "aligned",
     "aligned_matrix",
     "auc",
+    "complete_basis",
     "estimate_shift",
     "fingerprints",
     "linked_subjects",

@@ -412,7 +412,8 @@ def attack_b(rec_a: Recording, rec_b: Recording, run: Run, key_dir: Path, head_d
         groups.setdefault(e, []).append(i)
     group = max(groups.values(), key=len) if groups else list(range(len(queries)))
     chosen = [queries[i] for i in group]
-    recovered = va.recovered_subspace(va.aligned_matrix(chosen), head_dim)
+    recovered = va.complete_basis(va.recovered_subspace(va.aligned_matrix(chosen), head_dim),
+                                  head_dim, np.random.default_rng(seed + 1))
     out.update(b_layout_epochs=len(groups), b_subspace_queries=len(chosen))
     ref = chosen[0]
     if ref.block_order is not None and ref.rotations is not None:

@@ -229,6 +229,28 @@ def test_b_recovers_head_subspace_from_aligned_views_only() -> None:
     assert cos_p < rand_p + 0.1
 
 
+def test_few_aligned_queries_recover_only_their_share_of_the_subspace() -> None:
+    """B's basis from E < DIM queries is completed with random directions before scoring, so
+    two aligned queries score their share of the subspace (E/DIM exact directions, the rest
+    random), not like a recovered subspace."""
+    rng = np.random.default_rng(10)
+    heads = _heads(rng)
+    two = _views(heads, 2, rng)
+    found = va.recovered_subspace(va.aligned_matrix(two), DIM)
+    assert found.shape[1] == 2
+    reference = np.roll(heads, -two[0].rotations[0], axis=0)  # type: ignore[index]
+    cos, rand = va.subspace_cosines(va.complete_basis(found, DIM, rng), reference, rng)
+    share = 2 / DIM
+    assert abs(cos - (share + (1 - share) * rand)) < 0.1
+    unpadded, _ = va.subspace_cosines(found, reference, rng)
+    assert unpadded > cos  # what scoring the two directions alone would have claimed
+    many = _views(heads, 4 * DIM, rng)
+    found = va.recovered_subspace(va.aligned_matrix(many), DIM)
+    reference = np.roll(heads, -many[0].rotations[0], axis=0)  # type: ignore[index]
+    cos, rand = va.subspace_cosines(va.complete_basis(found, DIM, rng), reference, rng)
+    assert cos > rand + 0.3
+
+
 def test_b_match_statistic_separates_planted_mates() -> None:
     rng = np.random.default_rng(7)
     heads = _heads(rng)
