@@ -734,6 +734,25 @@ class NodeA:
             self._epoch_count[collection] = 0
         return done
 
+    def _new_epoch_if_due(self, collection: str) -> None:
+        """Before an identification: re-lay out if the gallery changed (or the epoch's query
+        count is used up), once even when queries race, and count this query in the epoch.
+
+        A failed re-layout does not take the collection down: the query runs on the current
+        layout (B's own epoch bound, when set, still refuses it once the epoch is used up) and
+        the next identification tries again. B being unreachable fails the query as usual."""
+        gallery = self._gallery(collection)
+        with gallery.lock:
+            if self._epoch_over(collection):
+                try:
+                    self.relayout(collection)
+                except PeerUnavailableError:
+                    raise
+                except PuraError as exc:
+                    log.error("re-layout of %r failed (%s); this query runs on the current "
+                              "layout", collection, exc)
+            self._epoch_count[collection] = self._epoch_count.get(collection, 0) + 1
+
     def _epoch_over(self, collection: str) -> bool:
         """Must the next identification of ``collection`` run on a fresh layout?"""
         bound = self.search.epoch_queries
@@ -781,11 +800,9 @@ class NodeA:
         parsed = self._parse_query(coll, query)
         head = unpack_blobs(query.ckks_head, what="query head",
                             max_items=self.params.encoding.head_dim)
+        self._refresh_dirty(collection, self._gallery(collection))
+        self._new_epoch_if_due(collection)
         gallery = self._gallery(collection)
-        self._refresh_dirty(collection, gallery)
-        if self._epoch_over(collection):
-            self.relayout(collection)
-        self._epoch_count[collection] = self._epoch_count.get(collection, 0) + 1
         if collection in self._copies_dirty:
             with gallery.lock:
                 self.sync_copies(collection)

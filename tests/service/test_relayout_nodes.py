@@ -15,7 +15,7 @@ from pura_client.encryptor import Encryptor
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import load_shipped_pca
 from pura.crypto.params import DLIB_FAST_PARAMETERS
-from pura.errors import PuraError
+from pura.errors import ProtocolError, PuraError
 from pura.gallery.copies import CopyStore
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_a_keys, load_b_keys, load_public_keys
@@ -102,6 +102,23 @@ def test_gallery_change_starts_a_new_secret_layout(tmp_path: Path) -> None:
     a.delete("c", "s8", "test")
     assert identify(gallery[8]) is None and block is not None
     assert a._gallery("c").blocks[0].epoch == first_epoch + 2
+    _copies_agree(a, node_b)
+
+    # A re-layout that fails does not take the collection down: the query runs on the
+    # current layout and the next one re-lays out.
+    relayout = a.enroller.relayout
+
+    def broken(block: object, namespace: str = "") -> object:
+        raise ProtocolError("simulated re-layout failure")
+
+    a.enroller.relayout = broken  # type: ignore[method-assign,assignment]
+    a.delete("c", "s7", "test")
+    epoch = a._gallery("c").blocks[0].epoch
+    assert identify(gallery[1]) == "s1"
+    assert a._gallery("c").blocks[0].epoch == epoch
+    a.enroller.relayout = relayout  # type: ignore[method-assign]
+    assert identify(gallery[3]) == "s3"
+    assert a._gallery("c").blocks[0].epoch == epoch + 1
     _copies_agree(a, node_b)
 
     # A restart reads the re-laid-out blocks and rows back; they agree with B's copies.
