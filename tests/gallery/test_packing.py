@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from pura.crypto.ckks import CKKSContext, heads_from_rows
 from pura.crypto.params import CKKS_8192
-from pura.errors import AlreadyExistsError, DimensionError, NotFoundError, StoreError
+from pura.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    DimensionError,
+    NotFoundError,
+    StoreError,
+)
 from pura.gallery.packing import BlockLayout, HeadBlock, encrypt_block
 
 M = 2
@@ -225,3 +231,21 @@ def test_bookkeeping_invariants_under_random_operations(
             assert layout.locate(t) == (0, slot)
         assert not block.live.keys() & block.clearing
         assert block.free_slot() == next(s for s in range(SLOTS) if s not in owners)
+
+
+def test_relayout_moves_the_slot_table_and_persists_its_epoch() -> None:
+    """Issue 12: ``apply_relayout`` moves live templates with their slots, draws a fresh layout
+    salt (new copy tags), and both survive the store round trip; seeded blocks refuse."""
+    from pura.gallery.packing import HeadBlock
+
+    block = HeadBlock(3, 8, 2, [b"r0", b"r1"], live={0: 10, 5: 11})
+    old_tag = block.copy_tag("ab" * 16)
+    source = [2, 1, 0, 7, 4, 5, 6, 3]  # new slot s holds old slot source[s]
+    block.apply_relayout([b"n0", b"n1"], source, salt=bytes(16))
+    assert block.live == {2: 10, 5: 11} and block.epoch == 1 and block.version == 1
+    assert block.copy_tag("ab" * 16) != old_tag
+    back = HeadBlock.from_record(block.metadata_bytes(), block.ciphertexts)
+    assert (back.live, back.layout_salt, back.epoch) == (block.live, block.layout_salt, 1)
+    seeded = HeadBlock(4, 8, 2, [b"r0", b"r1"], seeded=True)
+    with pytest.raises(ConfigError, match="seeded"):
+        seeded.apply_relayout([b"n0", b"n1"], source)

@@ -85,6 +85,23 @@ def test_put_block_places_and_drops_heads(tmp_path: Path) -> None:
     assert block is not None and block.data == b"block-v2"
 
 
+def test_relayout_moves_every_row_with_its_block_atomically(tmp_path: Path) -> None:
+    """Issue 12: a re-layout moves the block and every template row of it in one transaction
+    (cycles included); a move that would lose a row is refused and changes nothing."""
+    store = _store(tmp_path)
+    res = store.add_templates("c", [_tpl("a", "r1"), _tpl("b", "r2"), _tpl("d", "r3")])
+    store.put_block("c", 0, b"v1", [r.template_id for r in res], version=1)
+    store.put_block("c", 0, b"v2", [], version=2, moves={0: 2, 1: 0, 2: 1})  # a 3-cycle
+    assert store.occupied_slots("c") == {(0, 2): "a", (0, 0): "b", (0, 1): "d"}
+    with pytest.raises(StoreError, match="every template"):
+        store.put_block("c", 0, b"v3", [], version=3, moves={0: 1, 1: 0})  # slot 2's row
+    with pytest.raises(StoreError, match="every template"):
+        store.put_block("c", 0, b"v3", [], version=3, moves={0: 1, 1: 1, 2: 2})
+    assert store.occupied_slots("c") == {(0, 2): "a", (0, 0): "b", (0, 1): "d"}
+    block = store.get_block("c", 0)
+    assert block is not None and block.data == b"v2" and block.version == 2
+
+
 def test_delete_frees_slots_for_reuse_and_leaves_no_bytes(tmp_path: Path) -> None:
     store = _store(tmp_path)
     canary = b"CANARY-" + secrets.token_bytes(200) + b"-END"
