@@ -224,6 +224,15 @@ def field(header: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+def hex_field(header: dict[str, Any], name: str) -> bytes:
+    """``header[name]``, a hex string, as bytes (ProtocolError otherwise): request ids and key
+    ids in the CKKS-side messages."""
+    try:
+        return bytes.fromhex(field(header, name, str))
+    except ValueError as exc:
+        raise ProtocolError(f"message field {name!r} is not hex") from exc
+
+
 def int_list(header: dict[str, Any], name: str) -> list[int]:
     value = field(header, name, list)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -232,6 +241,17 @@ def int_list(header: dict[str, Any], name: str) -> list[int]:
 
 
 __all__ = [
-    "MAX_BLOBS", "MAX_HEADER", "Reader", "Writer", "field", "int_list", "pack_blobs",
-    "pack_message", "pack_parts", "unpack_blobs", "unpack_message", "unpack_parts",
+    "MAX_BLOBS",
+    "MAX_HEADER",
+    "Reader",
+    "Writer",
+    "field",
+    "hex_field",
+    "int_list",
+    "pack_blobs",
+    "pack_message",
+    "pack_parts",
+    "unpack_blobs",
+    "unpack_message",
+    "unpack_parts",
 ]

@@ -6,8 +6,8 @@ refresh and candidate copies read as before; the codec itself lives, and is test
 
 from __future__ import annotations
 
-from pura.wire import MAX_BLOBS, MAX_HEADER, field, int_list
+from pura.wire import MAX_BLOBS, MAX_HEADER, field, hex_field, int_list
 from pura.wire import pack_message as pack
 from pura.wire import unpack_message as unpack
 
-__all__ = ["MAX_BLOBS", "MAX_HEADER", "field", "int_list", "pack", "unpack"]
+__all__ = ["MAX_BLOBS", "MAX_HEADER", "field", "hex_field", "int_list", "pack", "unpack"]

@@ -86,8 +86,8 @@ class PreselectRequest:
     def from_bytes(cls, data: bytes) -> PreselectRequest:
         header, blobs = _wire.unpack(_REQ_MAGIC, data)
         return cls(
-            request_id=_hex(header, "id"),
-            key_id=_hex(header, "key"),
+            request_id=_wire.hex_field(header, "id"),
+            key_id=_wire.hex_field(header, "key"),
             k=_wire.field(header, "k", int),
             scores=tuple(blobs),
             namespace=str(header.get("ns", "")),
@@ -116,7 +116,7 @@ class PreselectResponse:
         header, blobs = _wire.unpack(_RESP_MAGIC, data)
         if blobs:
             raise ProtocolError("preselect response carries unexpected blobs")
-        return cls(_hex(header, "id"), tuple(_wire.int_list(header, "positions")))
+        return cls(_wire.hex_field(header, "id"), tuple(_wire.int_list(header, "positions")))
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,6 @@ class PreselectState:
 
     def __repr__(self) -> str:
         return f"PreselectState(id={self.request_id.hex()[:8]}, blocks={len(self.block_order)})"
-
-
-def _hex(header: dict[str, object], name: str) -> bytes:
-    try:
-        return bytes.fromhex(_wire.field(header, name, str))
-    except ValueError as exc:
-        raise ProtocolError(f"field {name!r} is not hex") from exc
 
 
 def parse_query(ctx: CKKSContext, query: Sequence[bytes], head_dim: int) -> CKKSCiphertext:

@@ -108,8 +108,8 @@ class RefreshRequest:
                 f"refresh request: {len(blobs)} blobs for m={m}, {n} heads and their checks"
             )
         return cls(
-            request_id=_hex(header, "id"),
-            key_id=_hex(header, "key"),
+            request_id=_wire.hex_field(header, "id"),
+            key_id=_wire.hex_field(header, "key"),
             block=tuple(blobs[:m]),
             heads=tuple(blobs[m:m + n]),
             write_slots=tuple(writes),
@@ -140,7 +140,7 @@ class RefreshResponse:
         bits = _wire.int_list(header, "bits")
         if any(b not in (0, 1) for b in bits):
             raise ProtocolError("refresh response: head check bits must be 0 or 1")
-        return cls(request_id=_hex(header, "id"), deltas=tuple(blobs), bits=tuple(bits))
+        return cls(request_id=_wire.hex_field(header, "id"), deltas=tuple(blobs), bits=tuple(bits))
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,6 @@ class RefreshState:
 
     def __repr__(self) -> str:
         return f"RefreshState(id={self.request_id.hex()[:8]}, block={self.block_id})"
-
-
-def _hex(header: dict[str, object], name: str) -> bytes:
-    text = _wire.field(header, name, str)
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise ProtocolError(f"field {name!r} is not hex") from exc
 
 
 def prepare_refresh(

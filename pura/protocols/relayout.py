@@ -90,7 +90,7 @@ class RelayoutRequest:
         header, blobs = _wire.unpack(_REQ_MAGIC, data)
         if _wire.field(header, "m", int) != len(blobs) or not blobs:
             raise ProtocolError(f"relayout request: {len(blobs)} rows, header says otherwise")
-        return cls(_hex(header, "id"), _hex(header, "key"), tuple(blobs),
+        return cls(_wire.hex_field(header, "id"), _wire.hex_field(header, "key"), tuple(blobs),
                    _wire.field(header, "ns", str), _wire.field(header, "block", int))
 
 
@@ -110,7 +110,7 @@ class RelayoutResponse:
     @classmethod
     def from_bytes(cls, data: bytes) -> RelayoutResponse:
         header, blobs = _wire.unpack(_RESP_MAGIC, data)
-        return cls(_hex(header, "id"), tuple(blobs))
+        return cls(_wire.hex_field(header, "id"), tuple(blobs))
 
 
 @dataclass(frozen=True)
@@ -125,13 +125,6 @@ class RelayoutState:
 
     def __repr__(self) -> str:
         return f"RelayoutState(id={self.request_id.hex()[:8]}, block={self.block_id})"
-
-
-def _hex(header: dict[str, object], name: str) -> bytes:
-    try:
-        return bytes.fromhex(_wire.field(header, name, str))
-    except ValueError as exc:
-        raise ProtocolError(f"field {name!r} is not hex") from exc
 
 
 def draw_source(slots: int, head_dim: int, rng: random.Random) -> IntArray:

@@ -102,3 +102,10 @@ def test_message_magics_are_distinct() -> None:
               candidates._SYNC, candidates._SYNC_REPLY, candidates._ACK, candidates._SERVE,
               candidates._OPEN, candidates._OPEN_REPLY]
     assert len(set(magics)) == len(magics) and all(len(m) == 8 for m in magics)
+
+
+def test_hex_field_parses_ids_and_refuses_the_rest() -> None:
+    assert wire.hex_field({"id": "00ff"}, "id") == b"\x00\xff"
+    for header in ({"id": "zz"}, {"id": 5}, {}):
+        with pytest.raises(ProtocolError):
+            wire.hex_field(header, "id")
