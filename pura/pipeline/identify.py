@@ -7,7 +7,9 @@ through :class:`TemplateSource`; B through a :class:`~pura.pipeline.channel.Help
 Stages of one query:
 
 1. The query's admission (two rounds, mostly B's work) runs on a thread while A's CKKS
-   preselection scores the blocks: it does not depend on the candidates.
+   preselection scores the blocks: it does not depend on the candidates. So do the exact
+   stage's distance masks and their corrections (multi-exponentiations over the query), drawn
+   on the same thread right after admission.
 2. Preselection: B ranks its masked, permuted view and answers ``view_k`` positions; A maps
    them to templates, drops decoys and keeps ``top_k``, padding with random live templates so
    that the exact stage always has ``top_k`` candidates (a short stage would time differently).
@@ -38,6 +40,7 @@ from pura.protocols.identify import HelperChannel as HelperChannel_
 from pura.protocols.messages import PaillierQuery
 from pura.protocols.norms import CheckedQuery
 from pura.protocols.preselect import parse_query
+from pura.protocols.secure_distance import DistanceMasks
 from pura.protocols.steps import Step
 from pura.protocols.tickets import TicketKind, seal
 
@@ -133,19 +136,29 @@ class Identifier:
         with self.online(), ThreadPoolExecutor(1, thread_name_prefix="pura-admit") as pool:
             # One ticket for every step of this query: B counts its quotas per ticket.
             session = self.server_a.session(TicketKind.QUERY)
-            checked = pool.submit(_timed, stages, "admit_query", self.server_a.check_query, query,
-                                  session)
+            checked = pool.submit(self._admit, query, session, stages)
             served = _timed(stages, "preselect", self.candidates, gallery, head, source, session)
-            admitted = checked.result()
+            admitted, ahead = checked.result()
             still_wanted(alive, "the exact stage")
             result = _timed(stages, "exact", self.server_a.match, admitted, served.entries, tau,
-                            session)
+                            session, ahead)
             if result.matched and served.request_id is not None and result.label is not None:
                 subject = _timed(stages, "open", self._open, served.request_id,
                                  int(result.label), source, session)
                 result = MatchResult(True, subject)
         self.last_stages = stages
         return result
+
+    def _admit(
+        self, query: PaillierQuery, session: HelperChannel_, stages: dict[str, float]
+    ) -> tuple[CheckedQuery, DistanceMasks]:
+        """The query's admission, then the distance round's masks and corrections for
+        ``top_k`` candidates: neither depends on the candidates, so both run beside
+        preselection (:meth:`ServerA.draw_masks`)."""
+        checked = _timed(stages, "admit_query", self.server_a.check_query, query, session)
+        ahead = _timed(stages, "distance_masks", self.server_a.draw_masks, checked,
+                       self.search.top_k)
+        return checked, ahead
 
     def verify(
         self, query: PaillierQuery | CheckedQuery, subject: str,

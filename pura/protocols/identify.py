@@ -5,8 +5,8 @@ Composition (docs/architecture.md steps 2–5) for one query and k candidate tem
     A ⇄ B  norm_square          one round: B-made [u_i] and the servers' [‖u‖²]    (norms)
     A ⇄ B  norm_check           one round: ‖u‖² within the unit-vector bounds, else
                                 EmbeddingRangeError (neither "match" nor "no match")
-    A: shuffle candidates (fresh random order; the positions B's argmin sees mean nothing)
     A ⇄ B  blinded_product      one round: [D_j] for all k               (secure_distance)
+    A: shuffle the [D_j] (fresh random order; the positions B's argmin sees mean nothing)
     A ⇄ B  argmin               one round for k ≤ 16: [D_min], [i_min]   (secure_min, all pairs)
            (compare_select      ⌈log₂ k⌉ rounds, the SOCI tournament, for larger k)
     A ⇄ B  threshold_decide     one round: decision bit; index opened only on match
@@ -34,7 +34,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pura.crypto.paillier import Ciphertext, KeyShare, PartialPool, PublicKey, RandomnessPool
+from pura.crypto.paillier import (
+    Ciphertext,
+    KeyShare,
+    PartialDecryption,
+    PartialPool,
+    PublicKey,
+    RandomnessPool,
+)
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import EmbeddingRangeError, ParameterError, ProtocolError
@@ -65,7 +72,9 @@ from pura.protocols.norms import (
     admit_templates,
 )
 from pura.protocols.secure_distance import (
+    DistanceMasks,
     PreparedTemplate,
+    draw_masks,
     finish_distance,
     helper_blinded_product,
     prepare_templates,
@@ -165,6 +174,10 @@ class ServerB:
         self.pool = pool if pool is not None else RandomnessPool(self.key)
         self.engine = engine
         self.norms = NormServerB(share, config.norms, self.pool, engine)
+        #: B's own partial decryptions of ciphertexts it will see in a distance round
+        #: (ciphertext value → partial), e.g. of the candidate copies it served, computed before
+        #: the round; used once each (:func:`helper_blinded_product`'s ``known``).
+        self.known_partials: dict[int, PartialDecryption] = {}
 
     def __repr__(self) -> str:
         return f"ServerB(key={self.key.key_id})"
@@ -195,7 +208,7 @@ class ServerB:
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply:
         return helper_blinded_product(request, self.config.template, self.share, self.pool,
-                                      self.engine)
+                                      self.engine, self.known_partials)
 
     def compare_select(self, request: CompareRequest) -> CompareReply:
         return helper_compare(request, self.config.compare, self.share, self.pool, self.engine)
@@ -407,12 +420,19 @@ class ServerA:
                            session if session is not None else self.channel, self.engine,
                            self.rng)
 
+    def draw_masks(self, query: CheckedQuery, k: int) -> DistanceMasks:
+        """The distance round's masks and corrections for ``k`` candidates, drawn before the
+        candidates are known (:func:`~pura.protocols.secure_distance.draw_masks`): a server
+        computes them beside preselection and passes them to :meth:`match` as ``ahead``."""
+        return draw_masks(query, self.config.template, k, self.engine, self.rng)
+
     def match(
         self,
         query: PaillierQuery | CheckedQuery,
         candidates: Sequence[tuple[str, Candidate]],
         tau: int,
         session: HelperChannel | None = None,
+        ahead: DistanceMasks | None = None,
     ) -> MatchResult:
         """Exact stage: is the nearest candidate within ``tau`` (integer units of D)? Which one?
 
@@ -420,7 +440,9 @@ class ServerA:
         the encoding of a unit vector raises :class:`EmbeddingRangeError` — neither "match" nor
         "no match". Candidates not yet admitted are admitted here (refused ones can never match).
         ``session``: the query's (:meth:`session`); a query admitted with :meth:`check_query`
-        must come with the session it was admitted under.
+        must come with the session it was admitted under. ``ahead``: masks from
+        :meth:`draw_masks` for this query, used when drawn for as many candidates as are
+        matched (otherwise fresh ones are drawn here).
         """
         channel = session if session is not None else self.session(TicketKind.QUERY)
         checked = query if isinstance(query, CheckedQuery) else self.check_query(query, channel)
@@ -429,12 +451,21 @@ class ServerA:
                  if t is not None]
         if not order:
             return MatchResult(False)
-        self.rng.shuffle(order)
+        if ahead is not None and (ahead.query is not checked or ahead.k != len(order)):
+            ahead = None
         state, request = start_distance(
             checked, [t for _, t in order], self.config.template, self.masks, self.engine,
-            self.rng,
+            self.rng, ahead,
         )
         distances = finish_distance(state, channel.blinded_product(request))
+        # The secret shuffle comes after the distance round: B's served copies come back to it
+        # in its own serving order there (secure_distance: the mask rides in A's partial
+        # decryption), so the positions B's argmin and threshold see must be a fresh random
+        # order that B cannot relate to the copies it served.
+        shuffled = list(zip(order, distances, strict=True))
+        self.rng.shuffle(shuffled)
+        order = [entry for entry, _ in shuffled]
+        distances = [d for _, d in shuffled]
         # σ: a secret relabelling of the k positions. The threshold round opens σ(winner),
         # and B range-checks what it opens (< k); B saw the winner's position in the argmin,
         # so without σ it could tell an opened index from A's random filler (the decision).

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -137,6 +137,49 @@ def prepare_templates(
 
 
 @dataclass
+class DistanceMasks:
+    """A's masks for one distance round and their corrections, drawn before the candidates exist.
+
+    Why ahead of the candidates: the masks ``r_j`` and the corrections
+    ``Π_i [x_i]^(r_j,i + 2^s)`` depend on the admitted query and A's randomness only, never on
+    which templates are matched. A draws them while preselection still chooses the candidates
+    (the server runs the query's admission on a thread beside it), which takes the corrections'
+    multi-exponentiations off the exact stage's critical path. The values have exactly the
+    distribution :func:`start_distance` would draw itself. One set masks one request only
+    (:attr:`used`): two requests under the same ``r`` would give B ``v − v' = y − y'``.
+    """
+
+    query: CheckedQuery
+    k: int
+    values: list[list[int]]
+    corrections: list[Ciphertext]
+    used: bool = False
+
+    def __repr__(self) -> str:
+        return f"DistanceMasks(k={self.k}, used={self.used})"
+
+
+def draw_masks(
+    query: CheckedQuery,
+    layout: TemplateLayout,
+    k: int,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+) -> DistanceMasks:
+    """A: uniform packed masks for ``k`` candidates and the corrections they need.
+
+    ``rng`` draws the mask values (OS CSPRNG unless a test seeds it)."""
+    if k < 1 or len(query.dims) != layout.dim:
+        raise ProtocolError(f"need ≥ 1 candidate and a {layout.dim}-dim query")
+    rng = rng if rng is not None else secrets.SystemRandom()
+    values = [[rng.getrandbits(layout.mask_bits) for _ in range(n)]
+              for n in slot_counts(layout, k)]
+    offsets = assemble_vectors(layout, k, [r + layout.bound for m in values for r in m])
+    corrections = engine.map_chunks(partial(multi_exp_batch, query.dims), offsets)
+    return DistanceMasks(query, k, values, corrections)
+
+
+@dataclass
 class DistanceState:
     """A's secret state between request and reply (masks are folded into ``corrections``)."""
 
@@ -168,6 +211,18 @@ def _stream(
     return cts, pds
 
 
+def _opened(share: KeyShare, value: int) -> PartialDecryption:
+    """``1 + value·N mod N²`` as a factor of ``share``'s partial decryption: what the two
+    partial decryptions of any encryption of ``value`` multiply to.
+
+    Why it masks: B combines ``P_A(c)·(1 + r·N)`` with its own ``P_B(c)`` and obtains
+    ``1 + (y + r)·N``, i.e. the masked plaintext, exactly as if A had sent ``c + Enc(r)`` and
+    its partial decryption of that, but without a fresh encryption of ``r``.
+    """
+    key = share.public_key
+    return PartialDecryption(key, share.index, (1 + key.encode(value) * key.n) % key.n_squared)
+
+
 def start_distance(
     query: CheckedQuery,
     templates: Sequence[AdmittedTemplate | PreparedTemplate],
@@ -175,12 +230,15 @@ def start_distance(
     masks: PartialPool,
     engine: LocalEngine = SERIAL,
     rng: random.Random | None = None,
+    ahead: DistanceMasks | None = None,
 ) -> tuple[DistanceState, BlindedProductRequest]:
     """A's half before the round trip.
 
     ``masks`` (A's :class:`PartialPool`) encrypts the masks together with A's partial
     decryption of them; with :class:`PreparedTemplate` inputs A performs no full-size
-    exponentiation online. ``rng`` draws the mask values (OS CSPRNG unless a test seeds it).
+    exponentiation online. ``rng`` draws the mask values (OS CSPRNG unless a test seeds it);
+    ``ahead`` gives masks drawn earlier with :func:`draw_masks` for this query and ``k``
+    instead (refused if used before, or drawn for another query or ``k``).
     """
     share_a = masks.share
     key = share_a.public_key
@@ -190,7 +248,8 @@ def start_distance(
     plain = [t for t in templates if isinstance(t, AdmittedTemplate)]
     for t in plain:
         check_template(t, layout, key)
-    if len(plain) == k:
+    served = len(plain) == k
+    if served:
         # Nothing prepared (the oblivious candidates B serves): merge the tails first and
         # partially decrypt the merged stream, n_full·k + ⌈k/g⌉ exponentiations instead of
         # cts_per_template·k (14 instead of 18 at 3072 bits, k = 6).
@@ -205,17 +264,22 @@ def start_distance(
             raise ProtocolError("prepared template does not match the layout or share 1")
         stream, stream_pds = _stream(layout, prepared)
         norms = [p.template.norm for p in prepared]
-    rng = rng if rng is not None else secrets.SystemRandom()
-    counts = slot_counts(layout, k)
-    mask_values = [[rng.getrandbits(layout.mask_bits) for _ in range(n)] for n in counts]
+    if ahead is None:
+        ahead = draw_masks(query, layout, k, engine, rng)
+    elif ahead.used or ahead.k != k or ahead.query is not query:
+        raise ProtocolError("distance masks were used before or drawn for another request")
+    ahead.used = True
     masked, partials = [], []
-    for ct, pd, m in zip(stream, stream_pds, mask_values, strict=True):
-        mask_ct, mask_pd = masks.encrypt_with_partial(layout.packed.pack_raw(m))
-        masked.append(ct + mask_ct)
-        partials.append(pd.times(mask_pd))
-    offsets = assemble_vectors(layout, k, [r + layout.bound for m in mask_values for r in m])
-    corrections = engine.map_chunks(partial(multi_exp_batch, query.dims), offsets)
-    state = DistanceState(k, query.norm, norms, corrections)
+    for ct, pd, m in zip(stream, stream_pds, ahead.values, strict=True):
+        packed_mask = layout.packed.pack_raw(m)
+        if served:
+            masked.append(ct)
+            partials.append(pd.times(_opened(share_a, packed_mask)))
+        else:
+            mask_ct, mask_pd = masks.encrypt_with_partial(packed_mask)
+            masked.append(ct + mask_ct)
+            partials.append(pd.times(mask_pd))
+    state = DistanceState(k, query.norm, norms, ahead.corrections)
     request = BlindedProductRequest(
         layout.dim, layout.slot_bits, k, tuple(query.dims), tuple(masked), tuple(partials)
     )
@@ -228,11 +292,17 @@ def helper_blinded_product(
     share_b: KeyShare,
     pool: RandomnessPool,
     engine: LocalEngine = SERIAL,
+    known: MutableMapping[int, PartialDecryption] | None = None,
 ) -> BlindedProductReply:
     """B's half: decrypt the masked vectors, return re-randomised ``[⟨q(x), v_j⟩]``.
 
     B refuses requests whose shape differs from its own layout, so A cannot make B decrypt a
-    plaintext with fewer mask bits than agreed.
+    plaintext with fewer mask bits than agreed. ``known``: B's own partial decryptions of
+    ciphertexts it already holds (ciphertext value → partial; each used once and removed), e.g.
+    of the candidate copies it served, computed before the request arrives; the stream's other
+    ciphertexts are partially decrypted here. Served copies come back unmasked (A's mask rides
+    in its partial decryption, :func:`start_distance`), so B's precomputed partials of its
+    copies apply as they are.
     """
     if (request.dim, request.slot_bits) != (layout.dim, layout.slot_bits):
         raise ProtocolError(
@@ -245,7 +315,7 @@ def helper_blinded_product(
         raise ProtocolError(f"request has {len(request.masked)} ciphertexts, k={k} needs {counts}")
     if len(request.query) != layout.dim:
         raise ProtocolError(f"query has {len(request.query)} dimensions, expected {layout.dim}")
-    mine = engine.map_chunks(partial(partial_decrypt_batch, share_b), request.masked)
+    mine = _own_partials(request.masked, share_b, engine, known if known is not None else {})
     contents: list[int] = []
     try:
         for pa, pb, n in zip(request.partials, mine, counts, strict=True):
@@ -255,6 +325,23 @@ def helper_blinded_product(
     vectors = assemble_vectors(layout, k, contents)
     products = engine.map_chunks(partial(multi_exp_batch, request.query), vectors)
     return BlindedProductReply(tuple(p.rerandomize(pool) for p in products))
+
+
+def _own_partials(
+    cts: Sequence[Ciphertext],
+    share: KeyShare,
+    engine: LocalEngine,
+    known: MutableMapping[int, PartialDecryption],
+) -> list[PartialDecryption]:
+    """``share``'s partial decryptions of ``cts``: from ``known`` where present (and removed
+    there), the rest computed over the engine."""
+    found = [known.pop(int(c.value), None) for c in cts]
+    missing = [c for c, pd in zip(cts, found, strict=True) if pd is None]
+    fresh = iter(engine.map_chunks(partial(partial_decrypt_batch, share), missing))
+    out = [pd if pd is not None else next(fresh) for pd in found]
+    if any(pd.index != share.index or pd.key != share.public_key for pd in out):
+        raise ProtocolError("a known partial decryption belongs to another share")
+    return out
 
 
 def finish_distance(state: DistanceState, reply: BlindedProductReply) -> list[Ciphertext]:
@@ -270,9 +357,11 @@ def finish_distance(state: DistanceState, reply: BlindedProductReply) -> list[Ci
 
 
 __all__ = [
+    "DistanceMasks",
     "DistanceState",
     "PreparedTemplate",
     "assemble_vectors",
+    "draw_masks",
     "finish_distance",
     "helper_blinded_product",
     "prepare_templates",

@@ -21,6 +21,7 @@ from pura.protocols.messages import AdmittedTemplate, BlindedProductReply
 from pura.protocols.norms import CheckedQuery
 from pura.protocols.secure_distance import (
     assemble_vectors,
+    draw_masks,
     finish_distance,
     helper_blinded_product,
     prepare_templates,
@@ -168,3 +169,64 @@ def test_prepared_and_unprepared_candidates_give_the_same_distances(
         reply = helper_blinded_product(request, layout, s2, pool)
         assert [decrypt_with_shares(s1, s2, c, signed=True)
                 for c in finish_distance(state, reply)] == want
+
+
+def test_masks_drawn_ahead_give_exact_distances_once(paillier_fast_keys: Keys) -> None:
+    """Masks and corrections drawn before the candidates (beside preselection) give the same
+    exact distances as drawing them in the round; a set masks one request only, and only for
+    the query and k it was drawn for."""
+    pk, s1, s2 = paillier_fast_keys
+    rng = random.Random(91)
+    layout = TemplateLayout.for_key(pk, 128, 11)
+    pool = RandomnessPool(pk, rng=rng)
+    for k in (1, 5):
+        x = _vec(rng, 128, 11)
+        ys = [_vec(rng, 128, 11) for _ in range(k)]
+        query = _query(x, layout, pk, pool)
+        temps = [_template(y, layout, pk, pool) for y in ys]
+        ahead = draw_masks(query, layout, k, rng=rng)
+        state, request = start_distance(query, temps, layout, PartialPool(s1, rng=rng),
+                                        rng=rng, ahead=ahead)
+        assert ahead.used and "values" not in repr(ahead)
+        reply = helper_blinded_product(request, layout, s2, pool)
+        assert [decrypt_with_shares(s1, s2, c, signed=True)
+                for c in finish_distance(state, reply)] == [
+            sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) for y in ys]
+        with pytest.raises(ProtocolError, match="used before"):
+            start_distance(query, temps, layout, PartialPool(s1), rng=rng, ahead=ahead)
+        other = _query(x, layout, pk, pool)
+        for wrong in (draw_masks(other, layout, k, rng=rng),
+                      draw_masks(query, layout, k + 1, rng=rng)):
+            with pytest.raises(ProtocolError, match="another request"):
+                start_distance(query, temps, layout, PartialPool(s1), rng=rng, ahead=wrong)
+
+
+def test_served_copies_carry_the_mask_in_a_partial(paillier_fast_keys: Keys) -> None:
+    """B's served copies go back to B as they are, in order, with A's mask multiplied into A's
+    partial decryption; B still only ever combines the masked plaintext, and B's own partials
+    of them computed ahead (``known``) give the same exact distances and are used once."""
+    pk, s1, s2 = paillier_fast_keys
+    rng = random.Random(93)
+    layout = TemplateLayout.for_key(pk, 128, 11)
+    pool = RandomnessPool(pk, rng=rng)
+    x = _vec(rng, 128, 11)
+    ys = [_vec(rng, 128, 11) for _ in range(5)]
+    query = _query(x, layout, pk, pool)
+    temps = [_template(y, layout, pk, pool) for y in ys]
+    want = [sum((a - b) ** 2 for a, b in zip(x, y, strict=True)) for y in ys]
+    state, request = start_distance(query, temps, layout, PartialPool(s1, rng=rng), rng=rng)
+    full = [c for t in temps for c in t.packed[:layout.n_full]]
+    assert list(request.masked[:len(full)]) == full  # B can tell its copies (it served them)
+    # What B combines is the masked plaintext, never a template coordinate.
+    for pa, c, n in zip(request.partials, request.masked, slot_counts(layout, 5), strict=True):
+        masked = layout.packed.unpack_raw(combine(pa, s2.partial_decrypt(c)), n)
+        assert all(v >= 1 << (layout.scale_bits + 2) for v in masked[:3])
+    known = {int(c.value): s2.partial_decrypt(c) for c in request.masked}
+    reply = helper_blinded_product(request, layout, s2, pool, known=known)
+    assert not known
+    assert [decrypt_with_shares(s1, s2, c, signed=True)
+            for c in finish_distance(state, reply)] == want
+    with pytest.raises(ProtocolError, match="another share"):
+        helper_blinded_product(request, layout, s2, pool,
+                               known={int(request.masked[0].value): s1.partial_decrypt(
+                                   request.masked[0])})
