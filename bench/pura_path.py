@@ -25,6 +25,7 @@ before timing, like the service's background worker), and the randomness pool re
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -78,6 +79,12 @@ class StageTimes:
     query_bytes: int = 0
     a_b_bytes: int = 0
     a_b_rounds: int = 0
+    #: CPU seconds of A and B together from arrival to answer (this process's threads and the
+    #: engine's worker processes; the lazily made offline state subtracted). Unlike wall time
+    #: it does not grow with other jobs on a shared machine.
+    cpu_server: float = 0.0
+    #: CPU seconds of the exact stage alone (the same accounting).
+    cpu_exact: float = 0.0
 
     @property
     def total(self) -> float:
@@ -209,6 +216,23 @@ def encrypt_probe(system: PuraSystem, probe: FloatArray) -> tuple[list[bytes], P
     return head_bytes, query
 
 
+def cpu_seconds(engine: LocalEngine) -> float:
+    """User + system CPU seconds of this process (every thread) and of ``engine``'s live
+    worker processes (read from ``/proc``; 0 for them where it is not available)."""
+    own = os.times()
+    total = own.user + own.system
+    pool = getattr(engine, "_pool", None)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in getattr(pool, "_processes", None) or {}:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()
@@ -226,6 +250,7 @@ class _LazyCopies:
         self.gallery: PuraGallery | None = None
         self._made: dict[Position, Copy] = {}
         self.offline = 0.0
+        self.offline_cpu = 0.0
         self.offline_bytes = 0
         self.offline_rounds = 0
 
@@ -242,11 +267,13 @@ class _LazyCopies:
             assert gallery is not None
             s = gallery.system
             started, before = time.perf_counter(), s.wire.totals()
+            cpu = cpu_seconds(s.engine)
             tid = gallery.position_ids[position]
             copy = make_copy(gallery.template(tid).template, tid, position, str(tid),
                              s.client_pool)
             after = s.wire.totals()
             self.offline += time.perf_counter() - started
+            self.offline_cpu += cpu_seconds(s.engine) - cpu
             self.offline_bytes += (after.bytes_to_b - before.bytes_to_b
                                    + after.bytes_from_b - before.bytes_from_b)
             self.offline_rounds += after.rounds - before.rounds
@@ -296,13 +323,15 @@ class _PreparedSource:
 
     gallery: PuraGallery
     offline: float = 0.0
+    offline_cpu: float = 0.0
 
     def candidates(self, template_ids: Sequence[int]) -> list[tuple[str, Candidate]]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(self.gallery.system.engine)
         out: list[tuple[str, Candidate]] = [
             (str(t), self.gallery.template(t)) for t in template_ids
         ]
         self.offline += time.perf_counter() - started
+        self.offline_cpu += cpu_seconds(self.gallery.system.engine) - cpu
         return out
 
     @property
@@ -328,16 +357,22 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     before = s.wire.totals()
     made, made_bytes, made_rounds = (s.copies.offline, s.copies.offline_bytes,
                                      s.copies.offline_rounds)
+    made_cpu = s.copies.offline_cpu
     recorder = MemoryRecorder()
     s.wire.recorder = recorder
     source = _PreparedSource(gallery)
-    arrival = time.perf_counter()
+    exact_cpu = _ExactCpu(s)
+    arrival, arrival_cpu = time.perf_counter(), cpu_seconds(s.engine)
     try:
-        result = s.identifier.identify(gallery.index, query, head, tau, source)
+        with exact_cpu:
+            result = s.identifier.identify(gallery.index, query, head, tau, source)
     finally:
         s.wire.recorder = None
     copies_offline = s.copies.offline - made
     times.server = time.perf_counter() - arrival - source.offline - copies_offline
+    times.cpu_server = (cpu_seconds(s.engine) - arrival_cpu - source.offline_cpu
+                        - (s.copies.offline_cpu - made_cpu))
+    times.cpu_exact = exact_cpu.seconds
     stages = s.identifier.last_stages
     b_wall = sum(e.seconds for e in recorder.exchanges if e.step == Step.PRESELECT)
     times.preselect_b = b_wall - copies_offline
@@ -353,6 +388,36 @@ def identify(gallery: PuraGallery, probe: FloatArray, tau: int) -> StageTimes:
     s.server_a.refill(SEARCH.top_k)  # offline between queries, as the service does
     s.server_b.refill(SEARCH.top_k)
     return times
+
+
+class _ExactCpu:
+    """CPU seconds spent in the exact stage (``ServerA.match`` and the winner's label opening;
+    their rounds with B run in this process through the loopback wire), measured by wrapping
+    the two bound methods for the duration of one identification."""
+
+    def __init__(self, system: PuraSystem) -> None:
+        self.system = system
+        self.seconds = 0.0
+        self._wrapped = [(system.server_a, "match"), (system.identifier, "_open")]
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = cpu_seconds(self.system.engine)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += cpu_seconds(self.system.engine) - started
+
+        return timed
+
+    def __enter__(self) -> _ExactCpu:
+        for owner, name in self._wrapped:
+            setattr(owner, name, self._wrap(getattr(owner, name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name in self._wrapped:
+            delattr(owner, name)
 
 
 def warm_candidates(gallery: PuraGallery, probe: FloatArray) -> None:

@@ -47,7 +47,7 @@ SYNTHETIC_THRESHOLD = 0.6
 
 RAY_MAX_SIZE = 100_000
 STAGES = ("client_encrypt", "preselect_a", "preselect_b", "admit_query", "exact", "server",
-          "total")
+          "total", "cpu_server", "cpu_exact")
 
 
 def _log(message: str) -> None:
@@ -351,3 +351,52 @@ def _jsonable(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def run_pura_only(
+    sizes: list[int], out: Path, *, repetitions: int = MIN_REPETITIONS, preset: str = "default",
+    seed: int = 0, engine_workers: int = 1,
+) -> dict[str, Any]:
+    """Only the Pura path per size (no FAISS, no baselines): the quick before/after figure
+    for a change of the protocols, with CPU seconds beside wall time (``cpu_server``,
+    ``cpu_exact``), since wall time on a shared machine grows with other jobs."""
+    params = get_preset(preset)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(), "parameter_set_id": params.id, "preset": preset,
+        "repetitions": repetitions, "engine_workers": engine_workers, "pura_only": True,
+        "load_average_start": os.getloadavg(), "sizes": {},
+    }
+    system = build_system(params, seed, engine_workers)
+    try:
+        vectors = face_like_gallery(max(sizes), system.pca.mean, system.pca.cov,
+                                    system.pca.matrix, seed=seed)
+        for n in sorted(sizes):
+            _log(f"size {n}: Pura only")
+            result["sizes"][str(n)] = {"pura": bench_pura(system, vectors[:n], repetitions,
+                                                          seed + n)}
+    finally:
+        system.engine.close()
+    result["load_average_end"] = os.getloadavg()
+    result["wall_s"] = time.perf_counter() - started
+    write_results(result, out)
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    cli = argparse.ArgumentParser(prog="python -m bench.run",
+                                  description="the Pura path only (see run_pura_only)")
+    cli.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1000])
+    cli.add_argument("--out", type=Path, required=True)
+    cli.add_argument("--repetitions", type=int, default=MIN_REPETITIONS)
+    cli.add_argument("--preset", default="default")
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--engine-workers", type=int, default=os.cpu_count() or 1)
+    a = cli.parse_args()
+    done = run_pura_only(a.sizes, a.out, repetitions=a.repetitions, preset=a.preset,
+                         seed=a.seed, engine_workers=a.engine_workers)
+    for size, r in done["sizes"].items():
+        print(size, json.dumps({k: round(v, 3) for k, v in r["pura"]["stages_median_s"].items()}))
