@@ -26,16 +26,6 @@ SLOTS = CKKS_8192.slot_count
 M = 4
 
 
-@pytest.fixture(scope="module")
-def secret() -> CKKSContext:
-    return CKKSContext.generate(CKKS_8192)
-
-
-@pytest.fixture(scope="module")
-def public(secret: CKKSContext) -> CKKSContext:
-    return secret.public()
-
-
 def _unit(rows: np.ndarray) -> np.ndarray:
     out: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     return out

@@ -26,11 +26,6 @@ SLOTS = CKKS_8192.slot_count
 M = 4
 
 
-@pytest.fixture(scope="module")
-def secret() -> CKKSContext:
-    return CKKSContext.generate(CKKS_8192)
-
-
 def _no_decoys(n: int) -> np.ndarray:
     raise AssertionError("blocks are built explicitly")
 

@@ -26,16 +26,6 @@ SLOTS = CKKS_8192.slot_count
 WRITE_TOL = 2e-3
 
 
-@pytest.fixture(scope="module")
-def secret() -> CKKSContext:
-    return CKKSContext.generate(CKKS_8192)
-
-
-@pytest.fixture(scope="module")
-def public(secret: CKKSContext) -> CKKSContext:
-    return secret.public()
-
-
 class Decoys:
     """Deterministic decoy source that remembers what it produced."""
 

@@ -28,16 +28,6 @@ ROUND_RMS = 3e-5
 ROUND_TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def secret() -> CKKSContext:
-    return CKKSContext.generate(CKKS_8192)
-
-
-@pytest.fixture(scope="module")
-def public(secret: CKKSContext) -> CKKSContext:
-    return secret.public()
-
-
 def _heads(seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(SLOTS, M))
     out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
