@@ -32,7 +32,7 @@ test-all: test test-slow
 # CI's 90 minutes on a busy 2-core machine; run `make test-slow` before a release.
 CI_SLOW := tests/service/test_crash.py tests/service/test_crash_b.py \
 	tests/service/test_hostile.py::test_soak_enroll_delete_identify_with_hostile_items \
-	tests/service/test_lfw_sweep.py
+	tests/service/test_lfw_sweep.py tests/service/test_relayout_nodes.py
 test-ci-slow: setup
 	$(BIN)/pytest -q -m slow $(CI_SLOW)
 
