@@ -24,8 +24,10 @@ from pura.crypto.params import DLIB_FAST_PARAMETERS
 from pura.demo import ServerProcess
 from pura.errors import PeerUnavailableError, PuraError
 from pura.gallery.copies import CopyStore
+from pura.gallery.packing import HeadBlock
 from pura.gallery.store import GalleryStore
 from pura.keys import generate_key_set, load_public_keys
+from pura.service.chunks import unpack_blobs
 
 N = 18
 KILL_AFTER = 6
@@ -43,9 +45,16 @@ def _client(root: Path, port: int, role: str) -> PuraClient:
 
 
 def _positions_at_a(root: Path) -> dict[tuple[int, int], str]:
+    """(block, slot) → the tag B must hold there: the template id under the block's current
+    layout epoch (issue 12's re-layout salts the tags B files copies under)."""
     store = GalleryStore(root / "data" / "gallery.db")
     try:
-        return {(r.block_no, r.slot): r.template_id for r in store.all_templates("crash")}
+        blocks = {}
+        for stored in store.blocks("crash"):
+            meta, *cts = unpack_blobs(stored.data, what="stored block")
+            blocks[stored.block_no] = HeadBlock.from_record(meta, cts)
+        return {(r.block_no, r.slot): blocks[r.block_no].copy_tag(r.template_id)
+                for r in store.all_templates("crash")}
     finally:
         store.close()
 
