@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,7 +163,7 @@ class HeadBlock:
         self.version += 1
 
     def apply_relayout(self, ciphertexts: list[bytes], source: npt.ArrayLike,
-                       salt: bytes | None = None) -> None:
+                       salt: bytes) -> None:
         """Publish re-laid-out ciphertexts: new slot ``s`` holds what old slot ``source[s]``
         held. The live table moves with them, and a fresh layout salt gives every copy a new
         tag. Only for blocks without pending work (their slots would be stale) and not for
@@ -179,7 +178,7 @@ class HeadBlock:
         where = {int(old): new for new, old in enumerate(src.tolist())}
         self.live = {where[old]: template for old, template in self.live.items()}
         self.ciphertexts = list(ciphertexts)
-        self.layout_salt = (salt if salt is not None else os.urandom(16)).hex()
+        self.layout_salt = salt.hex()
         self.epoch += 1
         self.version += 1
 

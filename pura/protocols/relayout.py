@@ -122,6 +122,7 @@ class RelayoutState:
     block_version: int
     masks: FloatArray  # (m, slots)
     source: IntArray  # new slot s holds what old slot source[s] held
+    salt: bytes  # the new layout's secret salt (B's copy tags), from the same rng
 
     def __repr__(self) -> str:
         return f"RelayoutState(id={self.request_id.hex()[:8]}, block={self.block_id})"
@@ -157,7 +158,7 @@ def prepare_relayout(
     )
     request_id = rng.randbytes(_ID_BYTES)
     state = RelayoutState(request_id, block.block_id, block.version, masks,
-                          draw_source(slots, m, rng))
+                          draw_source(slots, m, rng), rng.randbytes(16))
     return RelayoutRequest(request_id, ctx.key_id, rows, namespace, block.block_id), state
 
 
@@ -190,7 +191,7 @@ def finish_relayout(
     unmasked = [ctx.add_plain(ctx.head_from_bytes(raw), -state.masks[r])
                 for r, raw in enumerate(resp.rows)]
     rows = ctx.permute_residues(unmasked, state.source, block.head_dim)
-    block.apply_relayout([ctx.ciphertext_to_bytes(r) for r in rows], state.source)
+    block.apply_relayout([ctx.ciphertext_to_bytes(r) for r in rows], state.source, state.salt)
     return state.source
 
 

@@ -248,4 +248,4 @@ def test_relayout_moves_the_slot_table_and_persists_its_epoch() -> None:
     assert (back.live, back.layout_salt, back.epoch) == (block.live, block.layout_salt, 1)
     seeded = HeadBlock(4, 8, 2, [b"r0", b"r1"], seeded=True)
     with pytest.raises(ConfigError, match="seeded"):
-        seeded.apply_relayout([b"n0", b"n1"], source)
+        seeded.apply_relayout([b"n0", b"n1"], source, bytes(16))

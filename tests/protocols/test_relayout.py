@@ -111,7 +111,7 @@ def test_relayout_needs_a_clean_block_and_matching_reply(secret: CKKSContext,
     block.version -= 1
     with pytest.raises(StoreError, match="pending"):
         block.pending[1] = 7
-        block.apply_relayout(list(block.ciphertexts), np.arange(SLOTS))
+        block.apply_relayout(list(block.ciphertexts), np.arange(SLOTS), bytes(16))
 
 
 def test_copy_tags_change_with_the_layout() -> None:
