@@ -64,6 +64,11 @@ class DecryptionError(CryptoError):
     """Decryption failed. Deliberately undifferentiated: no oracle on *why*."""
 
 
+class SealError(DecryptionError):
+    """A sealed box to B (:mod:`pura.crypto.seal`) did not open: wrong key, wrong context or
+    altered bytes. A :class:`DecryptionError`, so it stays just as opaque."""
+
+
 class PackingOverflowError(CryptoError):
     """A value does not fit the slot bounds of a packed plaintext."""
 
@@ -172,5 +177,6 @@ __all__ = [
     "PermissionDeniedError",
     "ProtocolError",
     "PuraError",
+    "SealError",
     "StoreError",
 ]

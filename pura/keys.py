@@ -33,6 +33,7 @@ from pura.crypto.paillier import (
     public_key_to_bytes,
 )
 from pura.crypto.params import ParameterSet
+from pura.crypto.seal import SealPrivateKey, SealPublicKey
 from pura.errors import ConfigError, KeyMismatchError
 
 MAGIC = b"PURAKEY1\n"
@@ -46,9 +47,11 @@ KINDS: dict[str, bool] = {
     "ckks-secret-context": True,
     "pca": False,
     "parameters": False,
+    "seal-public": False,
+    "seal-private": True,
 }
 #: secrets only server B may hold
-B_ONLY = ("paillier-share-2", "ckks-secret-context")
+B_ONLY = ("paillier-share-2", "ckks-secret-context", "seal-private")
 #: secrets only server A may hold
 A_ONLY = ("paillier-share-1",)
 
@@ -58,6 +61,8 @@ FILE_NAMES: dict[str, str] = {
     "paillier-share-2": "paillier-share-2.key",
     "ckks-public-context": "ckks-public.ctx",
     "ckks-secret-context": "ckks-secret.ctx",
+    "seal-public": "seal.pub",
+    "seal-private": "seal.key",
     "pca": "pca.npz",
     "parameters": "parameters.key",
 }
@@ -228,12 +233,19 @@ def default_peer_key_dirs(directory: Path, role: str) -> tuple[Path, ...]:
 
 @dataclass(frozen=True)
 class PublicKeys:
-    """What every party holds: parameter set, Paillier public key, public CKKS context."""
+    """What every party holds: parameter set, Paillier public key, public CKKS context and
+    (key sets made since sealed admission) B's public sealing key.
+
+    The key id hashes every public part, the sealing key included: a client that pins the key
+    id also pins the box only B can open (:mod:`pura.protocols.sealed`), so A cannot hand it a
+    sealing key of its own. Key sets without a sealing key (made before it existed) keep
+    their id and enrol through the joint-decryption admission."""
 
     parameters: ParameterSet
     paillier: PublicKey
     ckks: CKKSContext
     key_id: str
+    seal: SealPublicKey | None = None
 
     def bundle(self) -> bytes:
         """Public material in one blob (served chunked by GetPublicKeys). Galois keys are left
@@ -243,15 +255,23 @@ class PublicKeys:
             public_key_to_bytes(self.paillier),
             self.ckks.public(with_galois_keys=False).to_bytes(),
             self.key_id.encode(),
+            self.seal.raw if self.seal is not None else b"",
         )
         return wire.pack_parts(parts)
 
     @classmethod
     def from_bundle(cls, data: bytes) -> PublicKeys:
-        parts = wire.unpack_parts(data, 4, what="public key bundle", error=ConfigError)
+        parts = wire.unpack_parts(data, 5, what="public key bundle", error=ConfigError)
         params = ParameterSet.from_json(parts[0].decode())
         ckks = CKKSContext.from_bytes(parts[2], expect_secret=False, params=params.ckks)
-        return cls(params, public_key_from_bytes(parts[1]), ckks, parts[3].decode())
+        seal = SealPublicKey(parts[4]) if parts[4] else None
+        return cls(params, public_key_from_bytes(parts[1]), ckks, parts[3].decode(), seal)
+
+    def id_parts(self) -> tuple[bytes, ...]:
+        """What the key id hashes (the sealing key only where the set has one)."""
+        parts = (public_key_to_bytes(self.paillier),
+                 self.ckks.public(with_galois_keys=False).to_bytes())
+        return parts + ((self.seal.raw,) if self.seal is not None else ())
 
 
 @dataclass(frozen=True)
@@ -267,11 +287,13 @@ class AKeys:
 
 @dataclass(frozen=True)
 class BKeys:
-    """Server B: public material + Paillier share 2 + the CKKS secret context."""
+    """Server B: public material + Paillier share 2 + the CKKS secret context (+ the private
+    sealing key where the key set has one)."""
 
     public: PublicKeys
     share: KeyShare
     ckks_secret: CKKSContext
+    seal: SealPrivateKey | None = None
 
     def __repr__(self) -> str:
         return f"BKeys(key_id={self.public.key_id})"
@@ -281,6 +303,8 @@ def _write_public_parts(directory: Path, header: KeyHeader, pub: PublicKeys, ckk
     write_key(directory, replace(header, kind="parameters"), pub.parameters.to_json().encode())
     write_key(directory, replace(header, kind="paillier-public"), public_key_to_bytes(pub.paillier))
     write_key(directory, replace(header, kind="ckks-public-context"), ckks)
+    if pub.seal is not None:
+        write_key(directory, replace(header, kind="seal-public"), pub.seal.raw)
 
 
 def generate_key_set(
@@ -295,14 +319,16 @@ def generate_key_set(
     secret_ctx = CKKSContext.generate(parameters.ckks)
     public_ctx = secret_ctx.public()
     client_ctx = public_ctx.public(with_galois_keys=False).to_bytes()
-    key_id = key_id_of(public_key_to_bytes(pk), client_ctx)
-    pub = PublicKeys(parameters, pk, public_ctx, key_id)
+    seal = SealPrivateKey.generate()
+    key_id = key_id_of(public_key_to_bytes(pk), client_ctx, seal.public.raw)
+    pub = PublicKeys(parameters, pk, public_ctx, key_id, seal.public)
     header = KeyHeader("parameters", parameters.id, key_id)
     _write_public_parts(out / "a", header, pub, public_ctx.to_bytes())
     write_key(out / "a", replace(header, kind="paillier-share-1"), share_a.to_bytes())
     _write_public_parts(out / "b", header, pub, client_ctx)
     write_key(out / "b", replace(header, kind="paillier-share-2"), share_b.to_bytes())
     write_key(out / "b", replace(header, kind="ckks-secret-context"), secret_ctx.to_bytes())
+    write_key(out / "b", replace(header, kind="seal-private"), seal.to_bytes())
     _write_public_parts(out / "public", header, pub, client_ctx)
     for sub in ("a", "b"):
         os.chmod(out / sub, 0o700)
@@ -320,10 +346,14 @@ def load_public_keys(directory: Path) -> PublicKeys:
     _, ctx_bytes = read_key(directory, "ckks-public-context", **ids)
     pk = public_key_from_bytes(pk_bytes)
     ckks = CKKSContext.from_bytes(ctx_bytes, expect_secret=False, params=params.ckks)
-    if key_id_of(pk_bytes, ckks.public(with_galois_keys=False).to_bytes()) != header.key_id:
+    seal = None
+    if (directory / FILE_NAMES["seal-public"]).exists():
+        seal = SealPublicKey(read_key(directory, "seal-public", **ids)[1])
+    pub = PublicKeys(params, pk, ckks, header.key_id, seal)
+    if key_id_of(*pub.id_parts()) != header.key_id:
         raise KeyMismatchError(f"{directory}: public keys do not hash to key id {header.key_id}")
     pk.check_params(params.paillier)
-    return PublicKeys(params, pk, ckks, header.key_id)
+    return pub
 
 
 def _load_share(directory: Path, kind: str, pub: PublicKeys, index: int) -> KeyShare:
@@ -353,7 +383,14 @@ def load_b_keys(directory: Path, *, forbidden: tuple[Path, ...] = ()) -> BKeys:
     secret = CKKSContext.from_bytes(raw, expect_secret=True, params=pub.parameters.ckks)
     if secret.key_id != pub.ckks.key_id:
         raise KeyMismatchError(f"{directory}: CKKS secret key does not match the public context")
-    return BKeys(pub, share, secret)
+    seal = None
+    if pub.seal is not None:
+        _, raw_seal = read_key(directory, "seal-private", key_id=pub.key_id,
+                               parameter_set_id=pub.parameters.id)
+        seal = SealPrivateKey.from_bytes(raw_seal)
+        if seal.public != pub.seal:
+            raise KeyMismatchError(f"{directory}: sealing key does not match the public key")
+    return BKeys(pub, share, secret, seal)
 
 
 __all__ = [

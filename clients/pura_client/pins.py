@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pura.crypto.paillier import public_key_to_bytes
 from pura.errors import ConfigError, KeyMismatchError
 from pura.keys import PublicKeys, key_id_of
 from pura_client.errors import KeyChangedError
@@ -49,9 +48,10 @@ def default_known_keys_path(environ: Mapping[str, str] | None = None) -> Path:
     return config / "pura" / "known_keys.json"
 
 
-def _material(keys: PublicKeys) -> tuple[bytes, bytes]:
-    """The public key material the key id is computed over (see ``pura.keys.generate_key_set``)."""
-    return public_key_to_bytes(keys.paillier), keys.ckks.public(with_galois_keys=False).to_bytes()
+def _material(keys: PublicKeys) -> tuple[bytes, ...]:
+    """The public key material the key id is computed over (see ``pura.keys.generate_key_set``):
+    B's sealing key included, so a pinned key id also pins the box only B opens."""
+    return keys.id_parts()
 
 
 def fingerprint(keys: PublicKeys) -> str:

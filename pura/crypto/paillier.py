@@ -861,6 +861,68 @@ class MultiExp:
         return Ciphertext(self.key, acc)
 
 
+def bucket_power_product(bases: Sequence[Ciphertext], exponents: Sequence[int]) -> Ciphertext:
+    """``Π b_i^(e_i)`` by the bucket method (Pippenger): for many bases, fewer multiplications.
+
+    Why beside :class:`MultiExp`: Straus pays a ``2^w``-entry table per base and one
+    multiplication per base and window; buckets pay one multiplication per base and window plus
+    ``2^(c+1)`` per window, shared by all bases. For 128 bases of 54-bit exponents that is
+    ~2,100 multiplications instead of ~3,600, and for the thousands of bases of a batch check
+    with 40-bit exponents about a fifth of Straus's (sealed admission,
+    :mod:`pura.protocols.sealed`). Exponents must be non-negative.
+    """
+    if not bases or len(bases) != len(exponents):
+        raise CryptoError("bucket product needs one exponent per base (at least one base)")
+    key = bases[0].key
+    for b in bases:
+        b._same_key(bases[0])
+    if any(e < 0 for e in exponents):
+        raise CryptoError("multi-exponentiation exponents must be non-negative")
+    mod = key.n_squared
+    top = max(int(e).bit_length() for e in exponents)
+    c = max(2, min(12, (len(bases).bit_length() - 2)))
+    mask = (1 << c) - 1
+    values = [b.value for b in bases]
+    ints = [int(e) for e in exponents]
+    acc = mpz(1)
+    for shift in range(((top + c - 1) // c - 1) * c, -1, -c):
+        for _ in range(c if acc != 1 else 0):
+            acc = gmpy2.f_mod(acc * acc, mod)
+        buckets: list[Any] = [None] * (1 << c)
+        for v, e in zip(values, ints, strict=True):
+            d = (e >> shift) & mask
+            if d:
+                cur = buckets[d]
+                buckets[d] = v if cur is None else gmpy2.f_mod(cur * v, mod)
+        running: Any = None
+        total: Any = None
+        for d in range(mask, 0, -1):
+            if buckets[d] is not None:
+                running = buckets[d] if running is None else gmpy2.f_mod(running * buckets[d], mod)
+            if running is not None:
+                total = running if total is None else gmpy2.f_mod(total * running, mod)
+        if total is not None:
+            acc = gmpy2.f_mod(acc * total, mod)
+    return Ciphertext(key, acc)
+
+
+def h_power(key: PublicKey, exponent: int) -> Any:
+    """``h_N^e mod N²`` for an exponent of any length (a batch check's combined randomness)."""
+    if exponent < 0:
+        raise CryptoError("exponent must be non-negative")
+    return gmpy2.powmod(key.h_n, exponent, key.n_squared)
+
+
+def encrypt_derived(key: PublicKey, value: int, r: int, window: int | None = None) -> Ciphertext:
+    """``(1 + mN)·h_N^r`` for an ``r`` the caller derives (sealed admission's mask
+    ciphertexts, whose randomness A re-derives to check them): the fixed-base table of
+    :class:`RandomnessPool`, shared per process."""
+    table = _shared_table(key.h_n, key.n_squared, key.randomness_bits,
+                          pool_window(key) if window is None else window)
+    m = key.encode(value)
+    return Ciphertext(key, gmpy2.f_mod((1 + m * key.n) * table.power(r), key.n_squared))
+
+
 def multi_exp_batch(
     bases: Sequence[Ciphertext], exponent_vectors: Sequence[Sequence[int]], window: int = 4
 ) -> list[Ciphertext]:
@@ -977,10 +1039,13 @@ __all__ = [
     "PartialPool",
     "PublicKey",
     "RandomnessPool",
+    "bucket_power_product",
     "combine",
     "decrypt_with_shares",
+    "encrypt_derived",
     "generate_factors",
     "generate_keypair",
+    "h_power",
     "keys_from_factors",
     "multi_exp_batch",
     "partial_decrypt_batch",

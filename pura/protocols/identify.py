@@ -32,7 +32,7 @@ import random
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Protocol, cast
 
 from pura.crypto.paillier import (
     Ciphertext,
@@ -43,6 +43,7 @@ from pura.crypto.paillier import (
     RandomnessPool,
 )
 from pura.crypto.params import STATISTICAL_SECURITY_BITS
+from pura.crypto.seal import SealPrivateKey
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import EmbeddingRangeError, ParameterError, ProtocolError
 from pura.protocols.enroll import TemplateLayout, check_template
@@ -60,17 +61,20 @@ from pura.protocols.messages import (
     NormRequest,
     PaillierQuery,
     PaillierTemplate,
+    SealedAdmitReply,
+    SealedAdmitRequest,
+    SealedTemplate,
     ThresholdReply,
     ThresholdRequest,
 )
 from pura.protocols.norms import (
     CheckedQuery,
-    NormHelper,
     NormLayout,
     NormServerB,
     admit_query,
     admit_templates,
 )
+from pura.protocols.sealed import SealedHelper, SealedLayout, admit_sealed, helper_sealed
 from pura.protocols.secure_distance import (
     DistanceMasks,
     PreparedTemplate,
@@ -100,12 +104,17 @@ STEP_THRESHOLD = Step.THRESHOLD
 STEP_NORM_SQUARE = Step.NORM_SQUARE
 STEP_NORM_CHECK = Step.NORM_CHECK
 STEP_ARGMIN = Step.ARGMIN
+STEP_SEALED_ADMIT = Step.SEALED_ADMIT
 STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
-         STEP_ARGMIN)
+         STEP_ARGMIN, STEP_SEALED_ADMIT)
 
 #: Templates admitted per pair of norm rounds: B answers ``d + 2`` ciphertexts per template
 #: (~100 kB at 3072 bits), so a batch stays a few MB on the wire.
 ADMIT_BATCH = 32
+
+#: Sealed uploads per admission round: ~100 kB of mask ciphertexts each travel to B, ~4 kB per
+#: template come back; larger batches amortise A's batch check of the masks.
+SEALED_BATCH = 64
 
 #: Pool values A uses per candidate and query (masks, re-randomisation); refilled offline.
 _POOL_PER_CANDIDATE = 8
@@ -116,7 +125,7 @@ Candidate = PaillierTemplate | AdmittedTemplate | PreparedTemplate
 admitted one with A's partial decryptions precomputed."""
 
 
-class HelperChannel(NormHelper, Protocol):
+class HelperChannel(SealedHelper, Protocol):
     """What A can ask of B. Implementations: :class:`ServerB` itself, :class:`BytesChannel`."""
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply: ...
@@ -165,12 +174,14 @@ class ServerB:
         config: ExactConfig,
         pool: RandomnessPool | None = None,
         engine: LocalEngine = SERIAL,
+        seal: SealPrivateKey | None = None,
     ) -> None:
         if share.index != 2:
             raise ParameterError("server B must hold key share 2")
         self.share = share
         self.key = share.public_key
         self.config = config
+        self.seal = seal
         self.pool = pool if pool is not None else RandomnessPool(self.key)
         self.engine = engine
         self.norms = NormServerB(share, config.norms, self.pool, engine)
@@ -206,6 +217,13 @@ class ServerB:
     def norm_check(self, request: NormCheckRequest) -> NormCheckReply:
         return self.norms.norm_check(request)
 
+    def sealed_admit(self, request: SealedAdmitRequest) -> SealedAdmitReply:
+        if self.seal is None:
+            raise ProtocolError("server B holds no sealing key (a key set made before sealed "
+                                "admission): enrol with the joint-decryption admission")
+        return helper_sealed(request, SealedLayout.for_norms(self.config.norms, self.key),
+                             self.share, self.seal, self.pool, self.engine)
+
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply:
         return helper_blinded_product(request, self.config.template, self.share, self.pool,
                                       self.engine, self.known_partials)
@@ -234,6 +252,8 @@ class ServerB:
                 NormRequest.from_bytes(key, b)).to_bytes(),
             STEP_NORM_CHECK: lambda b: self.norm_check(
                 NormCheckRequest.from_bytes(key, b)).to_bytes(),
+            STEP_SEALED_ADMIT: lambda b: self.sealed_admit(
+                SealedAdmitRequest.from_bytes(key, b)).to_bytes(),
         }
 
 
@@ -310,6 +330,10 @@ class BytesChannel:
         return NormCheckReply.from_bytes(self.key,
                                          self._exchange(STEP_NORM_CHECK, request.to_bytes()))
 
+    def sealed_admit(self, request: SealedAdmitRequest) -> SealedAdmitReply:
+        return SealedAdmitReply.from_bytes(self.key,
+                                           self._exchange(STEP_SEALED_ADMIT, request.to_bytes()))
+
 
 @dataclass(frozen=True)
 class MatchResult:
@@ -356,17 +380,31 @@ class ServerA:
             self.masks.refill(want_masks - len(self.masks))
 
     def admit(
-        self, uploads: Sequence[PaillierTemplate]
+        self, uploads: Sequence[PaillierTemplate | SealedTemplate]
     ) -> list[AdmittedTemplate | EmbeddingRangeError]:
-        """Enrolment (with B, two rounds per :data:`ADMIT_BATCH` uploads): what to store per
-        upload, or why it is refused (:class:`EmbeddingRangeError`, per item)."""
-        out: list[AdmittedTemplate | EmbeddingRangeError] = []
-        for start in range(0, len(uploads), ADMIT_BATCH):
-            chunk = uploads[start:start + ADMIT_BATCH]
-            out += admit_templates([u.packed for u in chunk], self.config.norms, self.share,
-                                   self.pool, self.session(TicketKind.ENROL), self.engine,
-                                   self.rng)
-        return out
+        """Enrolment (with B, two rounds per batch): what to store per upload, or why it is
+        refused (:class:`EmbeddingRangeError`, per item). Sealed uploads go through sealed
+        admission (:mod:`pura.protocols.sealed`, :data:`SEALED_BATCH` per round pair), packed
+        Paillier uploads through the joint-decryption admission (:data:`ADMIT_BATCH`)."""
+        out: list[AdmittedTemplate | EmbeddingRangeError | None] = [None] * len(uploads)
+        legacy = [i for i, u in enumerate(uploads) if isinstance(u, PaillierTemplate)]
+        sealed = [i for i, u in enumerate(uploads) if isinstance(u, SealedTemplate)]
+        for start in range(0, len(legacy), ADMIT_BATCH):
+            chunk = legacy[start:start + ADMIT_BATCH]
+            results = admit_templates(
+                [cast(PaillierTemplate, uploads[i]).packed for i in chunk], self.config.norms,
+                self.share, self.pool, self.session(TicketKind.ENROL), self.engine, self.rng)
+            for i, r in zip(chunk, results, strict=True):
+                out[i] = r
+        for start in range(0, len(sealed), SEALED_BATCH):
+            chunk = sealed[start:start + SEALED_BATCH]
+            layout = SealedLayout.for_norms(self.config.norms, self.key)
+            results = admit_sealed(
+                [cast(SealedTemplate, uploads[i]) for i in chunk], layout, self.share,
+                self.pool, self.session(TicketKind.ENROL), self.engine, self.rng)
+            for i, r in zip(chunk, results, strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
 
     def _admitted(
         self, templates: Sequence[Candidate]

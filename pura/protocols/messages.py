@@ -39,7 +39,7 @@ class Kind(IntEnum):
     Why one registry: the reader refuses a message whose kind byte is not the one it expects, so
     two classes sharing a number would parse each other's bytes (a reply accepted as a request).
     ``@unique`` makes a duplicate number an import error; numbers are part of the wire format and
-    of stored templates (``ADMITTED_TEMPLATE``), so never renumber one. 10-15 are unassigned.
+    of stored templates (``ADMITTED_TEMPLATE``), so never renumber one. 13-15 are unassigned.
     """
 
     PAILLIER_QUERY = 1
@@ -51,6 +51,9 @@ class Kind(IntEnum):
     THRESHOLD_REQUEST = 7
     THRESHOLD_REPLY = 8
     ADMITTED_TEMPLATE = 9
+    SEALED_TEMPLATE = 10
+    SEALED_ADMIT_REQUEST = 11
+    SEALED_ADMIT_REPLY = 12
     NORM_REQUEST = 16
     NORM_REPLY = 17
     NORM_CHECK_REQUEST = 18
@@ -170,6 +173,48 @@ class PaillierTemplate:
         if not packed:
             raise ProtocolError("PaillierTemplate needs ≥ 1 packed ciphertext")
         return cls(packed)
+
+
+@dataclass(frozen=True)
+class SealedTemplate:
+    """An enrolment upload for sealed admission (:mod:`pura.protocols.sealed`).
+
+    ``seed``: what A derives the masks ``c`` and their encryption randomness from (A's to
+    know). ``box``: the masked vector ``v = q(y) + c``, sealed to B (A relays it, cannot open
+    it). ``masks``: ``[c_i]`` per coordinate under the threshold key, with the derived
+    randomness, so A can check them without encrypting anything itself.
+    """
+
+    KIND: ClassVar[Kind] = Kind.SEALED_TEMPLATE
+    seed: bytes = field(repr=False)
+    box: bytes = field(repr=False)
+    masks: tuple[Ciphertext, ...]
+
+    def __repr__(self) -> str:
+        return f"SealedTemplate(masks={len(self.masks)}, box={len(self.box)} B)"
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.masks))
+        return w.part(self.seed).part(self.box).cts(self.masks).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> SealedTemplate:
+        r = _Reader(data, cls.KIND, key, "SealedTemplate")
+        seed, box = r.part(), r.part()
+        masks = r.cts()
+        r.end()
+        if not masks:
+            raise ProtocolError("SealedTemplate needs ≥ 1 mask ciphertext")
+        return cls(seed, box, masks)
+
+
+def template_upload_from_bytes(key: PublicKey, data: bytes) -> PaillierTemplate | SealedTemplate:
+    """Either enrolment upload, by its kind byte (sealed admission or the joint-decryption
+    admission of key sets without a sealing key)."""
+    kind_at = len(_MAGIC) + 1
+    if len(data) > kind_at and data[kind_at] == Kind.SEALED_TEMPLATE:
+        return SealedTemplate.from_bytes(key, data)
+    return PaillierTemplate.from_bytes(key, data)
 
 
 @dataclass(frozen=True)
@@ -500,6 +545,80 @@ class NormCheckReply:
 
 
 
+@dataclass(frozen=True)
+class SealedAdmitRequest:
+    """A → B: sealed admission of ``n_vectors`` templates (:mod:`pura.protocols.sealed`).
+
+    Per template: the box sealed to B and the ``dim`` mask ciphertexts it is bound to (A has
+    checked that they encrypt the masks its seed derives). ``direction``: the population mean
+    direction of the wolf check (signed, ``|m_i| ≤ 2^s``).
+    """
+
+    KIND: ClassVar[Kind] = Kind.SEALED_ADMIT_REQUEST
+    dim: int
+    slot_bits: int
+    direction: tuple[int, ...]
+    boxes: tuple[bytes, ...] = field(repr=False)
+    masks: tuple[Ciphertext, ...] = field(repr=False)
+
+    @property
+    def n_vectors(self) -> int:
+        return len(self.boxes)
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, _key_of(self.masks))
+        w.u32(self.dim).u32(self.slot_bits).u32(len(self.direction))
+        for m in self.direction:
+            w.u32(m + _SIGNED_OFFSET)
+        return w.blobs(self.boxes).cts(self.masks).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> SealedAdmitRequest:
+        r = _Reader(data, cls.KIND, key, "SealedAdmitRequest")
+        dim, slot_bits = r.u32(), r.u32()
+        direction = tuple(r.u32() - _SIGNED_OFFSET for _ in range(r.count(MAX_ITEMS, 4)))
+        boxes, masks = tuple(r.blobs()), r.cts()
+        r.end()
+        if not boxes or len(masks) != len(boxes) * dim:
+            raise ProtocolError(f"SealedAdmitRequest: {len(masks)} masks for {len(boxes)} boxes "
+                                f"of dimension {dim}")
+        return cls(dim, slot_bits, direction, boxes, masks)
+
+
+@dataclass(frozen=True)
+class SealedAdmitReply:
+    """B → A: per template a validity bit; for the valid ones the packed, masked cross terms
+    ``⟨c, v⟩ + R`` with B's partial decryptions, and fresh ``[S + 2R]``, ``[⟨v, m⟩]`` and the
+    canonical packing ``[pack(v)]``."""
+
+    KIND: ClassVar[Kind] = Kind.SEALED_ADMIT_REPLY
+    key: PublicKey = field(repr=False)
+    valid: tuple[int, ...]
+    cross: tuple[Ciphertext, ...]
+    cross_partials: tuple[PartialDecryption, ...]
+    sums: tuple[Ciphertext, ...]
+    dots: tuple[Ciphertext, ...]
+    packed: tuple[Ciphertext, ...]
+
+    def to_bytes(self) -> bytes:
+        w = _write_bits(_Writer(self.KIND, self.key), self.valid)
+        w.cts(self.cross).pds(self.cross_partials)
+        return w.cts(self.sums).cts(self.dots).cts(self.packed).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> SealedAdmitReply:
+        r = _Reader(data, cls.KIND, key, "SealedAdmitReply")
+        valid = _read_bits(r)
+        cross, partials = r.cts(), r.pds(2)
+        sums, dots, packed = r.cts(), r.cts(), r.cts()
+        r.end()
+        return cls(key, valid, cross, partials, sums, dots, packed)
+
+
+#: Signed 32-bit values travel as ``value + 2^31`` in a ``u32``.
+_SIGNED_OFFSET = 1 << 31
+
+
 __all__ = [
     "MAX_ITEMS",
     "VERSION",
@@ -516,6 +635,10 @@ __all__ = [
     "NormRequest",
     "PaillierQuery",
     "PaillierTemplate",
+    "SealedAdmitReply",
+    "SealedAdmitRequest",
+    "SealedTemplate",
     "ThresholdReply",
     "ThresholdRequest",
+    "template_upload_from_bytes",
 ]

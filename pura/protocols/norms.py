@@ -81,7 +81,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pura.crypto.paillier import (
     Ciphertext,
@@ -655,16 +655,33 @@ def _run_rounds(
     state, request = start_norms(vectors, layout, share_a, pool, repack=repack, engine=engine,
                                  rng=rng)
     normed = finish_norms(state, helper.norm_square(request), layout, pool, engine)
+    return check_normed(normed, layout, share_a, pool, helper,
+                        wolf=layout.mean is not None and repack, engine=engine, rng=rng)
+
+
+def check_normed(
+    normed: Sequence[NormedVector | None],
+    layout: NormLayout,
+    share_a: KeyShare,
+    pool: RandomnessPool,
+    helper: NormHelper,
+    *,
+    wolf: bool,
+    engine: LocalEngine = SERIAL,
+    rng: random.Random | None = None,
+    unvalid: str = _REJECTED.format(what="a coordinate lies far outside ±2^s"),
+) -> list[NormedVector | EmbeddingRangeError]:
+    """Round 2 for vectors whose round 1 is done (this module's or sealed admission's,
+    :mod:`pura.protocols.sealed`): the norm-range check and, with ``wolf``, the wolf check, in
+    one packed joint decryption. ``None`` entries (B refused them in round 1) become
+    ``unvalid`` errors."""
     out: list[NormedVector | EmbeddingRangeError] = [
-        v if v is not None else EmbeddingRangeError(
-            _REJECTED.format(what="a coordinate lies far outside ±2^s"))
-        for v in normed
+        v if v is not None else EmbeddingRangeError(unvalid) for v in normed
     ]
     checked = [v for v in normed if v is not None]
     if not checked:
         return out
     dots = [v.mean_dot for v in checked]
-    wolf = layout.mean is not None and repack
     if wolf and any(d is None for d in dots):
         raise ProtocolError("wolf check without the templates' inner products")
     c_state, c_request = start_norm_check(
@@ -708,13 +725,14 @@ def admit_query(
     return CheckedQuery(result.dims, result.norm)
 
 
-def _lanes(
-    items: Sequence[Sequence[Ciphertext]], lanes: int
-) -> list[Sequence[Sequence[Ciphertext]]]:
+_Item = TypeVar("_Item")
+
+
+def split_lanes(items: Sequence[_Item], lanes: int) -> list[Sequence[_Item]]:
     """``items`` cut into at most ``lanes`` contiguous parts of at least :data:`MIN_LANE`."""
     count = max(1, min(lanes, len(items) // MIN_LANE))
     size, extra = divmod(len(items), count)
-    out: list[Sequence[Sequence[Ciphertext]]] = []
+    out: list[Sequence[_Item]] = []
     start = 0
     for i in range(count):
         end = start + size + (1 if i < extra else 0)
@@ -741,7 +759,7 @@ def admit_templates(
     Two rounds with B per lane: the batch is cut into up to ``lanes`` contiguous sub-batches
     that run concurrently (see :data:`ADMIT_LANES`).
     """
-    parts = _lanes(templates, lanes)
+    parts = split_lanes(templates, lanes)
     if len(parts) == 1:
         results = _run_rounds(templates, layout, share_a, pool, helper, repack=True,
                               engine=engine, rng=rng)
@@ -818,12 +836,14 @@ __all__ = [
     "NormedVector",
     "admit_query",
     "admit_templates",
+    "check_normed",
     "decoy_template",
     "finish_norm_check",
     "finish_norms",
     "helper_norm_check",
     "helper_norms",
     "norm_check_verdicts",
+    "split_lanes",
     "start_norm_check",
     "start_norms",
     "weighted_sum_pairs",

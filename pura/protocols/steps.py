@@ -17,6 +17,8 @@ class Step(StrEnum):
     THRESHOLD = "paillier.threshold"
     NORM_SQUARE = "paillier.norm_square"
     NORM_CHECK = "paillier.norm_check"
+    #: Sealed admission of enrolment uploads (:mod:`pura.protocols.sealed`).
+    SEALED_ADMIT = "paillier.sealed_admit"
     ARGMIN = "paillier.argmin"
     REFRESH = "ckks.refresh"
     #: Per-epoch secret re-layout of a block (issue 12): B lifts A's masked rows a level up.
