@@ -21,7 +21,7 @@ from pura.pipeline.channel import HelperChannel
 from pura.pipeline.identify import _no_guard
 from pura.protocols import refresh, relayout
 from pura.protocols.identify import ServerA
-from pura.protocols.messages import AdmittedTemplate, PaillierTemplate
+from pura.protocols.messages import AdmittedTemplate, PaillierTemplate, SealedTemplate
 from pura.protocols.steps import Step
 
 
@@ -45,7 +45,7 @@ class Enroller:
         self.online = online
 
     def admit(
-        self, uploads: Sequence[PaillierTemplate]
+        self, uploads: Sequence[PaillierTemplate | SealedTemplate]
     ) -> list[AdmittedTemplate | EmbeddingRangeError]:
         """Server-side norm admission (with B), per item: what to store, or why it is refused.
 

@@ -11,6 +11,9 @@ step                   allowed per query ticket (:class:`~pura.protocols.tickets
 =====================  ====================================================================
 ``norm_square``        once; one vector, no repacking (query) / 1..``max_enrol_batch``
                        vectors with repacking (enrolment ticket)
+``sealed_admit``       enrolment tickets only: 1..``max_enrol_batch`` sealed templates in all
+                       (:mod:`~pura.protocols.sealed`); B decrypts only the packed cross
+                       terms it masked itself
 ``norm_check``         once, after ``norm_square``; exactly two comparisons per vector B
                        found valid there (enrolment: two or three per vector — A's wolf
                        check against the public population mean rides in the same round —
@@ -68,6 +71,8 @@ from pura.protocols.messages import (
     NormCheckRequest,
     NormReply,
     NormRequest,
+    SealedAdmitReply,
+    SealedAdmitRequest,
     ThresholdRequest,
 )
 from pura.protocols.norms import MAX_CHECKS_PER_VECTOR
@@ -139,6 +144,7 @@ def _parsers(key: PublicKey) -> dict[str, Callable[[bytes], Any]]:
     return {
         Step.NORM_SQUARE: lambda p: NormRequest.from_bytes(key, p),
         Step.NORM_CHECK: lambda p: NormCheckRequest.from_bytes(key, p),
+        Step.SEALED_ADMIT: lambda p: SealedAdmitRequest.from_bytes(key, p),
         Step.BLINDED_PRODUCT: lambda p: BlindedProductRequest.from_bytes(key, p),
         Step.ARGMIN: lambda p: ArgminRequest.from_bytes(key, p),
         Step.COMPARE: lambda p: CompareRequest.from_bytes(key, p),
@@ -254,8 +260,9 @@ class HelperGuard:
                 with self._lock:
                     ticket = self._admit(step, ticket_id, request)
                 raw = run(payload)
-                if step == Step.NORM_SQUARE:
-                    valid = sum(NormReply.from_bytes(self.key, raw).valid)
+                if step in (Step.NORM_SQUARE, Step.SEALED_ADMIT):
+                    reply = (NormReply if step == Step.NORM_SQUARE else SealedAdmitReply)
+                    valid = sum(reply.from_bytes(self.key, raw).valid)
                     with self._lock:
                         ticket.valid += valid
             except HelperRefusedError as exc:
@@ -340,6 +347,14 @@ class HelperGuard:
             raise HelperRefusedError(
                 f"an enrolment ticket admits at most {self.quotas.max_enrol_batch} repacked "
                 f"vectors")
+        ticket.vectors += r.n_vectors
+
+    def _sealed_admit(self, ticket: _Ticket, r: SealedAdmitRequest) -> None:
+        """Sealed admission (enrolment tickets only): bounded like the joint-decryption
+        admission, and its valid templates are owed the same round-2 comparisons."""
+        if r.n_vectors < 1 or ticket.vectors + r.n_vectors > self.quotas.max_enrol_batch:
+            raise HelperRefusedError(
+                f"an enrolment ticket admits at most {self.quotas.max_enrol_batch} templates")
         ticket.vectors += r.n_vectors
 
     def _norm_check(self, ticket: _Ticket, r: NormCheckRequest) -> None:
@@ -439,6 +454,7 @@ _RULES: dict[tuple[TicketKind, str], _Rule] = {
     (TicketKind.QUERY, Step.OPEN_LABEL): HelperGuard._open_label,
     (TicketKind.ENROL, Step.NORM_SQUARE): HelperGuard._norm_square,
     (TicketKind.ENROL, Step.NORM_CHECK): HelperGuard._norm_check,
+    (TicketKind.ENROL, Step.SEALED_ADMIT): HelperGuard._sealed_admit,
 }
 
 

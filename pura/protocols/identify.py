@@ -112,9 +112,10 @@ STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, S
 #: (~100 kB at 3072 bits), so a batch stays a few MB on the wire.
 ADMIT_BATCH = 32
 
-#: Sealed uploads per admission round: ~100 kB of mask ciphertexts each travel to B, ~4 kB per
-#: template come back; larger batches amortise A's batch check of the masks.
-SEALED_BATCH = 64
+#: Sealed uploads per admission round (one enrolment ticket each, so B's ``max_enrol_batch``
+#: quota bounds it too): ~100 kB of mask ciphertexts each travel to B, ~4 kB per template
+#: come back.
+SEALED_BATCH = ADMIT_BATCH
 
 #: Pool values A uses per candidate and query (masks, re-randomisation); refilled offline.
 _POOL_PER_CANDIDATE = 8

@@ -72,7 +72,13 @@ from pura.protocols import candidates as cand
 from pura.protocols.enroll import check_template
 from pura.protocols.helper_guard import HelperGuard, Quotas, RequestLog
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
-from pura.protocols.messages import AdmittedTemplate, PaillierQuery, PaillierTemplate
+from pura.protocols.messages import (
+    AdmittedTemplate,
+    PaillierQuery,
+    PaillierTemplate,
+    SealedTemplate,
+    template_upload_from_bytes,
+)
 from pura.protocols.norms import decoy_template
 from pura.protocols.population import mean_bound
 from pura.protocols.preselect import (
@@ -80,6 +86,7 @@ from pura.protocols.preselect import (
     ScoringBackend,
     parse_query,
 )
+from pura.protocols.sealed import check_sealed_shape
 from pura.protocols.steps import Step
 from pura.service.chunks import pack_blobs, unpack_blobs
 
@@ -522,8 +529,12 @@ class NodeA:
         if item.dim != self.params.encoding.dim:
             raise DimensionError(f"template of dimension {item.dim}, collection wants "
                                  f"{self.params.encoding.dim}")
-        template = PaillierTemplate.from_bytes(self.keys.public.paillier, item.paillier)
-        check_template(template, self.exact.template, self.keys.public.paillier)
+        key = self.keys.public.paillier
+        template = template_upload_from_bytes(key, item.paillier)
+        if isinstance(template, SealedTemplate):
+            check_sealed_shape(template, self.exact.template, key)
+        else:
+            check_template(template, self.exact.template, key)
         self.ctx.head_from_bytes(item.ckks_head)
         return NewTemplate(item.subject_id, item.request_id, item.model_id, coll.parameter_set_id,
                            coll.key_id, item.paillier, item.ckks_head)
@@ -547,7 +558,7 @@ class NodeA:
         if not admitted:
             return admitted
         key = self.keys.public.paillier
-        uploads = [PaillierTemplate.from_bytes(key, t.paillier) for t in admitted]
+        uploads = [template_upload_from_bytes(key, t.paillier) for t in admitted]
         verdicts = self._admit_isolating(uploads)
         pending = iter(zip(admitted, verdicts, strict=True))
         kept: list[NewTemplate] = []
@@ -562,7 +573,7 @@ class NodeA:
         return kept
 
     def _admit_isolating(
-        self, uploads: Sequence[PaillierTemplate]
+        self, uploads: Sequence[PaillierTemplate | SealedTemplate]
     ) -> list[AdmittedTemplate | PuraError]:
         """:meth:`Enroller.admit` for the batch; when the batch as a whole fails, halve it
         until the failing items stand alone, so one bad upload is one rejected item.
@@ -962,7 +973,7 @@ class NodeB:
         exact = ExactConfig.for_key(
             keys.public.paillier, params.encoding.dim, params.encoding.scale_bits
         )
-        self.server_b = ServerB(keys.share, exact, engine=engine)
+        self.server_b = ServerB(keys.share, exact, engine=engine, seal=keys.seal)
         self.search = search if search is not None else SearchConfig()
         self.offline = HelperOffline(self.server_b, self.search.top_k)
         #: B's own copies of every admitted template, served as candidates (issue 11).
