@@ -9,7 +9,9 @@ call the node, translate the answer. Errors become status codes in one place
 from __future__ import annotations
 
 import base64
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
@@ -30,6 +32,9 @@ from pura.service.status import Deadline, abort, code_for, guarded, guarded_stre
 
 _Ctx = grpc.ServicerContext
 _T = TypeVar("_T")
+
+#: BulkEnroll batches in flight per stream (admission of one overlaps the commit of another).
+BULK_PIPELINE = 2
 
 
 def _upload(request: pura_pb2.EnrollRequest) -> TemplateUpload:
@@ -141,31 +146,48 @@ class PuraServicer(pura_pb2_grpc.PuraServicer):  # type: ignore[misc]
         """Commit in batches of ``limits.bulk_batch``; each item is acknowledged only after its
         batch's transaction committed, so an acknowledged item survives any crash.
 
+        Up to :data:`BULK_PIPELINE` batches are in flight, acknowledged in order: while one
+        batch's admission waits for B, A stores and refreshes the one before (issue 14: with
+        one batch at a time the two servers took turns and two cores enrolled like one).
+
         The stream holds a slot of :attr:`streams` (per-principal and total caps) and is
         cancelled by the server when its client stays silent for ``limits.stream_idle_s``."""
         principal = current_principal().name
-        with self.streams.admit(principal, context) as stream:
+        with self.streams.admit(principal, context) as stream, ThreadPoolExecutor(
+                BULK_PIPELINE, thread_name_prefix="pura-bulk") as workers:
+            pending: deque[Future[list[EnrollOutcome]]] = deque()
             batch: list[pura_pb2.EnrollRequest] = []
             for request in _until_cancelled(request_iterator, stream):
                 batch.append(request)
                 if len(batch) >= self.limits.bulk_batch:
-                    with stream.working():
-                        yield from self._commit(batch, principal)
+                    pending.append(workers.submit(self._commit, batch, principal, stream))
                     batch = []
+                    while len(pending) >= BULK_PIPELINE:
+                        yield from self._acknowledge(pending.popleft(), stream)
             if batch and not stream.cancelled:
-                with stream.working():
-                    yield from self._commit(batch, principal)
+                pending.append(workers.submit(self._commit, batch, principal, stream))
+            while pending:
+                yield from self._acknowledge(pending.popleft(), stream)
 
     def _commit(
-        self, batch: list[pura_pb2.EnrollRequest], principal: str
-    ) -> Iterator[pura_pb2.EnrollItemStatus]:
+        self, batch: list[pura_pb2.EnrollRequest], principal: str, stream: OpenStream
+    ) -> list[EnrollOutcome]:
         ref = batch[0].ref
         if any(r.ref != ref for r in batch):
             raise ProtocolError("all items of one BulkEnroll stream must use the same ref")
-        outcomes = self.node.enroll(
-            ref.collection, [_upload(r) for r in batch], principal,
-            parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
-        )
+        with stream.working():
+            return self.node.enroll(
+                ref.collection, [_upload(r) for r in batch], principal,
+                parameter_set_id=ref.parameter_set_id, key_id=ref.key_id,
+            )
+
+    @staticmethod
+    def _acknowledge(
+        done: Future[list[EnrollOutcome]], stream: OpenStream
+    ) -> Iterator[pura_pb2.EnrollItemStatus]:
+        """A batch's statuses, in order, once its transaction committed."""
+        with stream.working():
+            outcomes = done.result()
         for outcome in outcomes:
             yield _status(outcome)
 
