@@ -27,7 +27,6 @@ from pura.crypto.paillier import RandomnessPool
 from pura.errors import ConfigError
 from pura.keys import PublicKeys
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
-from pura.protocols.messages import PaillierTemplate, SealedTemplate
 from pura.protocols.sealed import seal_template
 from pura.transport import pack_blobs
 
@@ -74,16 +73,16 @@ class Encryptor:
         """Enrolment upload for one face.
 
         Key sets with B's sealing key get a sealed upload (:mod:`pura.protocols.sealed`: the
-        masked vector sealed to B, the masks under the threshold key; ~100 kB, ~70 ms here,
-        and ~6x less server CPU per template than the packed upload older key sets take)."""
+        masked vector sealed to B, the masks under the threshold key; ~100 kB and ~70 ms here)
+        and no CKKS head: B derives it from the admitted vector
+        (:mod:`pura.protocols.derived_heads`). Older key sets get the packed upload and a head."""
         rotated = self._rotate(embedding)
         fixed = self._fixed(rotated)
-        paillier: PaillierTemplate | SealedTemplate
         if self.keys.seal is not None:
-            paillier = seal_template(fixed, self.layout, self.keys.paillier, self.keys.seal,
-                                     self.pool.rng)
-        else:
-            paillier = encrypt_template(fixed, self.layout, self.keys.paillier, self.pool)
+            sealed = seal_template(fixed, self.layout, self.keys.paillier, self.keys.seal,
+                                   self.pool.rng)
+            return EncryptedParts(sealed.to_bytes(), b"")  # B derives the CKKS head
+        paillier = encrypt_template(fixed, self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
         head = rotated[: self.keys.parameters.encoding.head_dim]
         return EncryptedParts(paillier.to_bytes(), ctx.ciphertext_to_bytes(ctx.encrypt_head(head)))

@@ -19,9 +19,10 @@ from pura.errors import EmbeddingRangeError
 from pura.gallery.packing import DecoySource, HeadBlock
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.identify import _no_guard
-from pura.protocols import refresh, relayout
+from pura.protocols import derived_heads, refresh, relayout
 from pura.protocols.identify import ServerA
 from pura.protocols.messages import AdmittedTemplate, PaillierTemplate, SealedTemplate
+from pura.protocols.sealed import derive_masks, mask_digest
 from pura.protocols.steps import Step
 
 
@@ -60,14 +61,35 @@ class Enroller:
         with self.online():
             return self.server_a.admit(uploads)
 
-    def refresh(self, block: HeadBlock, heads: Mapping[int, bytes]) -> list[int]:
+    def refresh(
+        self, block: HeadBlock, heads: Mapping[int, bytes],
+        unchecked: frozenset[int] = frozenset(),
+    ) -> list[int]:
         """Write ``block``'s pending heads (template id → head ciphertext) and erase its cleared
-        slots, with B (one round); returns the template ids written."""
-        request, state = refresh.prepare_refresh(self.ctx, block, heads, self.decoys, self.rng)
+        slots, with B (one round); returns the template ids written. ``unchecked``: heads B
+        derived (no range check needed, :mod:`pura.protocols.derived_heads`)."""
+        request, state = refresh.prepare_refresh(self.ctx, block, heads, self.decoys, self.rng,
+                                                 unchecked)
         reply = refresh.RefreshResponse.from_bytes(self.channel(Step.REFRESH, request.to_bytes()))
         written = [t for _, t in state.writes]
         refresh.finish_refresh(self.ctx, block, state, reply)
         return written
+
+    def derive_heads(
+        self, uploads: Sequence[SealedTemplate], head_dim: int
+    ) -> list[bytes | None]:
+        """CKKS heads of admitted sealed uploads, made by B from their sealed vectors (one
+        round; :mod:`pura.protocols.derived_heads`); ``None`` where B made none."""
+        if not uploads:
+            return []
+        key = self.server_a.key
+        layout = self.server_a.config.template
+        request = derived_heads.DeriveRequest(
+            head_dim, tuple(mask_digest(u.masks) for u in uploads), tuple(u.box for u in uploads))
+        reply = derived_heads.DeriveResponse.from_bytes(
+            self.channel(Step.DERIVE_HEADS, request.to_bytes()))
+        offsets = [derive_masks(u.seed, layout, key)[0] for u in uploads]
+        return derived_heads.finish_derive(self.ctx, reply, offsets, layout, head_dim)
 
     def relayout(self, block: HeadBlock, namespace: str = "") -> npt.NDArray[np.int64]:
         """Move ``block``'s heads to a fresh secret permutation of its slots, with B (one

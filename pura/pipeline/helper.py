@@ -19,7 +19,7 @@ from pura.gallery.copies import Copy, Position
 from pura.pipeline.channel import HelperCall
 from pura.pipeline.config import SearchConfig
 from pura.protocols import candidates as cand
-from pura.protocols import refresh, relayout
+from pura.protocols import derived_heads, refresh, relayout
 from pura.protocols.identify import ServerB
 from pura.protocols.preselect import PreselectRequest
 from pura.protocols.steps import Step
@@ -142,9 +142,19 @@ def helper_steps(
         rows = head_dim if head_dim is not None else ckks_secret.slot_count
         return relayout.answer_relayout(ckks_secret, request, rows).to_bytes()
 
+    def derive_step(payload: bytes) -> bytes:
+        if server_b.seal is None:
+            raise ProtocolError("server B holds no sealing key: it cannot derive heads")
+        request = derived_heads.DeriveRequest.from_bytes(payload)
+        norms = server_b.config.norms
+        return derived_heads.answer_derive(ckks_secret, server_b.seal, server_b.key,
+                                           norms.template, norms.content_limit,
+                                           request).to_bytes()
+
     steps = dict(server_b.handlers())
     steps[Step.REFRESH] = refresh_step
     steps[Step.RELAYOUT] = relayout_step
+    steps[Step.DERIVE_HEADS] = derive_step
     if candidates is not None:
         steps.update(candidates.steps())
     return steps

@@ -22,11 +22,15 @@ Why a delta and not a full re-encryption: B's decoding of values near 2^40 round
 with a delta only the touched slots see that rounding, once, and untouched templates keep their
 precision across any number of refreshes (only the sparse plaintext corrections add ~1e-6).
 
-Every written head is range-checked in the same round (:mod:`pura.protocols.head_admission`):
-A sends its blinded comparisons, B returns their sign bits with the deltas, and A applies the
-refresh only if every head passed (:class:`~pura.errors.EmbeddingRangeError` otherwise; the
-server then isolates and drops the failing heads). So no head is ever placed, hence searchable,
-unless it is within a unit vector's range.
+Every written head a client uploaded is range-checked in the same round
+(:mod:`pura.protocols.head_admission`): A sends its blinded comparisons, B returns their sign
+bits with the deltas, and A applies the refresh only if every head passed
+(:class:`~pura.errors.EmbeddingRangeError` otherwise; the server then isolates and drops the
+failing heads). So no client head is ever placed, hence searchable, unless it is within a unit
+vector's range. Heads B derived from sealed uploads (:mod:`pura.protocols.derived_heads`) are
+the first coordinates of a norm-checked template and carry no check: the request names the
+checked ones. The check protects A's gallery from clients; A vouching for a head it derived
+with B gives a deviating A nothing it could not do to its own gallery anyway.
 
 What B learns: every value it decrypts is ``v + R`` with ``R`` uniform on ``[−2^40, 2^40]`` and
 ``|v| ≤ 1`` (statistical distance ≤ 2^-40 from uniform), plus the slot numbers touched (which
@@ -77,8 +81,15 @@ class RefreshRequest:
     heads: tuple[bytes, ...]
     write_slots: tuple[int, ...]  # write_slots[j] receives heads[j]
     clear_slots: tuple[int, ...]
-    #: CHECKS_PER_HEAD blinded range comparisons per written head, in write order.
+    #: CHECKS_PER_HEAD blinded range comparisons per *checked* written head, in write order.
     checks: tuple[bytes, ...] = ()
+    #: Indices (into ``write_slots``) of the heads that carry checks; ``None``: every head.
+    #: Heads B derived from sealed uploads (:mod:`pura.protocols.derived_heads`) carry none.
+    checked: tuple[int, ...] | None = None
+
+    @property
+    def checked_writes(self) -> tuple[int, ...]:
+        return tuple(range(len(self.write_slots))) if self.checked is None else self.checked
 
     def __repr__(self) -> str:
         return (
@@ -94,6 +105,8 @@ class RefreshRequest:
             "writes": list(self.write_slots),
             "clears": list(self.clear_slots),
         }
+        if self.checked is not None:
+            header["checked"] = list(self.checked)
         return _wire.pack(_REQ_MAGIC, header, [*self.block, *self.heads, *self.checks])
 
     @classmethod
@@ -103,7 +116,9 @@ class RefreshRequest:
         writes = _wire.int_list(header, "writes")
         clears = _wire.int_list(header, "clears")
         n = len(writes)
-        if m < 1 or len(blobs) != m + n * (1 + CHECKS_PER_HEAD):
+        checked = tuple(_wire.int_list(header, "checked")) if "checked" in header else None
+        n_checked = n if checked is None else len(checked)
+        if m < 1 or len(blobs) != m + n + n_checked * CHECKS_PER_HEAD:
             raise ProtocolError(
                 f"refresh request: {len(blobs)} blobs for m={m}, {n} heads and their checks"
             )
@@ -115,6 +130,7 @@ class RefreshRequest:
             write_slots=tuple(writes),
             clear_slots=tuple(clears),
             checks=tuple(blobs[m + n:]),
+            checked=checked,
         )
 
 
@@ -155,7 +171,8 @@ class RefreshState:
     block_masks: FloatArray  # (m, slots)
     head_masks: FloatArray  # (n_writes, slots)
     decoys: FloatArray  # (n_clears, m)
-    head_checks: tuple[HeadCheckState, ...] = ()  # one per write
+    head_checks: tuple[HeadCheckState, ...] = ()  # one per checked write
+    checked: tuple[int, ...] = ()  # indices into writes of the checked heads
 
     def __repr__(self) -> str:
         return f"RefreshState(id={self.request_id.hex()[:8]}, block={self.block_id})"
@@ -167,10 +184,14 @@ def prepare_refresh(
     heads: Mapping[TemplateId, bytes],
     decoys: DecoySource,
     rng: random.Random | None = None,
+    unchecked: frozenset[TemplateId] = frozenset(),
 ) -> tuple[RefreshRequest, RefreshState]:
     """A: mask the block and the pending heads of ``block`` (``heads``: template id → head ct).
 
     ``rng`` defaults to ``random.SystemRandom()`` (OS CSPRNG); tests inject a seeded one.
+    ``unchecked``: templates whose heads B derived from their admitted vectors
+    (:mod:`pura.protocols.derived_heads`) and which therefore need no range check; every other
+    head is checked.
     """
     rng = rng if rng is not None else random.SystemRandom()
     writes = tuple(sorted(block.pending.items()))
@@ -193,14 +214,17 @@ def prepare_refresh(
     ]
     checks: list[bytes] = []
     head_states: list[HeadCheckState] = []
-    for _, t in writes:
-        cts, check_state = prepare_head_checks(ctx, ctx.head_from_bytes(heads[t]), m, rng)
+    checked = tuple(j for j, (_, t) in enumerate(writes) if t not in unchecked)
+    for j in checked:
+        cts, check_state = prepare_head_checks(ctx, ctx.head_from_bytes(heads[writes[j][1]]), m,
+                                               rng)
         checks += cts
         head_states.append(check_state)
     request_id = rng.randbytes(_ID_BYTES)
     request = RefreshRequest(
         request_id, ctx.key_id, tuple(masked_block), tuple(masked_heads),
         tuple(s for s, _ in writes), clears, tuple(checks),
+        None if len(checked) == len(writes) else checked,
     )
     decoy_heads = decoys(len(clears)) if clears else np.zeros((0, m))
     if decoy_heads.shape != (len(clears), m):
@@ -208,6 +232,7 @@ def prepare_refresh(
     state = RefreshState(
         request_id, block.block_id, block.version, writes, clears,
         block_masks, head_masks, np.asarray(decoy_heads, dtype=np.float64), tuple(head_states),
+        checked,
     )
     return request, state
 
@@ -221,8 +246,11 @@ def _validate(ctx: CKKSContext, req: RefreshRequest) -> None:
         raise ProtocolError("refresh request: inconsistent number of ciphertexts")
     if req.key_id != ctx.key_id:
         raise ProtocolError("refresh request is for another CKKS key")
-    if len(req.checks) != CHECKS_PER_HEAD * len(req.heads):
-        raise ProtocolError("refresh request: every written head needs its range checks")
+    checked = req.checked_writes
+    if len(set(checked)) != len(checked) or not all(0 <= j < len(req.heads) for j in checked):
+        raise ProtocolError("refresh request: checked heads out of range or repeated")
+    if len(req.checks) != CHECKS_PER_HEAD * len(checked):
+        raise ProtocolError("refresh request: every checked head needs its range checks")
 
 
 def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
@@ -240,7 +268,7 @@ def answer_refresh(ctx: CKKSContext, req: RefreshRequest) -> RefreshResponse:
         delta[:, slot] = -values[:, slot]
     deltas = tuple(ctx.encrypt_vector_bytes(row) for row in delta)
     bits: list[int] = []
-    for j in range(len(req.heads)):
+    for j in range(len(req.checked_writes)):
         bits += answer_head_checks(ctx, req.checks[CHECKS_PER_HEAD * j:CHECKS_PER_HEAD * (j + 1)],
                                    m)
     return RefreshResponse(req.request_id, deltas, tuple(bits))
@@ -276,10 +304,11 @@ def _check_heads(state: RefreshState, resp: RefreshResponse) -> None:
     """Refuse the whole refresh if any written head failed its range check (the caller
     isolates the failing heads and refreshes without them)."""
     sizes = [len(c.flips) for c in state.head_checks]
-    if len(resp.bits) != sum(sizes) or len(state.head_checks) != len(state.writes):
+    if len(resp.bits) != sum(sizes) or len(state.head_checks) != len(state.checked):
         raise ProtocolError("refresh response does not carry every head check")
     bad, pos = [], 0
-    for (_, template), check, size in zip(state.writes, state.head_checks, sizes, strict=True):
+    written = [state.writes[j] for j in state.checked]
+    for (_, template), check, size in zip(written, state.head_checks, sizes, strict=True):
         if not finish_head_checks(check, resp.bits[pos:pos + size]):
             bad.append(template)
         pos += size

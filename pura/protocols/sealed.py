@@ -186,11 +186,20 @@ def derive_masks(
     return offsets, rho
 
 
-def box_context(key: PublicKey, layout: TemplateLayout, masks: Sequence[Ciphertext]) -> bytes:
-    """What a box is bound to: the key, the layout and its upload's mask ciphertexts."""
-    digest = hashlib.sha256(b"".join(m.raw_bytes() for m in masks)).digest()
+def mask_digest(masks: Sequence[Ciphertext]) -> bytes:
+    """SHA-256 over an upload's mask ciphertexts (what its box is bound to)."""
+    return hashlib.sha256(b"".join(m.raw_bytes() for m in masks)).digest()
+
+
+def box_context_from_digest(key: PublicKey, layout: TemplateLayout, digest: bytes) -> bytes:
+    """What a box is bound to: the key, the layout and its upload's mask digest."""
     return (DOMAIN + key.fingerprint + layout.dim.to_bytes(4, "big")
             + layout.slot_bits.to_bytes(4, "big") + digest)
+
+
+def box_context(key: PublicKey, layout: TemplateLayout, masks: Sequence[Ciphertext]) -> bytes:
+    """What a box is bound to: the key, the layout and its upload's mask ciphertexts."""
+    return box_context_from_digest(key, layout, mask_digest(masks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,12 +526,14 @@ __all__ = [
     "SealedState",
     "admit_sealed",
     "box_context",
+    "box_context_from_digest",
     "check_masks",
     "check_sealed_shape",
     "cross_products",
     "derive_masks",
     "finish_sealed",
     "helper_sealed",
+    "mask_digest",
     "seal_template",
     "start_sealed",
 ]

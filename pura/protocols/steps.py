@@ -21,6 +21,8 @@ class Step(StrEnum):
     SEALED_ADMIT = "paillier.sealed_admit"
     ARGMIN = "paillier.argmin"
     REFRESH = "ckks.refresh"
+    #: B encrypts the heads of sealed uploads it admitted (:mod:`pura.protocols.derived_heads`).
+    DERIVE_HEADS = "ckks.derive_heads"
     #: Per-epoch secret re-layout of a block (issue 12): B lifts A's masked rows a level up.
     RELAYOUT = "ckks.relayout"
     #: Preselection: B ranks its view and serves re-randomised candidate copies.

@@ -292,6 +292,9 @@ class NodeA:
         #: Collections whose gallery changed since their last re-layout (issue 12): re-laid
         #: out before their next identification.
         self._layout_stale: set[str] = set()
+        #: Pending templates whose CKKS heads B derived (sealed uploads): placed without a
+        #: range check. In memory only: after a restart their refresh checks them (they pass).
+        self._derived: set[int] = set()
         #: Identifications per collection since its last re-layout (``epoch_queries``).
         self._epoch_count: dict[str, int] = {}
         self.offline = OfflineWork(self.server_a, self.search.top_k)
@@ -442,8 +445,9 @@ class NodeA:
             if t.block_no == block.block_id
         }
         heads = {tid: rec.head for tid, rec in pending.items() if rec.head is not None}
+        unchecked = frozenset(t for t in heads if t in self._derived)
         try:
-            written = self.enroller.refresh(block, heads)
+            written = self.enroller.refresh(block, heads, unchecked)
         except PeerUnavailableError:
             raise
         except PuraError as exc:
@@ -452,15 +456,19 @@ class NodeA:
             # rows, and refresh the rest.
             log.warning("refresh of block %d failed (%s); isolating bad heads",
                         block.block_id, exc)
-            for tid in self._bad_heads(block, sorted(heads.items())):
+            for tid in self._bad_heads(block, sorted(heads.items()), unchecked):
                 self._drop_pending(name, block, tid)
                 heads.pop(tid)
-            written = self.enroller.refresh(block, heads)
+            written = self.enroller.refresh(block, heads, unchecked)
+        self._derived.difference_update(written)
         placed = [pending[t].template_id for t in written if t in pending]
         record = pack_blobs([block.metadata_bytes(), *block.ciphertexts])
         self.store.put_block(name, block.block_id, record, placed, version=block.version)
 
-    def _bad_heads(self, block: HeadBlock, items: list[tuple[int, bytes]]) -> list[int]:
+    def _bad_heads(
+        self, block: HeadBlock, items: list[tuple[int, bytes]],
+        unchecked: frozenset[int] = frozenset(),
+    ) -> list[int]:
         """Template ids among ``items`` whose head makes a refresh fail, found by bisection
         on copies of ``block`` (the block itself is not touched). B being down is no head's
         fault and propagates."""
@@ -471,7 +479,7 @@ class NodeA:
         probe.pending = {s: t for s, t in block.pending.items() if t in wanted}
         probe.clearing = set()
         try:
-            self.enroller.refresh(probe, dict(items))
+            self.enroller.refresh(probe, dict(items), unchecked)
             return []
         except PeerUnavailableError:
             raise
@@ -479,7 +487,8 @@ class NodeA:
             if len(items) == 1:
                 return [items[0][0]]
         half = len(items) // 2
-        return self._bad_heads(block, items[:half]) + self._bad_heads(block, items[half:])
+        return (self._bad_heads(block, items[:half], unchecked)
+                + self._bad_heads(block, items[half:], unchecked))
 
     def _drop_pending(self, name: str, block: HeadBlock, tid: int) -> None:
         """Remove a pending template whose head cannot be placed: its row, its slot
@@ -533,9 +542,12 @@ class NodeA:
         template = template_upload_from_bytes(key, item.paillier)
         if isinstance(template, SealedTemplate):
             check_sealed_shape(template, self.exact.template, key)
+            if item.ckks_head:
+                raise ProtocolError("a sealed upload carries no CKKS head: B derives it from "
+                                    "the sealed vector")
         else:
             check_template(template, self.exact.template, key)
-        self.ctx.head_from_bytes(item.ckks_head)
+            self.ctx.head_from_bytes(item.ckks_head)
         return NewTemplate(item.subject_id, item.request_id, item.model_id, coll.parameter_set_id,
                            coll.key_id, item.paillier, item.ckks_head)
 
@@ -544,6 +556,7 @@ class NodeA:
         admitted: list[NewTemplate],
         items: Sequence[TemplateUpload],
         outcomes: list[EnrollOutcome | None],
+        derived: list[str],
     ) -> list[NewTemplate]:
         """Server-side norm admission (with B) before anything is stored.
 
@@ -552,25 +565,50 @@ class NodeA:
         or a unit vector closer to the public population mean than any real face (a wolf that
         matches many strangers; A's wolf check, :class:`~pura.protocols.norms.MeanBound`), must
         be refused at enrolment with a clear error, not stored and silently skipped later.
-        What is stored is the :class:`AdmittedTemplate` (packed template + server-computed norm).
-        Updates ``outcomes`` in place for refused items and returns the templates to store.
+        What is stored is the :class:`AdmittedTemplate` (packed template + server-computed norm)
+        and, for sealed uploads, the CKKS head B derived from the admitted vector.
+        Updates ``outcomes`` in place for refused items, appends the request ids of items with
+        derived heads to ``derived``, and returns the templates to store.
         """
         if not admitted:
             return admitted
         key = self.keys.public.paillier
         uploads = [template_upload_from_bytes(key, t.paillier) for t in admitted]
         verdicts = self._admit_isolating(uploads)
-        pending = iter(zip(admitted, verdicts, strict=True))
+        heads = self._derived_heads(uploads, verdicts)
+        pending = iter(zip(admitted, uploads, verdicts, strict=True))
         kept: list[NewTemplate] = []
         for i, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue
-            template, verdict = next(pending)
-            if isinstance(verdict, AdmittedTemplate):
-                kept.append(dataclasses.replace(template, paillier=verdict.to_bytes()))
-            else:
+            template, upload, verdict = next(pending)
+            if not isinstance(verdict, AdmittedTemplate):
                 outcomes[i] = EnrollOutcome(items[i].request_id, "", False, verdict)
+            elif isinstance(upload, SealedTemplate):
+                head = heads.get(id(upload))
+                if head is None:
+                    outcomes[i] = EnrollOutcome(items[i].request_id, "", False, ProtocolError(
+                        "B could not derive the template's CKKS head from its sealed vector"))
+                    continue
+                kept.append(dataclasses.replace(template, paillier=verdict.to_bytes(),
+                                                head=head))
+                derived.append(template.request_id)
+            else:
+                kept.append(dataclasses.replace(template, paillier=verdict.to_bytes()))
         return kept
+
+    def _derived_heads(
+        self, uploads: Sequence[PaillierTemplate | SealedTemplate],
+        verdicts: Sequence[AdmittedTemplate | PuraError],
+    ) -> dict[int, bytes | None]:
+        """B's CKKS heads of the admitted sealed uploads (keyed by ``id(upload)``)."""
+        sealed = [u for u, v in zip(uploads, verdicts, strict=True)
+                  if isinstance(u, SealedTemplate) and isinstance(v, AdmittedTemplate)]
+        if not sealed:
+            return {}
+        with self.offline.online():
+            made = self.enroller.derive_heads(sealed, self.params.encoding.head_dim)
+        return {id(u): h for u, h in zip(sealed, made, strict=True)}
 
     def _admit_isolating(
         self, uploads: Sequence[PaillierTemplate | SealedTemplate]
@@ -631,13 +669,17 @@ class NodeA:
             except PuraError as exc:
                 outcomes.append(EnrollOutcome(item.request_id, "", False, exc))
         admitted = self._check_request_ids(collection, admitted, items, outcomes)
-        admitted = self._admit_norms(admitted, items, outcomes)
+        derived: list[str] = []
+        admitted = self._admit_norms(admitted, items, outcomes, derived)
         gallery = self._gallery(collection)
         with self.offline.online(), gallery.lock:
             results = self.store.add_templates(collection, admitted) if admitted else []
             stored = iter(results)
             final = [o if o is not None else EnrollOutcome.of(next(stored)) for o in outcomes]
             fresh = [r for r in results if not r.already_enrolled]
+            made_by_b = set(derived)
+            self._derived.update(_tid(r.template_id) for r, a in zip(results, admitted, strict=True)
+                                 if not r.already_enrolled and a.request_id in made_by_b)
             self._reserve(gallery, fresh)
             if fresh:
                 self._layout_stale.add(collection)
