@@ -69,19 +69,24 @@ class Encryptor:
     def _fixed(self, rotated: npt.NDArray[np.float64]) -> list[int]:
         return [int(v) for v in quantize(rotated, self.keys.parameters.encoding.scale_bits)]
 
-    def template(self, embedding: npt.ArrayLike) -> EncryptedParts:
+    def template(self, embedding: npt.ArrayLike, *, sealed: bool | None = None) -> EncryptedParts:
         """Enrolment upload for one face.
 
         Key sets with B's sealing key get a sealed upload (:mod:`pura.protocols.sealed`: the
         masked vector sealed to B, the masks under the threshold key; ~100 kB and ~70 ms here)
         and no CKKS head: B derives it from the admitted vector
-        (:mod:`pura.protocols.derived_heads`). Older key sets get the packed upload and a head."""
+        (:mod:`pura.protocols.derived_heads`). Older key sets get the packed upload and a head;
+        ``sealed=False`` asks for that upload under any key set (servers accept both)."""
         rotated = self._rotate(embedding)
         fixed = self._fixed(rotated)
-        if self.keys.seal is not None:
-            sealed = seal_template(fixed, self.layout, self.keys.paillier, self.keys.seal,
+        if sealed is None:
+            sealed = self.keys.seal is not None
+        if sealed:
+            if self.keys.seal is None:
+                raise ConfigError("these keys have no sealing key (made before sealed admission)")
+            upload = seal_template(fixed, self.layout, self.keys.paillier, self.keys.seal,
                                    self.pool.rng)
-            return EncryptedParts(sealed.to_bytes(), b"")  # B derives the CKKS head
+            return EncryptedParts(upload.to_bytes(), b"")  # B derives the CKKS head
         paillier = encrypt_template(fixed, self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
         head = rotated[: self.keys.parameters.encoding.head_dim]

@@ -161,3 +161,29 @@ def test_block_changed_during_refresh_and_missing_head(
     layout.assign(77)
     with pytest.raises(NotFoundError):
         prepare_refresh(public, block, heads, decoys, random.Random(11))
+
+
+def test_unchecked_heads_carry_no_comparisons_and_checked_ones_still_do(
+    secret: CKKSContext, public: CKKSContext
+) -> None:
+    """Heads B derived (sealed uploads) are placed without a range check; the request names the
+    checked heads, B answers exactly their comparisons, and a bad checked head still fails."""
+    decoys = Decoys()
+    layout = BlockLayout(public, M, decoys)
+    heads: dict[int, bytes] = {}
+    y0 = _enrol(public, layout, heads, 0)
+    y1 = _enrol(public, layout, heads, 1)
+    request, state = prepare_refresh(public, layout.blocks[0], heads, decoys, random.Random(9),
+                                     unchecked=frozenset({1}))
+    assert request.checked == (0,) and len(request.checks) == 3
+    assert RefreshRequest.from_bytes(request.to_bytes()) == request
+    response = answer_refresh(secret, request)
+    assert len(response.bits) == 2 * M + 1
+    finish_refresh(public, layout.blocks[0], state, response)
+    got = _values(secret, layout.blocks[0])
+    for slot, y in ((layout.locate(0)[1], y0), (layout.locate(1)[1], y1)):
+        assert np.max(np.abs(got[:, slot] - y)) < WRITE_TOL
+    lying = RefreshRequest(request.request_id, request.key_id, request.block, request.heads,
+                           request.write_slots, request.clear_slots, request.checks, (0, 5))
+    with pytest.raises(ProtocolError):
+        answer_refresh(secret, lying)

@@ -222,3 +222,38 @@ def test_wire_round_trip(world: World) -> None:
     reply = world.b.sealed_admit(req)
     assert SealedAdmitReply.from_bytes(pk, reply.to_bytes()) == reply
     assert reply.valid == (1,)
+
+
+def test_derived_heads_are_the_admitted_vectors_first_coordinates(world: World) -> None:
+    """B encrypts ``v/2^s`` of what it admitted, A removes ``c/2^s``: the head is the template's
+    first coordinates (quantised), so it needs no range check and the client uploads none."""
+    from pura.crypto.ckks import CKKSContext
+    from pura.crypto.params import CKKS_8192
+    from pura.protocols.derived_heads import (
+        DeriveRequest,
+        DeriveResponse,
+        answer_derive,
+        finish_derive,
+    )
+    from pura.protocols.sealed import derive_masks, mask_digest
+
+    secret = CKKSContext.generate(CKKS_8192)
+    public = secret.public()
+    pk = world.keys[0]
+    m = 64
+    ys = [_q(_unit(np.random.default_rng(20 + i))) for i in range(2)]
+    ups = [world.upload(y) for y in ys]
+    bad = dataclasses.replace(ups[1], box=ups[0].box)  # a box bound to other masks
+    request = DeriveRequest(m, tuple(mask_digest(u.masks) for u in (*ups, bad)),
+                            tuple(u.box for u in (*ups, bad)))
+    norms = world.a.config.norms
+    reply = DeriveResponse.from_bytes(answer_derive(
+        secret, world.seal, pk, world.layout, norms.content_limit,
+        DeriveRequest.from_bytes(request.to_bytes())).to_bytes())
+    offsets = [derive_masks(u.seed, world.layout, pk)[0] for u in (*ups, bad)]
+    heads = finish_derive(public, reply, offsets, world.layout, m)
+    assert heads[2] is None
+    for y, raw in zip(ys, heads[:2], strict=True):
+        assert raw is not None
+        got = secret.decrypt(public.head_from_bytes(raw))[:m]
+        assert np.max(np.abs(got - np.asarray(y[:m]) / (1 << S))) < 1e-3

@@ -41,7 +41,8 @@ def parts(deployment: Deployment) -> tuple[EncryptedParts, EncryptedParts]:
         admin.create_collection()
     with deployment.client("enroller", HOSTILE) as client:
         enc = client.encryptor()
-        return enc.template(deployment.faces.gallery[0]), enc.query(deployment.faces.probes[0])
+        template = enc.template(deployment.faces.gallery[0], sealed=False)  # packed + head
+        return template, enc.query(deployment.faces.probes[0])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_item1_out_of_range_head_is_dropped_and_cannot_stop_identify_or_restart(
             ctx = enc.keys.ckks
             m = deployment.a.node.params.encoding.head_dim
             huge = ctx.ciphertext_to_bytes(ctx.encrypt_head(np.full(m, 2.0**80)))
-            wolf = EncryptedParts(enc.template(faces.gallery[201]).paillier, huge)
+            wolf = EncryptedParts(enc.template(faces.gallery[201], sealed=False).paillier, huge)
             with pytest.raises(Exception, match="out of range"):
                 enroller.enroll_encrypted("h1_wolf", wolf)
             enroller.enroll_encrypted("h1_after", enc.template(faces.gallery[202]))
@@ -170,7 +171,7 @@ def test_item2_out_of_range_heads_are_refused_and_bounded_ones_change_no_answer(
             for i in victims:
                 enroller.enroll_encrypted(f"h2_victim{i}", enc.template(faces.gallery[i]))
             ctx, m = enc.keys.ckks, handle.node.params.encoding.head_dim
-            own = enc.template(faces.gallery[220]).paillier
+            own = enc.template(faces.gallery[220], sealed=False).paillier
             head = enc._rotate(faces.gallery[victims[0]])[:m]
             for name, values in (("h2_at34", np.full(m, 2.0**34)),
                                  ("h2_at30", np.full(m, 2.0**30)),
@@ -179,7 +180,7 @@ def test_item2_out_of_range_heads_are_refused_and_bounded_ones_change_no_answer(
                 with pytest.raises(Exception, match="out of range"):
                     enroller.enroll_encrypted(name, EncryptedParts(own, raw))
             for i in victims:  # accepted: bounded heads, each a copy of a victim's head
-                clone = enc.template(faces.gallery[i]).ckks_head
+                clone = enc.template(faces.gallery[i], sealed=False).ckks_head
                 enroller.enroll_encrypted(f"h2_clone{i}", EncryptedParts(own, clone))
         with deployment.client("identifier", port=port) as client:
             for i in victims:
@@ -500,7 +501,7 @@ def test_item4_paillier_c2_in_a_bulk_stream_rejects_only_that_item(
 
     with deployment.client("enroller", HOSTILE) as client:
         enc = client.encryptor()
-        faces = [enc.template(deployment.faces.gallery[100 + i]) for i in range(7)]
+        faces = [enc.template(deployment.faces.gallery[100 + i], sealed=False) for i in range(7)]
     key = deployment.a.node.keys.public.paillier
     good = PaillierTemplate.from_bytes(key, faces[2].paillier)
     bad = PaillierTemplate((Ciphertext(key, gmpy2.mpz(2)), *good.packed[1:]))
@@ -513,6 +514,46 @@ def test_item4_paillier_c2_in_a_bulk_stream_rejects_only_that_item(
     store = deployment.a.node.store
     assert store.templates_of_subject(HOSTILE, "h4_s2") == []
     assert all(store.templates_of_subject(HOSTILE, f"h4_s{i}") for i in (0, 1, 3, 4, 5, 6))
+
+
+def test_sealed_uploads_forged_or_malformed_are_rejected_per_item(
+    deployment: Deployment, channels: Callable[..., grpc.Channel],
+    parts: tuple[EncryptedParts, EncryptedParts],  # creates the module's collection
+) -> None:
+    """Sealed admission (issue 14) over RPC, one bulk stream: a mask ciphertext of another value
+    (a forged norm), a box that does not open, a head sent with a sealed upload and a mask
+    ``c = 2`` are each REJECTED with their reason; every other item is stored, and the stored
+    ones are found by identification (B derived their heads)."""
+    import dataclasses
+
+    import gmpy2
+
+    from pura.crypto.paillier import Ciphertext
+    from pura.protocols.messages import SealedTemplate
+
+    with deployment.client("enroller", HOSTILE) as client:
+        enc = client.encryptor()
+        faces = [enc.template(deployment.faces.gallery[120 + i]) for i in range(7)]
+    key = deployment.a.node.keys.public.paillier
+    ups = [SealedTemplate.from_bytes(key, f.paillier) for f in faces]
+    forged = dataclasses.replace(ups[1], masks=(ups[1].masks[0] * 2, *ups[1].masks[1:]))
+    garbage = dataclasses.replace(ups[2], box=secrets.token_bytes(len(ups[2].box)))
+    two = dataclasses.replace(ups[5], masks=(Ciphertext(key, gmpy2.mpz(2)), *ups[5].masks[1:]))
+    items = [faces[0], EncryptedParts(forged.to_bytes(), b""),
+             EncryptedParts(garbage.to_bytes(), b""),
+             EncryptedParts(faces[3].paillier, parts[0].ckks_head), faces[4],
+             EncryptedParts(two.to_bytes(), b""), faces[6]]
+    requests = [_enroll_request(deployment, f"hs_s{i}", p) for i, p in enumerate(items)]
+    statuses = list(_stub(channels("enroller")).BulkEnroll(iter(requests), timeout=300))
+    code = pura_pb2.EnrollItemStatus
+    assert [s.code for s in statuses] == [code.ENROLLED] + [code.REJECTED] * 3 + \
+        [code.ENROLLED, code.REJECTED, code.ENROLLED], [(s.code, s.message) for s in statuses]
+    assert "mask ciphertexts" in statuses[1].message
+    assert "sealed vector" in statuses[2].message or "open" in statuses[2].message
+    assert "no CKKS head" in statuses[3].message
+    with deployment.client("identifier", HOSTILE) as client:
+        for i in (0, 4, 6):
+            assert client.identify(deployment.faces.gallery[120 + i]).subject == f"hs_s{i}"
 
 
 # --- item 8: strict head parsing, and Verify checks the whole query -----------------------------
@@ -641,6 +682,7 @@ def test_soak_enroll_delete_identify_with_hostile_items(
         with deployment.client("enroller", port=port) as client:
             enc = client.encryptor()
             templates = {label: enc.template(v) for label, v in people}
+            packed_upload = enc.template(people[0][1], sealed=False)  # what the c = 2 item forges
             queries = [enc.query(v) for _, v in people[:6]]
         key = handle.node.keys.public.paillier
 
@@ -679,9 +721,10 @@ def test_soak_enroll_delete_identify_with_hostile_items(
         def hostile() -> None:
             stub = _stub(secure_channel(f"localhost:{port}", deployment.tls, "enroller"))
             base = templates[people[0][0]]
-            packed = PaillierTemplate.from_bytes(key, base.paillier).packed
+            packed = PaillierTemplate.from_bytes(key, packed_upload.paillier).packed
             c2 = EncryptedParts(PaillierTemplate((Ciphertext(key, gmpy2.mpz(2)),
-                                                  *packed[1:])).to_bytes(), base.ckks_head)
+                                                  *packed[1:])).to_bytes(),
+                                packed_upload.ckks_head)
             bad = [("h_soak\u202e", base), ("h_soak_junk", EncryptedParts(
                 base.paillier, base.ckks_head + b"\x00" * 64)), ("h_soak_c2", c2)]
             while time.monotonic() < stop:
