@@ -3,9 +3,10 @@
 What runs: keys (``generate_key_set``, 3072-bit by default), a demo PKI (mTLS), server B then
 server A as separate ``pura serve`` processes on free loopback ports (``pura.demo.start_pair``,
 the processes a deployment runs), a collection, and one enroller streaming ``N`` templates
-through one ``BulkEnroll`` call. Admission (both norm rounds with B), the SQLite commit and the
-CKKS block refresh are all inside the measured stream; client-side encryption is done before
-the stream starts and reported separately, so ``templates_per_s`` is the servers' rate.
+through one ``BulkEnroll`` call. Admission (sealed admission and the norm check with B, the
+derived CKKS heads), the SQLite commit and the CKKS block refresh are all inside the measured
+stream; client-side encryption is done before the stream starts and reported separately, so
+``templates_per_s`` is the servers' rate.
 
 Reported (``bench/results/enroll.json``): templates/s, CPU seconds per template at A and at B
 (``/proc`` user + system time of each server process and its live children, read before and
@@ -88,6 +89,89 @@ def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[
     return {k: round(v / n, 4) for k, v in times.items()}
 
 
+def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[str, float]:
+    """CPU seconds per template of each stage of sealed admission (:mod:`pura.protocols.sealed`)
+    and of the derived heads (:mod:`pura.protocols.derived_heads`), in one process (no gRPC),
+    with the key set in ``key_dir``. The product's own functions, called in the servers' order."""
+    import numpy as np
+
+    from pura.crypto.encoding import l2_normalize, quantize
+    from pura.crypto.paillier import RandomnessPool
+    from pura.keys import load_a_keys, load_b_keys
+    from pura.protocols import derived_heads
+    from pura.protocols.enroll import TemplateLayout
+    from pura.protocols.norms import (
+        NormLayout,
+        finish_norm_check,
+        helper_norm_check,
+        start_norm_check,
+    )
+    from pura.protocols.sealed import (
+        SealedLayout,
+        check_masks,
+        derive_masks,
+        finish_sealed,
+        helper_sealed,
+        mask_digest,
+        seal_template,
+        start_sealed,
+    )
+
+    params = get_preset(profile)
+    enc = params.encoding
+    a_keys, b_keys = load_a_keys(key_dir / "a"), load_b_keys(key_dir / "b")
+    s1, s2 = a_keys.share, b_keys.share
+    pk = s1.public_key
+    if b_keys.seal is None or a_keys.public.seal is None:
+        raise RuntimeError("the key set has no sealing key")
+    from pura.protocols.population import mean_bound
+    from pura.service.run import load_pca
+
+    wolf = mean_bound(enc.model_id, load_pca(key_dir / "public", enc.model_id), enc.scale_bits)
+    norms = NormLayout.for_key(pk, TemplateLayout.for_key(pk, enc.dim, enc.scale_bits))
+    norms = norms.with_mean(wolf)  # A's layout, as NodeA builds it
+    layout = SealedLayout.for_norms(norms, pk)
+    rng = np.random.default_rng(seed)
+    pool_a, pool_b = (RandomnessPool(pk, rng=random.Random(seed + i)) for i in (1, 2))
+    times: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        t0 = time.process_time()
+        out = fn(*args, **kw)
+        times[name] = times.get(name, 0.0) + time.process_time() - t0
+        return out
+
+    vectors = [[int(v) for v in quantize(l2_normalize(rng.normal(size=enc.dim)), enc.scale_bits)]
+               for _ in range(n)]
+    seal_pub = a_keys.public.seal
+    uploads = [timed("client_seal", seal_template, v, norms.template, pk, seal_pub,
+                     random.Random(seed + 10 + i)) for i, v in enumerate(vectors)]
+    timed("b_pool_values", pool_b.refill, n * (2 + norms.template.cts_per_template) + 2)
+    passed, derived = timed("a_mask_batch_check", check_masks, uploads, norms.template, pk)
+    if not all(passed):
+        raise RuntimeError("an honest upload failed the mask check")
+    direction = wolf.direction
+    state, request = start_sealed(uploads, derived, layout, direction)
+    reply = timed("b_open_cross_terms_reencrypt", helper_sealed, request, layout, s2,
+                  b_keys.seal, pool_b)
+    normed = timed("a_decrypt_cross_terms_rerandomise", finish_sealed, state, reply, layout, s1,
+                   direction, pool_a)
+    ok = [v for v in normed if v is not None]
+    c_state, c_req = timed("a_round2_blind_partial", start_norm_check, [v.norm for v in ok],
+                           norms, s1, pool_a, mean_dots=[v.mean_dot for v in ok])
+    c_reply = timed("b_round2_decrypt_signs", helper_norm_check, c_req, norms, s2)
+    if not all(finish_norm_check(c_state, c_reply)):
+        raise RuntimeError("an honest template failed the norm check")
+    d_req = derived_heads.DeriveRequest(enc.head_dim, tuple(mask_digest(u.masks) for u in uploads),
+                                        tuple(u.box for u in uploads))
+    d_reply = timed("b_derive_heads", derived_heads.answer_derive, b_keys.ckks_secret,
+                    b_keys.seal, pk, norms.template, norms.content_limit, d_req)
+    offsets = [derive_masks(u.seed, norms.template, pk)[0] for u in uploads]
+    timed("a_finish_heads", derived_heads.finish_derive, a_keys.public.ckks, d_reply, offsets,
+          norms.template, enc.head_dim)
+    return {k: round(v / n, 4) for k, v in times.items()}
+
+
 def run_enroll(
     n: int, out: Path, *, profile: str = "default", workers: int = 1, bulk_batch: int = 64,
     seed: int = 0, stages: int = 16, idle_s: float = 3600.0,
@@ -119,7 +203,9 @@ def run_enroll(
         out.mkdir(parents=True, exist_ok=True)
         (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         if stages:
-            summary["in_process_stage_cpu_s_per_template"] = stage_breakdown(
+            summary["in_process_stage_cpu_s_per_template"] = sealed_stage_breakdown(
+                pair.work / "keys", profile, stages, seed)
+            summary["in_process_stage_cpu_s_per_template_packed_upload"] = stage_breakdown(
                 pair.work / "keys", profile, stages, seed)
             (out / "enroll.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
@@ -153,4 +239,4 @@ def _summary(
     return summary
 
 
-__all__ = ["cpu_seconds", "run_enroll", "stage_breakdown"]
+__all__ = ["cpu_seconds", "run_enroll", "sealed_stage_breakdown", "stage_breakdown"]
