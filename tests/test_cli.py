@@ -27,11 +27,13 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_keygen_layout_and_modes(material: Path) -> None:
     keys = material / "keys"
     assert sorted(p.name for p in (keys / "a").iterdir()) == [
-        "ckks-public.ctx", "paillier-share-1.key", "paillier.pub", "parameters.key",
+        "ckks-public.ctx", "paillier-share-1.key", "paillier.pub", "parameters.key", "seal.pub",
     ]
+    assert (keys / "public" / "seal.pub").exists() and (keys / "b" / "seal.key").exists()
     assert (keys / "b" / "ckks-secret.ctx").exists()
     assert not any("share" in p.name or "secret" in p.name for p in (keys / "public").iterdir())
-    for secret in (keys / "a" / "paillier-share-1.key", keys / "b" / "ckks-secret.ctx"):
+    for secret in (keys / "a" / "paillier-share-1.key", keys / "b" / "ckks-secret.ctx",
+                   keys / "b" / "seal.key"):
         assert os.stat(secret).st_mode & 0o777 == 0o600
     assert os.stat(keys / "b").st_mode & 0o777 == 0o700
 

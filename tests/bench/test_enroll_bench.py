@@ -32,4 +32,6 @@ def test_enroll_bench_against_real_servers(tmp_path: Path) -> None:
     assert written["cpu_s_per_template_a"] > 0 and written["cpu_s_per_template_b"] > 0
     assert written["upload_bytes_per_template"] > 0
     assert set(written["in_process_stage_cpu_s_per_template"]) >= {
+        "client_seal", "a_mask_batch_check", "b_open_cross_terms_reencrypt", "b_derive_heads"}
+    assert set(written["in_process_stage_cpu_s_per_template_packed_upload"]) >= {
         "a_round1_mask_partial", "b_round1_decrypt_check_reencrypt"}

@@ -12,7 +12,7 @@ from pura.crypto.paillier import RandomnessPool, decrypt_with_shares
 from pura.errors import EmbeddingRangeError
 from pura.protocols.enroll import TemplateLayout, encrypt_template
 from pura.protocols.messages import NormCheckReply, NormCheckRequest, NormReply, NormRequest
-from pura.protocols.norms import NormLayout, NormServerB, _lanes, admit_templates
+from pura.protocols.norms import NormLayout, NormServerB, admit_templates, split_lanes
 
 from .test_norms import DIM, Keys, S, _unit_q
 
@@ -34,9 +34,9 @@ class _Counting:
 
 def test_lanes_split_contiguously_and_never_below_the_minimum() -> None:
     items = [[] for _ in range(7)]
-    assert [len(p) for p in _lanes(items, 2)] == [4, 3]
-    assert [len(p) for p in _lanes(items[:3], 2)] == [3]  # 3 // MIN_LANE = 1 lane
-    assert [len(p) for p in _lanes(items, 1)] == [7]
+    assert [len(p) for p in split_lanes(items, 2)] == [4, 3]
+    assert [len(p) for p in split_lanes(items[:3], 2)] == [3]  # 3 // MIN_LANE = 1 lane
+    assert [len(p) for p in split_lanes(items, 1)] == [7]
 
 
 def test_two_lanes_admit_exactly_what_one_batch_admits(paillier_fast_keys: Keys) -> None:

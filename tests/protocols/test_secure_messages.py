@@ -26,6 +26,9 @@ from pura.protocols.messages import (
     NormRequest,
     PaillierQuery,
     PaillierTemplate,
+    SealedAdmitReply,
+    SealedAdmitRequest,
+    SealedTemplate,
     ThresholdReply,
     ThresholdRequest,
 )
@@ -54,6 +57,10 @@ def _messages(keys: Keys) -> list[Any]:
         NormCheckReply(pk, (0, 1)),
         ArgminRequest(76, 3, tuple(c[:3]), tuple(p1[:3])),
         ArgminReply(tuple(c[:3]), c[3]),
+        SealedTemplate(b"s" * 32, b"box", tuple(c[:2])),
+        SealedAdmitRequest(2, 53, (1, -1), (b"box",), tuple(c[:2])),
+        SealedAdmitReply(pk, (1, 0), (c[0],), (s2.partial_decrypt(c[0]),), (c[1],), (c[2],),
+                         tuple(c[:2])),
     ]
 
 
@@ -130,12 +137,12 @@ def test_kinds_are_unique_and_every_message_uses_its_own(paillier_fast_keys: Key
 def test_argmin_reply_needs_an_indicator_and_one_minimum(paillier_fast_keys: Keys) -> None:
     pk = paillier_fast_keys[0]
     msgs = _messages(paillier_fast_keys)
-    reply = msgs[-1]
-    assert isinstance(reply, ArgminReply)
+    reply = next(m for m in msgs if isinstance(m, ArgminReply))
     two_minima = ArgminReply(reply.onehot, reply.masked_min).to_bytes()[:-pk.ciphertext_bytes - 4]
     w = bytearray(two_minima)
     w += (2).to_bytes(4, "big") + reply.masked_min.raw_bytes() * 2
     with pytest.raises(ProtocolError, match="one masked minimum"):
         ArgminReply.from_bytes(pk, bytes(w))
     with pytest.raises(ProtocolError):  # an argmin request is not a compare request
-        CompareRequest.from_bytes(pk, msgs[-2].to_bytes())
+        CompareRequest.from_bytes(
+            pk, next(m for m in msgs if isinstance(m, ArgminRequest)).to_bytes())

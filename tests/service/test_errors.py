@@ -301,7 +301,7 @@ def test_non_unit_template_and_query_are_refused(
     fixed = enc._fixed(enc._rotate(face))
     longer = [round(1.05 * v) for v in fixed]
     wolf = encrypt_template(longer, enc.layout, enc.keys.paillier, enc.pool)
-    honest = enc.template(face)
+    honest = enc.template(face, sealed=False)  # the packed upload the wolf imitates
     request = pura_pb2.EnrollRequest(
         ref=_ref(deployment), subject_id="wolf", request_id=secrets.token_hex(8),
         template=common_pb2.EncryptedTemplate(

@@ -29,7 +29,7 @@ def test_only_one_periodic_query_ciphertext_is_accepted(deployment: Deployment) 
         broadcast = pack_blobs([ctx.ciphertext_to_bytes(ctx.encrypt_vector(np.full(
             ctx.slot_count, 0.1))) for _ in range(m)])
         two = pack_blobs(unpack_blobs(good.ckks_head, what="query head") * 2)
-        enrol_head = pack_blobs([client.encryptor().template(probe).ckks_head])
+        enrol_head = pack_blobs([client.encryptor().template(probe, sealed=False).ckks_head])
         for bad, says in ((broadcast, "upgrade the client"), (two, "expected 1"),
                           (enrol_head, "work-level")):
             with pytest.raises(PuraError, match=says):
