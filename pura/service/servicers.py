@@ -34,7 +34,7 @@ _Ctx = grpc.ServicerContext
 _T = TypeVar("_T")
 
 #: BulkEnroll batches in flight per stream (admission of one overlaps the commit of another).
-BULK_PIPELINE = 2
+BULK_PIPELINE = 3
 
 
 def _upload(request: pura_pb2.EnrollRequest) -> TemplateUpload:
