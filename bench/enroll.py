@@ -36,13 +36,36 @@ from pura.crypto.params import get_preset
 COLLECTION = "enroll"
 
 
+class StageTimer:
+    """CPU seconds per named stage (process time: meaningful on a machine others share)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def timed(self, name: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        t0 = time.process_time()
+        out = fn(*args, **kw)
+        self.times[name] = self.times.get(name, 0.0) + time.process_time() - t0
+        return out
+
+    def per_item(self, n: int) -> dict[str, float]:
+        return {k: round(v / n, 4) for k, v in self.times.items()}
+
+
+def unit_vectors(rng: Any, dim: int, scale_bits: int, n: int) -> list[list[int]]:
+    """``n`` random unit vectors, quantised like templates (cost does not depend on values)."""
+    from pura.crypto.encoding import l2_normalize, quantize
+
+    return [[int(v) for v in quantize(l2_normalize(rng.normal(size=dim)), scale_bits)]
+            for _ in range(n)]
+
+
 def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[str, float]:
     """CPU seconds per template of each admission stage, in one process (no gRPC), with the
     shares of the key set in ``key_dir``. CPU time, not wall time: the figures stay meaningful
     on a machine whose cores other work shares."""
     import numpy as np
 
-    from pura.crypto.encoding import l2_normalize, quantize
     from pura.crypto.paillier import RandomnessPool
     from pura.keys import load_a_keys, load_b_keys
     from pura.protocols.enroll import TemplateLayout, encrypt_template
@@ -63,16 +86,9 @@ def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[
     layout = NormLayout.for_key(pk, TemplateLayout.for_key(pk, enc.dim, enc.scale_bits))
     rng = np.random.default_rng(seed)
     pool_a, pool_b, client = (RandomnessPool(pk, rng=random.Random(seed + i)) for i in (1, 2, 3))
-    times: dict[str, float] = {}
-
-    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        t0 = time.process_time()
-        out = fn(*args, **kw)
-        times[name] = times.get(name, 0.0) + time.process_time() - t0
-        return out
-
-    vectors = [[int(v) for v in quantize(l2_normalize(rng.normal(size=enc.dim)), enc.scale_bits)]
-               for _ in range(n)]
+    timer = StageTimer()
+    timed = timer.timed
+    vectors = unit_vectors(rng, enc.dim, enc.scale_bits, n)
     uploads = [timed("client_encrypt", encrypt_template, v, layout.template, pk, client).packed
                for v in vectors]
     timed("b_pool_values", pool_b.refill, n * (enc.dim + 1 + layout.template.cts_per_template))
@@ -86,7 +102,7 @@ def stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[
     verdicts = finish_norm_check(c_state, c_reply)
     if not all(verdicts):
         raise RuntimeError("an honest template failed the norm check")
-    return {k: round(v / n, 4) for k, v in times.items()}
+    return timer.per_item(n)
 
 
 def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -> dict[str, float]:
@@ -95,7 +111,6 @@ def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -
     with the key set in ``key_dir``. The product's own functions, called in the servers' order."""
     import numpy as np
 
-    from pura.crypto.encoding import l2_normalize, quantize
     from pura.crypto.paillier import RandomnessPool
     from pura.keys import load_a_keys, load_b_keys
     from pura.protocols import derived_heads
@@ -133,16 +148,9 @@ def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -
     layout = SealedLayout.for_norms(norms, pk)
     rng = np.random.default_rng(seed)
     pool_a, pool_b = (RandomnessPool(pk, rng=random.Random(seed + i)) for i in (1, 2))
-    times: dict[str, float] = {}
-
-    def timed(name: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        t0 = time.process_time()
-        out = fn(*args, **kw)
-        times[name] = times.get(name, 0.0) + time.process_time() - t0
-        return out
-
-    vectors = [[int(v) for v in quantize(l2_normalize(rng.normal(size=enc.dim)), enc.scale_bits)]
-               for _ in range(n)]
+    timer = StageTimer()
+    timed = timer.timed
+    vectors = unit_vectors(rng, enc.dim, enc.scale_bits, n)
     seal_pub = a_keys.public.seal
     uploads = [timed("client_seal", seal_template, v, norms.template, pk, seal_pub,
                      random.Random(seed + 10 + i)) for i, v in enumerate(vectors)]
@@ -169,7 +177,7 @@ def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -
     offsets = [derive_masks(u.seed, norms.template, pk)[0] for u in uploads]
     timed("a_finish_heads", derived_heads.finish_derive, a_keys.public.ckks, d_reply, offsets,
           norms.template, enc.head_dim)
-    return {k: round(v / n, 4) for k, v in times.items()}
+    return timer.per_item(n)
 
 
 def run_enroll(
