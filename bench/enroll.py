@@ -173,7 +173,7 @@ def sealed_stage_breakdown(key_dir: Path, profile: str, n: int, seed: int = 0) -
     d_req = derived_heads.DeriveRequest(enc.head_dim, tuple(mask_digest(u.masks) for u in uploads),
                                         tuple(u.box for u in uploads))
     d_reply = timed("b_derive_heads", derived_heads.answer_derive, b_keys.ckks_secret,
-                    b_keys.seal, pk, norms.template, norms.content_limit, d_req)
+                    b_keys.seal, layout, d_req)
     offsets = [derive_masks(u.seed, norms.template, pk)[0] for u in uploads]
     timed("a_finish_heads", derived_heads.finish_derive, a_keys.public.ckks, d_reply, offsets,
           norms.template, enc.head_dim)

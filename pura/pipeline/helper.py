@@ -22,6 +22,7 @@ from pura.protocols import candidates as cand
 from pura.protocols import derived_heads, refresh, relayout
 from pura.protocols.identify import ServerB
 from pura.protocols.preselect import PreselectRequest
+from pura.protocols.sealed import SealedLayout
 from pura.protocols.steps import Step
 
 StepHandler = Callable[[bytes], bytes]
@@ -146,9 +147,8 @@ def helper_steps(
         if server_b.seal is None:
             raise ProtocolError("server B holds no sealing key: it cannot derive heads")
         request = derived_heads.DeriveRequest.from_bytes(payload)
-        norms = server_b.config.norms
-        return derived_heads.answer_derive(ckks_secret, server_b.seal, server_b.key,
-                                           norms.template, norms.content_limit,
+        layout = SealedLayout.for_norms(server_b.config.norms, server_b.key)
+        return derived_heads.answer_derive(ckks_secret, server_b.seal, layout,
                                            request).to_bytes()
 
     steps = dict(server_b.handlers())

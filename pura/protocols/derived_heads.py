@@ -37,12 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pura.crypto.ckks import CKKSContext
-from pura.crypto.paillier import PublicKey
 from pura.crypto.seal import SealPrivateKey
-from pura.errors import ProtocolError, SealError
+from pura.errors import ProtocolError
 from pura.protocols import _wire
 from pura.protocols.enroll import TemplateLayout
-from pura.protocols.sealed import box_context_from_digest
+from pura.protocols.sealed import SealedLayout, open_box
 
 _REQ_MAGIC = b"PURA-DHQ"
 _RESP_MAGIC = b"PURA-DHP"
@@ -99,32 +98,20 @@ class DeriveResponse:
 
 
 def answer_derive(
-    ctx: CKKSContext,
-    seal: SealPrivateKey,
-    key: PublicKey,
-    layout: TemplateLayout,
-    content_limit: int,
-    request: DeriveRequest,
+    ctx: CKKSContext, seal: SealPrivateKey, layout: SealedLayout, request: DeriveRequest
 ) -> DeriveResponse:
-    """B: ``Enc((v_0 … v_{m−1}) / 2^s)`` at the head level for every box that opens."""
+    """B: ``Enc((v_0 … v_{m−1}) / 2^s)`` at the head level for every box that opens (read and
+    range-checked as in sealed admission, :func:`pura.protocols.sealed.open_box`)."""
     m = request.head_dim
-    if not 0 < m <= layout.dim:
-        raise ProtocolError(f"derive request: head of {m} coordinates, templates have "
-                            f"{layout.dim}")
-    width = (content_limit.bit_length() + 7) // 8
-    unit = float(layout.bound)
+    t = layout.template
+    if not 0 < m <= t.dim:
+        raise ProtocolError(f"derive request: head of {m} coordinates, templates have {t.dim}")
+    unit = float(t.bound)
     out: list[bytes] = []
     for digest, box in zip(request.digests, request.boxes, strict=True):
-        try:
-            plain = seal.open(box, box_context_from_digest(key, layout, digest))
-        except SealError:
-            out.append(b"")
-            continue
-        values = [int.from_bytes(plain[i * width:(i + 1) * width], "big") for i in range(m)]
-        if len(plain) != layout.dim * width or any(v >= content_limit for v in values):
-            out.append(b"")
-            continue
-        out.append(ctx.encrypt_head_level_bytes(np.asarray(values, dtype=np.float64) / unit))
+        values = open_box(box, digest, layout, seal)
+        out.append(b"" if values is None else ctx.encrypt_head_level_bytes(
+            np.asarray(values[:m], dtype=np.float64) / unit))
     return DeriveResponse(tuple(out))
 
 

@@ -120,6 +120,7 @@ from pura.protocols.norms import (
     check_normed,
     split_lanes,
 )
+from pura.protocols.secure_min import _horner_pack
 
 DOMAIN = b"pura-sealed-admission-v1"
 SEED_BYTES = 32
@@ -312,14 +313,16 @@ def start_sealed(
 # --------------------------------------------------------------------------------------------
 
 
-def _open_box(
-    box: bytes, masks: Sequence[Ciphertext], layout: SealedLayout, seal: SealPrivateKey
+def open_box(
+    box: bytes, digest: bytes, layout: SealedLayout, seal: SealPrivateKey
 ) -> list[int] | None:
-    """The masked vector of one upload, or ``None`` if its box does not open or a value lies
-    outside the honest range (a malformed upload: nothing computed from it could be trusted)."""
+    """B: the masked vector of one upload (its box bound to the mask ``digest``), or ``None`` if
+    the box does not open or a value lies outside the honest range (a malformed upload: nothing
+    computed from it could be trusted). Sealed admission and the derived heads both read boxes
+    through here."""
     t = layout.template
     try:
-        plain = seal.open(box, box_context(layout.key, t, masks))
+        plain = seal.open(box, box_context_from_digest(layout.key, t, digest))
     except SealError:
         return None
     width = layout.value_bytes
@@ -361,7 +364,8 @@ def helper_sealed(
     _check_request(request, layout)
     t, key = layout.template, share_b.public_key
     per = [request.masks[j * t.dim:(j + 1) * t.dim] for j in range(request.n_vectors)]
-    opened = [_open_box(b, m, layout, seal) for b, m in zip(request.boxes, per, strict=True)]
+    opened = [open_box(b, mask_digest(m), layout, seal)
+              for b, m in zip(request.boxes, per, strict=True)]
     ok = [(m, v) for m, v in zip(per, opened, strict=True) if v is not None]
     valid = tuple(0 if v is None else 1 for v in opened)
     if not ok:
@@ -372,10 +376,7 @@ def helper_sealed(
     masks = [pool.rng.getrandbits(r_bits) for _ in ok]
     packed_cross: list[Ciphertext] = []
     for at in range(0, len(ok), cross.n_slots):
-        group = products[at:at + cross.n_slots]
-        acc = group[-1]
-        for ct in reversed(group[:-1]):
-            acc = acc.shift_slots(cross.slot_bits) + ct
+        acc = _horner_pack(products[at:at + cross.n_slots], cross.slot_bits)
         packed_cross.append(acc + key.encrypt(cross.pack_raw(masks[at:at + cross.n_slots]), pool))
     partials = engine.map_chunks(partial(partial_decrypt_batch, share_b), packed_cross)
     s = t.slots_per_ct
@@ -534,6 +535,7 @@ __all__ = [
     "finish_sealed",
     "helper_sealed",
     "mask_digest",
+    "open_box",
     "seal_template",
     "start_sealed",
 ]

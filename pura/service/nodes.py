@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -496,6 +497,7 @@ class NodeA:
         "enrolled" if the refresh ran after the acknowledgement)."""
         slot = next(s for s, t in block.pending.items() if t == tid)
         del block.pending[slot]
+        self._derived.discard(tid)
         record = self.store.drop_pending_template(name, _hex(tid))
         self.dropped.add(_hex(tid))
         try:
@@ -576,16 +578,15 @@ class NodeA:
         uploads = [template_upload_from_bytes(key, t.paillier) for t in admitted]
         verdicts = self._admit_isolating(uploads)
         heads = self._derived_heads(uploads, verdicts)
-        pending = iter(zip(admitted, uploads, verdicts, strict=True))
+        pending = iter(zip(admitted, uploads, verdicts, heads, strict=True))
         kept: list[NewTemplate] = []
         for i, outcome in enumerate(outcomes):
             if outcome is not None:
                 continue
-            template, upload, verdict = next(pending)
+            template, upload, verdict, head = next(pending)
             if not isinstance(verdict, AdmittedTemplate):
                 outcomes[i] = EnrollOutcome(items[i].request_id, "", False, verdict)
             elif isinstance(upload, SealedTemplate):
-                head = heads.get(id(upload))
                 if head is None:
                     outcomes[i] = EnrollOutcome(items[i].request_id, "", False, ProtocolError(
                         "B could not derive the template's CKKS head from its sealed vector"))
@@ -600,15 +601,19 @@ class NodeA:
     def _derived_heads(
         self, uploads: Sequence[PaillierTemplate | SealedTemplate],
         verdicts: Sequence[AdmittedTemplate | PuraError],
-    ) -> dict[int, bytes | None]:
-        """B's CKKS heads of the admitted sealed uploads (keyed by ``id(upload)``)."""
-        sealed = [u for u, v in zip(uploads, verdicts, strict=True)
+    ) -> list[bytes | None]:
+        """Per upload, the CKKS head B derived (admitted sealed uploads; ``None`` otherwise)."""
+        wanted = [i for i, (u, v) in enumerate(zip(uploads, verdicts, strict=True))
                   if isinstance(u, SealedTemplate) and isinstance(v, AdmittedTemplate)]
-        if not sealed:
-            return {}
-        with self.offline.online():
-            made = self.enroller.derive_heads(sealed, self.params.encoding.head_dim)
-        return {id(u): h for u, h in zip(sealed, made, strict=True)}
+        out: list[bytes | None] = [None] * len(uploads)
+        if wanted:
+            with self.offline.online():
+                made = self.enroller.derive_heads(
+                    [cast(SealedTemplate, uploads[i]) for i in wanted],
+                    self.params.encoding.head_dim)
+            for i, head in zip(wanted, made, strict=True):
+                out[i] = head
+        return out
 
     def _admit_isolating(
         self, uploads: Sequence[PaillierTemplate | SealedTemplate]

@@ -248,7 +248,7 @@ def test_derived_heads_are_the_admitted_vectors_first_coordinates(world: World) 
                             tuple(u.box for u in (*ups, bad)))
     norms = world.a.config.norms
     reply = DeriveResponse.from_bytes(answer_derive(
-        secret, world.seal, pk, world.layout, norms.content_limit,
+        secret, world.seal, SealedLayout.for_norms(norms, pk),
         DeriveRequest.from_bytes(request.to_bytes())).to_bytes())
     offsets = [derive_masks(u.seed, world.layout, pk)[0] for u in (*ups, bad)]
     heads = finish_derive(public, reply, offsets, world.layout, m)
