@@ -40,6 +40,7 @@ from pura.crypto.ckks import CKKSContext
 from pura.crypto.encoding import PCARotation, quantize
 from pura.crypto.paillier import RandomnessPool
 from pura.crypto.params import ParameterSet
+from pura.crypto.seal import SealPrivateKey
 from pura.engine.local import SERIAL, LocalEngine
 from pura.errors import ProtocolError
 from pura.gallery.copies import Copy, Position
@@ -49,8 +50,9 @@ from pura.pipeline.helper import CandidateServer, helper_steps, loopback
 from pura.protocols.candidates import make_copy
 from pura.protocols.enroll import encrypt_query, encrypt_template
 from pura.protocols.identify import Candidate, ExactConfig, ServerA, ServerB
-from pura.protocols.messages import AdmittedTemplate, PaillierQuery
+from pura.protocols.messages import AdmittedTemplate, PaillierQuery, SealedQuery
 from pura.protocols.preselect import PreselectServer, ScoringPool
+from pura.protocols.sealed_query import seal_query
 from pura.protocols.secure_distance import PreparedTemplate
 from pura.protocols.steps import Step
 
@@ -101,6 +103,10 @@ class PuraSystem:
     pca: PCARotation
     rng: random.Random
     engine: LocalEngine = SERIAL
+    #: B's sealing key (as in a key set made by ``pura keygen``); probes are sealed to it
+    #: unless ``sealed_queries`` is off (the packed-ciphertext query, for comparisons).
+    seal: SealPrivateKey = field(default_factory=SealPrivateKey.generate, repr=False)
+    sealed_queries: bool = True
     ckks_public: CKKSContext = field(init=False)
     exact: ExactConfig = field(init=False)
     server_a: ServerA = field(init=False)
@@ -118,7 +124,7 @@ class PuraSystem:
         self.exact = ExactConfig.for_key(pk, enc.dim, enc.scale_bits)
         self.server_b = ServerB(self.keys.share_b, self.exact,
                                 RandomnessPool(pk, rng=random.Random(self.rng.getrandbits(64))),
-                                engine=self.engine)
+                                engine=self.engine, seal=self.seal)
         # B serves candidates from its copies of the current gallery (set by PuraGallery).
         self.copies = _LazyCopies()
         self.candidate_server = CandidateServer(self.server_b, self.ckks_secret, self.copies,
@@ -205,15 +211,20 @@ class PuraGallery:
                 "b_copy": b_copy}
 
 
-def encrypt_probe(system: PuraSystem, probe: FloatArray) -> tuple[list[bytes], PaillierQuery]:
-    """Client: one periodic CKKS query ciphertext + the Paillier query of one unit vector."""
+def encrypt_probe(
+    system: PuraSystem, probe: FloatArray
+) -> tuple[list[bytes], PaillierQuery | SealedQuery]:
+    """Client: one periodic CKKS query ciphertext + the exact stage's query of one unit vector
+    (sealed to B, or packed ciphertexts with ``system.sealed_queries`` off)."""
     enc = system.params.encoding
     rotated = system.pca.apply(probe[None, :])[0]
     head = system.ckks_public.encrypt_query(rotated[: enc.head_dim])
     head_bytes = [system.ckks_public.ciphertext_to_bytes(head)]
     ints = [int(v) for v in quantize(rotated[None, :], enc.scale_bits)[0]]
-    query = encrypt_query(ints, system.exact.template, system.keys.public_key, system.client_pool)
-    return head_bytes, query
+    pk, layout = system.keys.public_key, system.exact.template
+    if system.sealed_queries:
+        return head_bytes, seal_query(ints, layout, pk, system.seal.public, system.client_pool.rng)
+    return head_bytes, encrypt_query(ints, layout, pk, system.client_pool)
 
 
 def cpu_seconds(engine: LocalEngine) -> float:

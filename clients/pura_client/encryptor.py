@@ -27,7 +27,9 @@ from pura.crypto.paillier import RandomnessPool
 from pura.errors import ConfigError
 from pura.keys import PublicKeys
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
+from pura.protocols.messages import PaillierQuery, SealedQuery
 from pura.protocols.sealed import seal_template
+from pura.protocols.sealed_query import seal_query
 from pura.transport import pack_blobs
 
 
@@ -92,10 +94,24 @@ class Encryptor:
         head = rotated[: self.keys.parameters.encoding.head_dim]
         return EncryptedParts(paillier.to_bytes(), ctx.ciphertext_to_bytes(ctx.encrypt_head(head)))
 
-    def query(self, embedding: npt.ArrayLike) -> EncryptedParts:
-        """Identification / verification probe for one face."""
+    def query(self, embedding: npt.ArrayLike, *, sealed: bool | None = None) -> EncryptedParts:
+        """Identification / verification probe for one face.
+
+        Key sets with B's sealing key get a sealed probe (:mod:`pura.protocols.sealed_query`:
+        the masked vector sealed to B, ~1 kB, no Paillier ciphertext; the servers admit it
+        with no threshold decryption in the first round). Older key sets get the packed
+        ciphertexts; ``sealed=False`` asks for those under any key set (servers accept both)."""
         rotated = self._rotate(embedding)
-        paillier = encrypt_query(self._fixed(rotated), self.layout, self.keys.paillier, self.pool)
+        fixed = self._fixed(rotated)
+        if sealed is None:
+            sealed = self.keys.seal is not None
+        if sealed:
+            if self.keys.seal is None:
+                raise ConfigError("these keys have no sealing key (made before sealed admission)")
+            paillier: PaillierQuery | SealedQuery = seal_query(
+                fixed, self.layout, self.keys.paillier, self.keys.seal, self.pool.rng)
+        else:
+            paillier = encrypt_query(fixed, self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
         head = rotated[: self.keys.parameters.encoding.head_dim]
         # ONE periodic ciphertext (235 KB), expanded by A: see pura.crypto.ckks, "Block layout".

@@ -37,7 +37,7 @@ from pura.pipeline.gallery import GalleryIndex
 from pura.protocols import candidates as cand
 from pura.protocols.identify import BytesChannel, Candidate, MatchResult, ServerA
 from pura.protocols.identify import HelperChannel as HelperChannel_
-from pura.protocols.messages import PaillierQuery
+from pura.protocols.messages import PaillierQuery, SealedQuery
 from pura.protocols.norms import CheckedQuery
 from pura.protocols.preselect import parse_query
 from pura.protocols.secure_distance import DistanceMasks
@@ -122,7 +122,7 @@ class Identifier:
     def identify(
         self,
         gallery: GalleryIndex,
-        query: PaillierQuery,
+        query: PaillierQuery | SealedQuery,
         head: Sequence[bytes],
         tau: int,
         source: TemplateSource,
@@ -150,7 +150,8 @@ class Identifier:
         return result
 
     def _admit(
-        self, query: PaillierQuery, session: HelperChannel_, stages: dict[str, float]
+        self, query: PaillierQuery | SealedQuery, session: HelperChannel_,
+        stages: dict[str, float],
     ) -> tuple[CheckedQuery, DistanceMasks]:
         """The query's admission, then the distance round's masks and corrections for
         ``top_k`` candidates: neither depends on the candidates, so both run beside
@@ -161,7 +162,7 @@ class Identifier:
         return checked, ahead
 
     def verify(
-        self, query: PaillierQuery | CheckedQuery, subject: str,
+        self, query: PaillierQuery | SealedQuery | CheckedQuery, subject: str,
         templates: Sequence[Candidate], tau: int,
     ) -> bool:
         """1:1 against the subject's templates."""

@@ -11,6 +11,9 @@ step                   allowed per query ticket (:class:`~pura.protocols.tickets
 =====================  ====================================================================
 ``norm_square``        once; one vector, no repacking (query) / 1..``max_enrol_batch``
                        vectors with repacking (enrolment ticket)
+``sealed_query``       query tickets only, instead of ``norm_square``: once, one box
+                       (:mod:`~pura.protocols.sealed_query`); B decrypts nothing, it opens
+                       the box sealed to it and re-encrypts what it checked
 ``sealed_admit``       enrolment tickets only: 1..``max_enrol_batch`` sealed templates in all
                        (:mod:`~pura.protocols.sealed`); B decrypts only the packed cross
                        terms it masked itself
@@ -73,6 +76,7 @@ from pura.protocols.messages import (
     NormRequest,
     SealedAdmitReply,
     SealedAdmitRequest,
+    SealedQueryRequest,
     ThresholdRequest,
 )
 from pura.protocols.norms import MAX_CHECKS_PER_VECTOR
@@ -145,6 +149,7 @@ def _parsers(key: PublicKey) -> dict[str, Callable[[bytes], Any]]:
         Step.NORM_SQUARE: lambda p: NormRequest.from_bytes(key, p),
         Step.NORM_CHECK: lambda p: NormCheckRequest.from_bytes(key, p),
         Step.SEALED_ADMIT: lambda p: SealedAdmitRequest.from_bytes(key, p),
+        Step.SEALED_QUERY: lambda p: SealedQueryRequest.from_bytes(key, p),
         Step.BLINDED_PRODUCT: lambda p: BlindedProductRequest.from_bytes(key, p),
         Step.ARGMIN: lambda p: ArgminRequest.from_bytes(key, p),
         Step.COMPARE: lambda p: CompareRequest.from_bytes(key, p),
@@ -260,8 +265,8 @@ class HelperGuard:
                 with self._lock:
                     ticket = self._admit(step, ticket_id, request)
                 raw = run(payload)
-                if step in (Step.NORM_SQUARE, Step.SEALED_ADMIT):
-                    reply = (NormReply if step == Step.NORM_SQUARE else SealedAdmitReply)
+                if step in (Step.NORM_SQUARE, Step.SEALED_ADMIT, Step.SEALED_QUERY):
+                    reply = SealedAdmitReply if step == Step.SEALED_ADMIT else NormReply
                     valid = sum(reply.from_bytes(self.key, raw).valid)
                     with self._lock:
                         ticket.valid += valid
@@ -340,6 +345,8 @@ class HelperGuard:
 
     def _norm_square(self, ticket: _Ticket, r: NormRequest) -> None:
         if ticket.kind is TicketKind.QUERY:
+            if Step.SEALED_QUERY in ticket.done:
+                raise HelperRefusedError("a query is admitted once: its sealed vector already was")
             if r.n_vectors != 1 or r.repack:
                 raise HelperRefusedError("a query admits exactly one vector, not repacked")
         elif not (r.repack and r.n_vectors >= 1
@@ -355,6 +362,13 @@ class HelperGuard:
         if r.n_vectors < 1 or ticket.vectors + r.n_vectors > self.quotas.max_enrol_batch:
             raise HelperRefusedError(
                 f"an enrolment ticket admits at most {self.quotas.max_enrol_batch} templates")
+        ticket.vectors += r.n_vectors
+
+    def _sealed_query(self, ticket: _Ticket, r: SealedQueryRequest) -> None:
+        """A query's sealed vector (query tickets only): one per ticket, and never besides the
+        joint-decryption admission (a ticket admits exactly one query vector)."""
+        if Step.NORM_SQUARE in ticket.done:
+            raise HelperRefusedError("a query is admitted once: its packed vector already was")
         ticket.vectors += r.n_vectors
 
     def _norm_check(self, ticket: _Ticket, r: NormCheckRequest) -> None:
@@ -445,6 +459,7 @@ def _shape(request: Any) -> str:
 _Rule = Callable[[HelperGuard, _Ticket, Any], None]
 _RULES: dict[tuple[TicketKind, str], _Rule] = {
     (TicketKind.QUERY, Step.NORM_SQUARE): HelperGuard._norm_square,
+    (TicketKind.QUERY, Step.SEALED_QUERY): HelperGuard._sealed_query,
     (TicketKind.QUERY, Step.NORM_CHECK): HelperGuard._norm_check,
     (TicketKind.QUERY, Step.PRESELECT): HelperGuard._preselect_rule,
     (TicketKind.QUERY, Step.BLINDED_PRODUCT): HelperGuard._blinded_product,

@@ -63,6 +63,8 @@ from pura.protocols.messages import (
     PaillierTemplate,
     SealedAdmitReply,
     SealedAdmitRequest,
+    SealedQuery,
+    SealedQueryRequest,
     SealedTemplate,
     ThresholdReply,
     ThresholdRequest,
@@ -75,6 +77,11 @@ from pura.protocols.norms import (
     admit_templates,
 )
 from pura.protocols.sealed import SealedHelper, SealedLayout, admit_sealed, helper_sealed
+from pura.protocols.sealed_query import (
+    SealedQueryHelper,
+    admit_sealed_query,
+    helper_sealed_query,
+)
 from pura.protocols.secure_distance import (
     DistanceMasks,
     PreparedTemplate,
@@ -105,8 +112,9 @@ STEP_NORM_SQUARE = Step.NORM_SQUARE
 STEP_NORM_CHECK = Step.NORM_CHECK
 STEP_ARGMIN = Step.ARGMIN
 STEP_SEALED_ADMIT = Step.SEALED_ADMIT
+STEP_SEALED_QUERY = Step.SEALED_QUERY
 STEPS = (STEP_BLINDED_PRODUCT, STEP_COMPARE, STEP_THRESHOLD, STEP_NORM_SQUARE, STEP_NORM_CHECK,
-         STEP_ARGMIN, STEP_SEALED_ADMIT)
+         STEP_ARGMIN, STEP_SEALED_ADMIT, STEP_SEALED_QUERY)
 
 #: Templates admitted per pair of norm rounds: B answers ``d + 2`` ciphertexts per template
 #: (~100 kB at 3072 bits), so a batch stays a few MB on the wire.
@@ -126,7 +134,7 @@ Candidate = PaillierTemplate | AdmittedTemplate | PreparedTemplate
 admitted one with A's partial decryptions precomputed."""
 
 
-class HelperChannel(SealedHelper, Protocol):
+class HelperChannel(SealedHelper, SealedQueryHelper, Protocol):
     """What A can ask of B. Implementations: :class:`ServerB` itself, :class:`BytesChannel`."""
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply: ...
@@ -219,11 +227,19 @@ class ServerB:
         return self.norms.norm_check(request)
 
     def sealed_admit(self, request: SealedAdmitRequest) -> SealedAdmitReply:
-        if self.seal is None:
-            raise ProtocolError("server B holds no sealing key (a key set made before sealed "
-                                "admission): enrol with the joint-decryption admission")
         return helper_sealed(request, SealedLayout.for_norms(self.config.norms, self.key),
-                             self.share, self.seal, self.pool, self.engine)
+                             self.share, self._seal_key("enrol with the joint-decryption "
+                                                        "admission"), self.pool, self.engine)
+
+    def sealed_query(self, request: SealedQueryRequest) -> NormReply:
+        return helper_sealed_query(request, SealedLayout.for_norms(self.config.norms, self.key),
+                                   self._seal_key("send the query as ciphertexts"), self.pool)
+
+    def _seal_key(self, what: str) -> SealPrivateKey:
+        if self.seal is None:
+            raise ProtocolError(f"server B holds no sealing key (a key set made before sealed "
+                                f"admission): {what}")
+        return self.seal
 
     def blinded_product(self, request: BlindedProductRequest) -> BlindedProductReply:
         return helper_blinded_product(request, self.config.template, self.share, self.pool,
@@ -255,6 +271,8 @@ class ServerB:
                 NormCheckRequest.from_bytes(key, b)).to_bytes(),
             STEP_SEALED_ADMIT: lambda b: self.sealed_admit(
                 SealedAdmitRequest.from_bytes(key, b)).to_bytes(),
+            STEP_SEALED_QUERY: lambda b: self.sealed_query(
+                SealedQueryRequest.from_bytes(key, b)).to_bytes(),
         }
 
 
@@ -334,6 +352,10 @@ class BytesChannel:
     def sealed_admit(self, request: SealedAdmitRequest) -> SealedAdmitReply:
         return SealedAdmitReply.from_bytes(self.key,
                                            self._exchange(STEP_SEALED_ADMIT, request.to_bytes()))
+
+    def sealed_query(self, request: SealedQueryRequest) -> NormReply:
+        return NormReply.from_bytes(self.key,
+                                    self._exchange(STEP_SEALED_QUERY, request.to_bytes()))
 
 
 @dataclass(frozen=True)
@@ -445,19 +467,23 @@ class ServerA:
         return channel.open_session(kind) if isinstance(channel, BytesChannel) else channel
 
     def check_query(
-        self, query: PaillierQuery, session: HelperChannel | None = None
+        self, query: PaillierQuery | SealedQuery, session: HelperChannel | None = None
     ) -> CheckedQuery:
         """Admit a query (two rounds with B): its coordinates become B's checked re-encryption
-        and its norm the servers' own; raises :class:`EmbeddingRangeError` for anything that
-        is not the encoding of a unit vector.
+        and its norm the servers' own; a :class:`SealedQuery` needs no threshold decryption in
+        the first round (:mod:`pura.protocols.sealed_query`). Raises
+        :class:`EmbeddingRangeError` for anything that is not the encoding of a unit vector.
 
         Separate from :meth:`match` because it does not depend on the candidates: a server can
         run it while preselection is still choosing them (B works while A scores blocks).
         """
+        helper = session if session is not None else self.channel
+        if isinstance(query, SealedQuery):
+            return admit_sealed_query(query, SealedLayout.for_norms(self.config.norms, self.key),
+                                      self.share, self.pool, helper, self.engine, self.rng)
         check_template(query, self.config.template, self.key)
-        return admit_query(query.packed, self.config.norms, self.share, self.pool,
-                           session if session is not None else self.channel, self.engine,
-                           self.rng)
+        return admit_query(query.packed, self.config.norms, self.share, self.pool, helper,
+                           self.engine, self.rng)
 
     def draw_masks(self, query: CheckedQuery, k: int) -> DistanceMasks:
         """The distance round's masks and corrections for ``k`` candidates, drawn before the
@@ -467,7 +493,7 @@ class ServerA:
 
     def match(
         self,
-        query: PaillierQuery | CheckedQuery,
+        query: PaillierQuery | SealedQuery | CheckedQuery,
         candidates: Sequence[tuple[str, Candidate]],
         tau: int,
         session: HelperChannel | None = None,
@@ -537,7 +563,7 @@ class ServerA:
 
     def verify(
         self,
-        query: PaillierQuery | CheckedQuery,
+        query: PaillierQuery | SealedQuery | CheckedQuery,
         subject: str,
         templates: Sequence[Candidate],
         tau: int,

@@ -39,7 +39,7 @@ class Kind(IntEnum):
     Why one registry: the reader refuses a message whose kind byte is not the one it expects, so
     two classes sharing a number would parse each other's bytes (a reply accepted as a request).
     ``@unique`` makes a duplicate number an import error; numbers are part of the wire format and
-    of stored templates (``ADMITTED_TEMPLATE``), so never renumber one. 13-15 are unassigned.
+    of stored templates (``ADMITTED_TEMPLATE``), so never renumber one. 15 is unassigned.
     """
 
     PAILLIER_QUERY = 1
@@ -54,6 +54,8 @@ class Kind(IntEnum):
     SEALED_TEMPLATE = 10
     SEALED_ADMIT_REQUEST = 11
     SEALED_ADMIT_REPLY = 12
+    SEALED_QUERY = 13
+    SEALED_QUERY_REQUEST = 14
     NORM_REQUEST = 16
     NORM_REPLY = 17
     NORM_CHECK_REQUEST = 18
@@ -208,11 +210,52 @@ class SealedTemplate:
         return cls(seed, box, masks)
 
 
+@dataclass(frozen=True)
+class SealedQuery:
+    """The Paillier part of a query for sealed admission (:mod:`pura.protocols.sealed_query`).
+
+    ``seed``: what A derives the masks ``c`` from (A's to know). ``box``: the masked vector
+    ``v = q(x) + c``, sealed to B (A relays it, cannot open it). No ciphertext at all: B
+    encrypts every coordinate it checked (as in the joint-decryption admission), so A can
+    compute the norm's cross term ``Π [v_i]^(c_i)`` itself and nothing needs decrypting.
+    """
+
+    KIND: ClassVar[Kind] = Kind.SEALED_QUERY
+    key: PublicKey = field(repr=False)
+    seed: bytes = field(repr=False)
+    box: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"SealedQuery(box={len(self.box)} B)"
+
+    def to_bytes(self) -> bytes:
+        return _Writer(self.KIND, self.key).part(self.seed).part(self.box).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> SealedQuery:
+        r = _Reader(data, cls.KIND, key, "SealedQuery")
+        seed, box = r.part(), r.part()
+        r.end()
+        return cls(key, seed, box)
+
+
+def _kind_of(data: bytes) -> int:
+    kind_at = len(_MAGIC) + 1
+    return data[kind_at] if len(data) > kind_at else -1
+
+
+def query_upload_from_bytes(key: PublicKey, data: bytes) -> PaillierQuery | SealedQuery:
+    """Either query upload, by its kind byte (sealed, or packed ciphertexts for key sets
+    without a sealing key)."""
+    if _kind_of(data) == Kind.SEALED_QUERY:
+        return SealedQuery.from_bytes(key, data)
+    return PaillierQuery.from_bytes(key, data)
+
+
 def template_upload_from_bytes(key: PublicKey, data: bytes) -> PaillierTemplate | SealedTemplate:
     """Either enrolment upload, by its kind byte (sealed admission or the joint-decryption
     admission of key sets without a sealing key)."""
-    kind_at = len(_MAGIC) + 1
-    if len(data) > kind_at and data[kind_at] == Kind.SEALED_TEMPLATE:
+    if _kind_of(data) == Kind.SEALED_TEMPLATE:
         return SealedTemplate.from_bytes(key, data)
     return PaillierTemplate.from_bytes(key, data)
 
@@ -615,6 +658,33 @@ class SealedAdmitReply:
         return cls(key, valid, cross, partials, sums, dots, packed)
 
 
+@dataclass(frozen=True)
+class SealedQueryRequest:
+    """A → B: admit one sealed query (:mod:`pura.protocols.sealed_query`): the layout and the
+    client's box. B answers with a :class:`NormReply` (fresh ``[Σv²]`` and ``[v_i]``)."""
+
+    KIND: ClassVar[Kind] = Kind.SEALED_QUERY_REQUEST
+    key: PublicKey = field(repr=False)
+    dim: int
+    slot_bits: int
+    box: bytes = field(repr=False)
+
+    @property
+    def n_vectors(self) -> int:
+        return 1
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.key).u32(self.dim).u32(self.slot_bits)
+        return w.part(self.box).done()
+
+    @classmethod
+    def from_bytes(cls, key: PublicKey, data: bytes) -> SealedQueryRequest:
+        r = _Reader(data, cls.KIND, key, "SealedQueryRequest")
+        dim, slot_bits, box = r.u32(), r.u32(), r.part()
+        r.end()
+        return cls(key, dim, slot_bits, box)
+
+
 #: Signed 32-bit values travel as ``value + 2^31`` in a ``u32``.
 _SIGNED_OFFSET = 1 << 31
 
@@ -637,8 +707,11 @@ __all__ = [
     "PaillierTemplate",
     "SealedAdmitReply",
     "SealedAdmitRequest",
+    "SealedQuery",
+    "SealedQueryRequest",
     "SealedTemplate",
     "ThresholdReply",
     "ThresholdRequest",
+    "query_upload_from_bytes",
     "template_upload_from_bytes",
 ]

@@ -424,13 +424,26 @@ def helper_norms(
         valid.append(0 if vec is None else 1)
         if vec is None:
             continue
-        sums.append(key.encrypt(sum(v * v for v in vec), pool))
-        dims += [key.encrypt(v, pool) for v in vec]
-        if request.repack:
-            s = t.slots_per_ct
-            packed += [key.encrypt(t.packed.pack_raw(vec[i:i + s]), pool)
-                       for i in range(0, t.dim, s)]
+        total, coords, packing = fresh_vector(vec, t, key, pool, repack=request.repack)
+        sums.append(total)
+        dims += coords
+        packed += packing
     return NormReply(key, tuple(valid), tuple(sums), tuple(dims), tuple(packed))
+
+
+def fresh_vector(
+    vec: Sequence[int], layout: TemplateLayout, key: PublicKey, pool: RandomnessPool,
+    *, repack: bool,
+) -> tuple[Ciphertext, tuple[Ciphertext, ...], tuple[Ciphertext, ...]]:
+    """B: fresh ``[Σv²]``, ``[v_i]`` and (``repack``) the canonical packing of a vector it
+    checked. Fresh, never derived from what A sent: B's answer must not carry anything a
+    deviating A or client put into its ciphertexts (both admissions of a query use it)."""
+    total = key.encrypt(sum(v * v for v in vec), pool)
+    dims = tuple(key.encrypt(v, pool) for v in vec)
+    s = layout.slots_per_ct
+    packed = tuple(key.encrypt(layout.packed.pack_raw(vec[i:i + s]), pool)
+                   for i in range(0, layout.dim, s)) if repack else ()
+    return total, dims, packed
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,6 +853,7 @@ __all__ = [
     "decoy_template",
     "finish_norm_check",
     "finish_norms",
+    "fresh_vector",
     "helper_norm_check",
     "helper_norms",
     "norm_check_verdicts",

@@ -19,6 +19,8 @@ class Step(StrEnum):
     NORM_CHECK = "paillier.norm_check"
     #: Sealed admission of enrolment uploads (:mod:`pura.protocols.sealed`).
     SEALED_ADMIT = "paillier.sealed_admit"
+    #: Sealed admission of a query (:mod:`pura.protocols.sealed_query`).
+    SEALED_QUERY = "paillier.sealed_query"
     ARGMIN = "paillier.argmin"
     REFRESH = "ckks.refresh"
     #: B encrypts the heads of sealed uploads it admitted (:mod:`pura.protocols.derived_heads`).

@@ -77,7 +77,9 @@ from pura.protocols.messages import (
     AdmittedTemplate,
     PaillierQuery,
     PaillierTemplate,
+    SealedQuery,
     SealedTemplate,
+    query_upload_from_bytes,
     template_upload_from_bytes,
 )
 from pura.protocols.norms import decoy_template
@@ -88,6 +90,7 @@ from pura.protocols.preselect import (
     parse_query,
 )
 from pura.protocols.sealed import check_sealed_shape
+from pura.protocols.sealed_query import check_query_shape
 from pura.protocols.steps import Step
 from pura.service.chunks import pack_blobs, unpack_blobs
 
@@ -833,14 +836,21 @@ class NodeA:
 
     # --- matching --------------------------------------------------------------------------
 
-    def _parse_query(self, coll: Collection, query: QueryUpload) -> PaillierQuery:
+    def _parse_query(self, coll: Collection, query: QueryUpload) -> PaillierQuery | SealedQuery:
         if query.model_id != coll.model_id:
             raise ParameterError(model_mismatch_message(coll.name, coll.model_id, query.model_id))
         if query.dim != self.params.encoding.dim:
             raise DimensionError(f"query of dimension {query.dim}, collection wants "
                                  f"{self.params.encoding.dim}")
-        parsed = PaillierQuery.from_bytes(self.keys.public.paillier, query.paillier)
-        check_template(parsed, self.exact.template, self.keys.public.paillier)
+        key = self.keys.public.paillier
+        parsed = query_upload_from_bytes(key, query.paillier)
+        if isinstance(parsed, SealedQuery):
+            if self.keys.public.seal is None:
+                raise ParameterError("this key set has no sealing key: send the query as "
+                                     "ciphertexts (a client made for newer keys)")
+            check_query_shape(parsed, key)
+        else:
+            check_template(parsed, self.exact.template, key)
         return parsed
 
     def candidates(self, collection: str) -> _StoreSource:

@@ -16,6 +16,7 @@ import pytest
 from pura.audit_log import AuditLog
 from pura.crypto.encoding import l2_normalize, quantize
 from pura.crypto.paillier import KeyShare, PublicKey, RandomnessPool, combine
+from pura.crypto.seal import SealPrivateKey
 from pura.errors import HelperRefusedError
 from pura.protocols.candidates import LabelOpenRequest
 from pura.protocols.enroll import encrypt_query, encrypt_template
@@ -33,6 +34,8 @@ from pura.protocols.messages import AdmittedTemplate, NormCheckRequest, Threshol
 from pura.protocols.norms import start_norm_check
 from pura.protocols.preselect import PreselectRequest, PreselectResponse
 from pura.protocols.relayout import RelayoutRequest
+from pura.protocols.sealed import SealedLayout
+from pura.protocols.sealed_query import seal_query, start_sealed_query
 from pura.protocols.secure_min import helper_threshold
 from pura.protocols.steps import Step
 from pura.protocols.tickets import TICKET_STEP, TicketKind, seal, unseal
@@ -49,7 +52,8 @@ class Setup:
         pk, s1, s2 = keys
         self.key, self.s1 = pk, s1
         config = ExactConfig.for_key(pk, DIM, S)
-        self.b = ServerB(s2, config, RandomnessPool(pk, rng=random.Random(2)))
+        self.seal = SealPrivateKey.generate()
+        self.b = ServerB(s2, config, RandomnessPool(pk, rng=random.Random(2)), seal=self.seal)
         self.log = AuditLog(tmp / "b-requests.log")
         steps = {**self.b.handlers(), Step.PRESELECT: self._no_preselect,
                  Step.OPEN_LABEL: lambda p: b"opened", Step.RELAYOUT: lambda p: b"lifted"}
@@ -171,6 +175,32 @@ def test_second_opening_for_one_query_is_refused(setup: Setup) -> None:
     with pytest.raises(HelperRefusedError, match="second"):
         setup.handlers[step](sealed)  # replay under the same ticket
     assert setup.guard.refusals[STEP_THRESHOLD] == 1
+
+
+def test_a_query_vector_is_admitted_once_sealed_or_packed(setup: Setup) -> None:
+    """A query ticket admits one vector: the sealed admission once, never beside the packed
+    one, and never under an enrolment ticket."""
+    gallery = setup.enrol([1, 2])
+    layout = setup.a.config.template
+    sealed = seal_query(setup.vector(2), layout, setup.key, setup.seal.public, random.Random(1))
+    labels = [(f"s{j}", t) for j, t in enumerate(gallery)]
+    assert setup.a.match(sealed, labels, 1 << 18).matched  # honest: passes the guard
+    replay = next(p for s, p in setup.sent if s == Step.SEALED_QUERY)
+    with pytest.raises(HelperRefusedError, match="second"):
+        setup.handlers[Step.SEALED_QUERY](replay)
+    _, request = start_sealed_query(sealed, SealedLayout.for_norms(setup.a.config.norms, setup.key))
+    packed = encrypt_query(setup.vector(3), layout, setup.key, setup.pool)
+    first = setup.a.session(TicketKind.QUERY)
+    first.sealed_query(request)
+    with pytest.raises(HelperRefusedError, match="admitted once"):
+        setup.a.check_query(packed, first)
+    second = setup.a.session(TicketKind.QUERY)
+    setup.a.check_query(packed, second)
+    with pytest.raises(HelperRefusedError, match="admitted once"):
+        second.sealed_query(request)
+    with pytest.raises(HelperRefusedError):
+        setup.a.session(TicketKind.ENROL).sealed_query(request)
+    assert setup.guard.refusals[Step.SEALED_QUERY] == 3
 
 
 def test_norm_check_with_extra_comparisons_is_refused(setup: Setup) -> None:
