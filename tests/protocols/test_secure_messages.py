@@ -28,6 +28,8 @@ from pura.protocols.messages import (
     PaillierTemplate,
     SealedAdmitReply,
     SealedAdmitRequest,
+    SealedQuery,
+    SealedQueryRequest,
     SealedTemplate,
     ThresholdReply,
     ThresholdRequest,
@@ -61,6 +63,8 @@ def _messages(keys: Keys) -> list[Any]:
         SealedAdmitRequest(2, 53, (1, -1), (b"box",), tuple(c[:2])),
         SealedAdmitReply(pk, (1, 0), (c[0],), (s2.partial_decrypt(c[0]),), (c[1],), (c[2],),
                          tuple(c[:2])),
+        SealedQuery(pk, b"s" * 32, b"box"),
+        SealedQueryRequest(pk, 128, 53, b"box"),
     ]
 
 

@@ -143,7 +143,9 @@ def test_wrong_dimension_is_invalid_argument(
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "dimension" in msg
     # the declared dimension is right but the packed query is a ciphertext short
     key = deployment.a.node.keys.public.paillier
-    packed = PaillierQuery.from_bytes(key, parts[1].paillier).packed
+    with deployment.client("identifier") as client:
+        legacy = client.encryptor().query(deployment.faces.probes[0], sealed=False)
+    packed = PaillierQuery.from_bytes(key, legacy.paillier).packed
     short = EncryptedParts(PaillierQuery(packed[:-1]).to_bytes(), parts[1].ckks_head)
     request = pura_pb2.IdentifyRequest(ref=_ref(deployment), query=_query(short))
     code, msg = _code(lambda: stubs("identifier").Identify(request))
