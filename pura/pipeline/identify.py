@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pura.crypto.ckks import CKKSContext
+from pura.crypto.paillier import Ciphertext
 from pura.errors import CallAbandonedError
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.config import SearchConfig
@@ -70,6 +71,8 @@ class _Candidates:
 
     entries: list[tuple[str, Candidate]]
     request_id: bytes | None = None
+    #: The labels B served with the candidates (same order), for the winner's opening.
+    labels: tuple[bytes, ...] = ()
 
 
 @contextlib.contextmanager
@@ -144,7 +147,7 @@ class Identifier:
                             session, ahead)
             if result.matched and served.request_id is not None and result.label is not None:
                 subject = _timed(stages, "open", self._open, served.request_id,
-                                 int(result.label), source, session)
+                                 int(result.label), source, session, served.labels)
                 result = MatchResult(True, subject)
         self.last_stages = stages
         return result
@@ -198,7 +201,8 @@ class Identifier:
         reply = cand.CandidatesReply.from_bytes(raw)
         key = self.server_a.key
         served = cand.parse_candidates(key, reply, request.request_id, top_k)
-        return _Candidates([(str(i), t) for i, t in enumerate(served)], request.request_id)
+        return _Candidates([(str(i), t) for i, t in enumerate(served)], request.request_id,
+                           reply.labels)
 
     def _send(self, session: HelperChannel_ | None, step: Step, payload: bytes) -> bytes:
         """A raw step of the query's ``session``: sealed with its ticket when it has one."""
@@ -207,12 +211,26 @@ class Identifier:
 
     def _open(
         self, request_id: bytes, index: int, source: TemplateSource,
-        session: HelperChannel_ | None = None,
+        session: HelperChannel_ | None = None, labels: Sequence[bytes] = (),
     ) -> str:
-        """After a match: open the winner's label with B (one opening per query) → subject."""
-        raw = self._send(session, Step.OPEN_LABEL,
-                         cand.LabelOpenRequest(request_id, index).to_bytes())
-        template_id = cand.finish_label(self.server_a.share, cand.LabelOpenReply.from_bytes(raw))
+        """After a match: open the winner's label with B (one opening per query) → subject.
+
+        With the served ``labels`` at hand, A's partial decryption of the winner's runs on a
+        thread while B computes its own (both release the GIL: see
+        :func:`~pura.crypto.paillier.powmod_unlocked`), and B's answer must be for that label."""
+        request = cand.LabelOpenRequest(request_id, index).to_bytes()
+        if not 0 <= index < len(labels):
+            raw = self._send(session, Step.OPEN_LABEL, request)
+            template_id = cand.finish_label(self.server_a.share,
+                                            cand.LabelOpenReply.from_bytes(raw))
+            return source.subject_of(template_id)
+        share = self.server_a.share
+        label = Ciphertext.from_bytes(share.public_key, labels[index])
+        with ThreadPoolExecutor(1, thread_name_prefix="pura-label") as pool:
+            mine = pool.submit(share.partial_decrypt, label)
+            raw = self._send(session, Step.OPEN_LABEL, request)
+            template_id = cand.finish_label(share, cand.LabelOpenReply.from_bytes(raw),
+                                            labels[index], mine.result())
         return source.subject_of(template_id)
 
 

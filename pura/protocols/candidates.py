@@ -258,12 +258,21 @@ def parse_candidates(
     return [AdmittedTemplate.from_bytes(key, t) for t in reply.templates]
 
 
-def finish_label(share_a: KeyShare, reply: LabelOpenReply) -> int:
-    """A: combine B's partial decryption of the winner's label with A's own."""
+def finish_label(
+    share_a: KeyShare, reply: LabelOpenReply, served: bytes | None = None,
+    mine: PartialDecryption | None = None,
+) -> int:
+    """A: combine B's partial decryption of the winner's label with A's own.
+
+    ``served``: the label as B served it to this query; B's reply must be for exactly that
+    ciphertext (B cannot answer for another label). ``mine``: A's partial decryption of it,
+    computed while B worked (:meth:`pura.pipeline.Identifier`'s opening overlaps the two)."""
     key = share_a.public_key
+    if served is not None and reply.label != served:
+        raise ProtocolError("B opened a label other than the one it served for the winner")
     label = Ciphertext.from_bytes(key, reply.label)
     theirs = PartialDecryption.from_raw(key, 3 - share_a.index, reply.partial)
-    return combine(share_a.partial_decrypt(label), theirs)
+    return combine(mine if mine is not None else share_a.partial_decrypt(label), theirs)
 
 
 # --- B's side ----------------------------------------------------------------------------

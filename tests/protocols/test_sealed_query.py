@@ -38,6 +38,7 @@ from pura.protocols.identify import (
     threshold_units,
 )
 from pura.protocols.messages import (
+    AdmittedTemplate,
     SealedQuery,
     SealedQueryRequest,
     query_upload_from_bytes,
@@ -120,7 +121,8 @@ def test_sealed_probes_match_and_miss_like_legacy_ones(world: World) -> None:
     pk = world.keys[0]
     stored = world.a.admit([encrypt_template(_q(v), world.layout, pk, world.client)
                             for v in vecs])
-    gallery = [(f"s{i}", t) for i, t in enumerate(stored)]
+    gallery = [(f"s{i}", t) for i, t in enumerate(stored) if isinstance(t, AdmittedTemplate)]
+    assert len(gallery) == 3
     tau = threshold_units(0.36, S)
     near = _q(l2_normalize(vecs[1] + 0.05 * rng.normal(size=DIM)))
     far = _q(_unit(rng))
