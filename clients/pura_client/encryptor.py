@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from pura.crypto.encoding import PCARotation, l2_normalize, quantize
 from pura.crypto.paillier import RandomnessPool
+from pura.crypto.seal import SealPublicKey
 from pura.errors import ConfigError
 from pura.keys import PublicKeys
 from pura.protocols.enroll import TemplateLayout, encrypt_query, encrypt_template
@@ -71,6 +72,15 @@ class Encryptor:
     def _fixed(self, rotated: npt.NDArray[np.float64]) -> list[int]:
         return [int(v) for v in quantize(rotated, self.keys.parameters.encoding.scale_bits)]
 
+    def _sealing_key(self, sealed: bool | None) -> SealPublicKey | None:
+        """B's sealing key when the upload is to be sealed: by default whenever the key set
+        has one; ``sealed=True`` insists (an error for older key sets), ``False`` declines."""
+        if sealed is False or (sealed is None and self.keys.seal is None):
+            return None
+        if self.keys.seal is None:
+            raise ConfigError("these keys have no sealing key (made before sealed admission)")
+        return self.keys.seal
+
     def template(self, embedding: npt.ArrayLike, *, sealed: bool | None = None) -> EncryptedParts:
         """Enrolment upload for one face.
 
@@ -81,13 +91,9 @@ class Encryptor:
         ``sealed=False`` asks for that upload under any key set (servers accept both)."""
         rotated = self._rotate(embedding)
         fixed = self._fixed(rotated)
-        if sealed is None:
-            sealed = self.keys.seal is not None
-        if sealed:
-            if self.keys.seal is None:
-                raise ConfigError("these keys have no sealing key (made before sealed admission)")
-            upload = seal_template(fixed, self.layout, self.keys.paillier, self.keys.seal,
-                                   self.pool.rng)
+        seal = self._sealing_key(sealed)
+        if seal is not None:
+            upload = seal_template(fixed, self.layout, self.keys.paillier, seal, self.pool.rng)
             return EncryptedParts(upload.to_bytes(), b"")  # B derives the CKKS head
         paillier = encrypt_template(fixed, self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
@@ -103,13 +109,10 @@ class Encryptor:
         ciphertexts; ``sealed=False`` asks for those under any key set (servers accept both)."""
         rotated = self._rotate(embedding)
         fixed = self._fixed(rotated)
-        if sealed is None:
-            sealed = self.keys.seal is not None
-        if sealed:
-            if self.keys.seal is None:
-                raise ConfigError("these keys have no sealing key (made before sealed admission)")
+        seal = self._sealing_key(sealed)
+        if seal is not None:
             paillier: PaillierQuery | SealedQuery = seal_query(
-                fixed, self.layout, self.keys.paillier, self.keys.seal, self.pool.rng)
+                fixed, self.layout, self.keys.paillier, seal, self.pool.rng)
         else:
             paillier = encrypt_query(fixed, self.layout, self.keys.paillier, self.pool)
         ctx = self.keys.ckks
