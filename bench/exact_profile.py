@@ -119,7 +119,8 @@ def profile(preset: str, size: int, queries: int, b_known: bool, seed: int = 7) 
             started = time.thread_time()
             result = server_a.match(checked, served.entries, tau, session, ahead)
             if result.matched and served.request_id is not None and result.label is not None:
-                identifier._open(served.request_id, int(result.label), source, session)
+                identifier._open(served.request_id, int(result.label), source,
+                                 served.labels, session)
             spent = time.thread_time() - started
             if j == 0:
                 charges.seconds.clear()

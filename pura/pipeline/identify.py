@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 
 from pura.crypto.ckks import CKKSContext
 from pura.crypto.paillier import Ciphertext
-from pura.errors import CallAbandonedError
+from pura.errors import CallAbandonedError, ProtocolError
 from pura.pipeline.channel import HelperChannel
 from pura.pipeline.config import SearchConfig
 from pura.pipeline.gallery import GalleryIndex
@@ -147,7 +147,7 @@ class Identifier:
                             session, ahead)
             if result.matched and served.request_id is not None and result.label is not None:
                 subject = _timed(stages, "open", self._open, served.request_id,
-                                 int(result.label), source, session, served.labels)
+                                 int(result.label), source, served.labels, session)
                 result = MatchResult(True, subject)
         self.last_stages = stages
         return result
@@ -211,19 +211,16 @@ class Identifier:
 
     def _open(
         self, request_id: bytes, index: int, source: TemplateSource,
-        session: HelperChannel_ | None = None, labels: Sequence[bytes] = (),
+        labels: Sequence[bytes], session: HelperChannel_ | None = None,
     ) -> str:
         """After a match: open the winner's label with B (one opening per query) → subject.
 
         With the served ``labels`` at hand, A's partial decryption of the winner's runs on a
         thread while B computes its own (both release the GIL: see
         :func:`~pura.crypto.paillier.powmod_unlocked`), and B's answer must be for that label."""
-        request = cand.LabelOpenRequest(request_id, index).to_bytes()
         if not 0 <= index < len(labels):
-            raw = self._send(session, Step.OPEN_LABEL, request)
-            template_id = cand.finish_label(self.server_a.share,
-                                            cand.LabelOpenReply.from_bytes(raw))
-            return source.subject_of(template_id)
+            raise ProtocolError(f"the exact stage named candidate {index} of {len(labels)}")
+        request = cand.LabelOpenRequest(request_id, index).to_bytes()
         share = self.server_a.share
         label = Ciphertext.from_bytes(share.public_key, labels[index])
         with ThreadPoolExecutor(1, thread_name_prefix="pura-label") as pool:

@@ -253,13 +253,14 @@ def parse_candidates(
     """A: the served candidates, checked to answer this request with the agreed size."""
     if reply.request_id != request_id:
         raise ProtocolError("candidate reply answers another request")
-    if len(reply.templates) != top_k:
-        raise ProtocolError(f"B served {len(reply.templates)} candidates, expected {top_k}")
+    if len(reply.templates) != top_k or len(reply.labels) != top_k:
+        raise ProtocolError(f"B served {len(reply.templates)} candidates and "
+                            f"{len(reply.labels)} labels, expected {top_k} of each")
     return [AdmittedTemplate.from_bytes(key, t) for t in reply.templates]
 
 
 def finish_label(
-    share_a: KeyShare, reply: LabelOpenReply, served: bytes | None = None,
+    share_a: KeyShare, reply: LabelOpenReply, served: bytes,
     mine: PartialDecryption | None = None,
 ) -> int:
     """A: combine B's partial decryption of the winner's label with A's own.
@@ -268,11 +269,12 @@ def finish_label(
     ciphertext (B cannot answer for another label). ``mine``: A's partial decryption of it,
     computed while B worked (:meth:`pura.pipeline.Identifier`'s opening overlaps the two)."""
     key = share_a.public_key
-    if served is not None and reply.label != served:
+    if reply.label != served:
         raise ProtocolError("B opened a label other than the one it served for the winner")
-    label = Ciphertext.from_bytes(key, reply.label)
     theirs = PartialDecryption.from_raw(key, 3 - share_a.index, reply.partial)
-    return combine(mine if mine is not None else share_a.partial_decrypt(label), theirs)
+    if mine is None:
+        mine = share_a.partial_decrypt(Ciphertext.from_bytes(key, served))
+    return combine(mine, theirs)
 
 
 # --- B's side ----------------------------------------------------------------------------

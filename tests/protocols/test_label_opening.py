@@ -21,7 +21,7 @@ def test_label_opens_with_a_partial_computed_ahead(paillier_fast_keys: Keys) -> 
     served = [pk.encrypt(label, pool).to_bytes() for label in (41, 42, 43)]
     reply = open_label(s2, served[1])
     ahead = s1.partial_decrypt(Ciphertext.from_bytes(pk, served[1]))
-    assert finish_label(s1, reply) == 42
+    assert finish_label(s1, reply, served[1]) == 42
     assert finish_label(s1, reply, served[1], ahead) == 42
 
 
